@@ -1,0 +1,3 @@
+from vocabscale.cli import main
+
+main()

@@ -1,0 +1,120 @@
+"""Parameter, token and FLOPs accounting shared by every stage and estimator.
+
+All formulas follow DESIGN.md section 4: non-vocabulary parameters Nnv count everything but the
+input embedding and the output projection, Nv = V * d, C = 6 * (Nnv + Nv) * D.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: A byte-level BPE holds at least the 256 byte tokens and the end-of-text token.
+MIN_VOCAB_SIZE = 257
+#: f(V) is evaluated with V clamped here (the paper's convention).
+TOKENS_PER_CHAR_MAX_VOCAB = 200_000
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    n_layer: int
+    n_head: int
+    d_model: int
+    ffn: int
+
+    @property
+    def non_vocab_params(self) -> int:
+        """Closed-form Nnv of `vocabscale.model.Llama`: per block the four attention projections
+        (4 d^2), the three SwiGLU matrices (3 d ffn) and two RMSNorm gains (2 d); plus the final
+        RMSNorm gain (d)."""
+        d = self.d_model
+        per_block = 4 * d * d + 3 * d * self.ffn + 2 * d
+        return self.n_layer * per_block + d
+
+
+#: The seven shapes of the paper's grid, with the maximum training tokens of each.
+PAPER_SHAPES: dict[str, tuple[ModelShape, float]] = {
+    "33M": (ModelShape(8, 8, 512, 2048), 1.2e9),
+    "85M": (ModelShape(12, 12, 768, 2048), 3.0e9),
+    "151M": (ModelShape(16, 12, 768, 3072), 5.3e9),
+    "302M": (ModelShape(18, 16, 1024, 4096), 11.7e9),
+    "631M": (ModelShape(20, 24, 1536, 4800), 27.7e9),
+    "1.13B": (ModelShape(22, 32, 2048, 5632), 54.8e9),
+    "2.87B": (ModelShape(24, 32, 3200, 8192), 165.5e9),
+}
+
+#: Width of a target model by its Nnv when the user gives none: (upper bound of Nnv, d).
+WIDTH_BY_NNV: tuple[tuple[float, int], ...] = (
+    (50e6, 512),
+    (200e6, 768),
+    (500e6, 1024),
+    (1e9, 1536),
+    (2e9, 2048),
+    (5e9, 3200),
+    (10e9, 4096),
+    (20e9, 5120),
+    (50e9, 6048),
+    (100e9, 8192),
+    (200e9, 12288),
+    (500e9, 16384),
+    (1e12, 20480),
+)
+WIDTH_ABOVE_1T = 24576
+
+
+def width_for_nnv(nnv: float) -> int:
+    """The model width d the paper assumes for a model with `nnv` non-vocabulary parameters."""
+    for upper, width in WIDTH_BY_NNV:
+        if nnv <= upper:
+            return width
+    return WIDTH_ABOVE_1T
+
+
+def vocab_params(vocab_size: float, d_model: float) -> float:
+    """Nv = V * d (the paper's convention: one V x d matrix, although embeddings are untied)."""
+    return vocab_size * d_model
+
+
+def flops(non_vocab: float, vocab_size: float, d_model: float, tokens: float) -> float:
+    """The paper's training compute C = 6 (Nnv + V d) D."""
+    return 6.0 * (non_vocab + vocab_size * d_model) * tokens
+
+
+def flops_per_token_with_attention(
+    non_vocab: float, vocab_size: float, d_model: float, n_layer: int, context: int
+) -> float:
+    """Training FLOPs per token including attention scores: 6 N + 12 n_layer seq_len d."""
+    return 6.0 * (non_vocab + vocab_size * d_model) + 12.0 * n_layer * context * d_model
+
+
+@dataclass(frozen=True)
+class TokensPerChar:
+    """f(V) = a ln(V)^2 + b ln(V) + c tokens per character, V clamped at 200,000."""
+
+    a: float
+    b: float
+    c: float
+
+    def __call__(self, vocab_size):
+        log_v = np.log(np.minimum(vocab_size, TOKENS_PER_CHAR_MAX_VOCAB))
+        return self.a * log_v**2 + self.b * log_v + self.c
+
+    def derivative(self, vocab_size):
+        """df/dV (zero beyond the clamp)."""
+        v = np.asarray(vocab_size, dtype=float)
+        slope = (2 * self.a * np.log(v) + self.b) / v
+        return np.where(v < TOKENS_PER_CHAR_MAX_VOCAB, slope, 0.0)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"a": self.a, "b": self.b, "c": self.c}
+
+
+#: The paper's fit on SlimPajama.
+PAPER_TOKENS_PER_CHAR = TokensPerChar(a=0.00639222, b=-0.15811069, c=1.20470122)
+
+
+def log_spaced(low: float, high: float, count: int) -> np.ndarray:
+    """`count` points evenly spaced in log between low and high (inclusive)."""
+    return np.exp(np.linspace(math.log(low), math.log(high), count))

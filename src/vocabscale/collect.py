@@ -1,0 +1,71 @@
+"""Stage collect: the runs table, one row per evaluation checkpoint of one run (DESIGN.md s.5).
+
+This table is the estimators' only input, so a table made by another training stack with the
+same columns works just as well.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from vocabscale.io import read_json, write_csv
+
+log = logging.getLogger(__name__)
+
+RUNS_COLUMNS = [
+    "run_id",
+    "model",
+    "vocab_size",
+    "d_model",
+    "non_vocab_params",
+    "vocab_params",
+    "step",
+    "tokens",
+    "characters",
+    "flops",
+    "loss",
+    "loss_u",
+    "bpc",
+    "diverged",
+]
+EXTRA_COLUMNS = ["flops_with_attention", "n_layer", "context"]
+
+
+def collect_runs(
+    run_ids: list[str], runs_dir: str | Path, normalized_dir: str | Path, out: str | Path
+) -> pd.DataFrame:
+    """Join each run's run.json with its normalized evaluations, for exactly `run_ids` (the
+    grid of params.yaml; files of runs no longer in the grid are ignored)."""
+    frames = []
+    for run_id in run_ids:
+        run = read_json(Path(runs_dir) / run_id / "run.json")
+        evals = pd.read_csv(Path(normalized_dir) / f"{run_id}.csv")
+        for key in (
+            "run_id",
+            "model",
+            "vocab_size",
+            "d_model",
+            "non_vocab_params",
+            "vocab_params",
+            "diverged",
+            "n_layer",
+            "context",
+        ):
+            evals[key] = run[key]
+        frames.append(evals)
+    runs = pd.concat(frames, ignore_index=True)
+    runs = runs[RUNS_COLUMNS + EXTRA_COLUMNS].sort_values(
+        ["non_vocab_params", "vocab_size", "step"]
+    )
+    write_csv(out, runs)
+    log.info(
+        "runs table: %d runs, %d checkpoints, %d diverged -> %s",
+        len(run_ids),
+        len(runs),
+        runs.groupby("run_id")["diverged"].first().sum(),
+        out,
+    )
+    return runs

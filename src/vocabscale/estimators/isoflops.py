@@ -1,0 +1,216 @@
+"""Approach 1 (IsoFLOPs): the lower envelope of L_u against compute, and power laws of the
+optimal Nnv, Nv and H in C along it (DESIGN.md section 4).
+
+Points are every (run, checkpoint). By default they are densified as the authors did: per V, a
+cubic interpolation of L_u over the (Nnv, H) plane at log-spaced pairs; per model, a quadratic
+interpolation of the last checkpoint's L_u over V. Interpolation happens in log coordinates
+(log Nnv, log H, log V), where the points are spread evenly. Along increasing C a point joins
+the envelope when its L_u is below every point kept before it. On the envelope, with a Huber
+loss on log residuals: Nnv = e^K1 C^a, Nv = e^K2 C^gamma, H = e^K3 C^b (a = b = 0.5 fixed, or
+free).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.interpolate import griddata, interp1d
+
+from vocabscale.accounting import TokensPerChar, flops, log_spaced
+from vocabscale.estimators.fitting import huber_least_squares, r_squared
+from vocabscale.estimators.runs import RunsTable, RunsTableError
+
+log = logging.getLogger(__name__)
+
+POINT_COLUMNS = ["non_vocab_params", "vocab_size", "d_model", "characters", "flops", "loss_u"]
+
+
+def _width_by_nnv(frame: pd.DataFrame):
+    """d as a function of Nnv, interpolated in log-log between the trained models."""
+    models = frame.groupby("non_vocab_params")["d_model"].first().sort_index()
+    log_nnv, log_d = np.log(models.index.to_numpy(float)), np.log(models.to_numpy(float))
+    return lambda nnv: np.exp(np.interp(np.log(nnv), log_nnv, log_d))
+
+
+def densify_over_nnv_and_h(frame: pd.DataFrame, f: TokensPerChar, count: int) -> pd.DataFrame:
+    """Per V, L_u interpolated (cubic, scattered) at `count` log-spaced (Nnv, H) pairs."""
+    nnv_grid = log_spaced(frame["non_vocab_params"].min(), frame["non_vocab_params"].max(), count)
+    h_grid = log_spaced(frame["characters"].min(), frame["characters"].max(), count)
+    width = _width_by_nnv(frame)
+    parts = []
+    for vocab_size, points in frame.groupby("vocab_size"):
+        if points["non_vocab_params"].nunique() < 2 or len(points) < 4:
+            continue
+        xy = np.log(points[["non_vocab_params", "characters"]].to_numpy(float))
+        try:
+            loss_u = griddata(
+                xy,
+                points["loss_u"].to_numpy(float),
+                (np.log(nnv_grid), np.log(h_grid)),
+                method="cubic",
+            )
+        except (ValueError, RuntimeError):  # degenerate (collinear) point sets
+            continue
+        keep = np.isfinite(loss_u)
+        d_model = width(nnv_grid[keep])
+        tokens = h_grid[keep] * f(vocab_size)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "non_vocab_params": nnv_grid[keep],
+                    "vocab_size": float(vocab_size),
+                    "d_model": d_model,
+                    "characters": h_grid[keep],
+                    "flops": flops(nnv_grid[keep], vocab_size, d_model, tokens),
+                    "loss_u": loss_u[keep],
+                    "kind": "interpolated (Nnv, H)",
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=POINT_COLUMNS)
+
+
+def densify_over_vocab(frame: pd.DataFrame, f: TokensPerChar, count: int) -> pd.DataFrame:
+    """Per model, the last checkpoint's L_u interpolated (quadratic) over log V at `count`
+    log-spaced V, each trained on the model's maximum tokens (H = tokens / f(V))."""
+    parts = []
+    for nnv, runs in frame.groupby("non_vocab_params"):
+        last = runs.loc[runs.groupby("run")["tokens"].idxmax()]
+        last = last.groupby("vocab_size")["loss_u"].mean().sort_index()
+        if len(last) < 2:
+            continue
+        kind = "quadratic" if len(last) >= 3 else "linear"
+        curve = interp1d(np.log(last.index.to_numpy(float)), last.to_numpy(float), kind=kind)
+        vocab = log_spaced(last.index.min(), last.index.max(), count)
+        tokens = runs["tokens"].max()
+        d_model = float(runs["d_model"].iloc[0])
+        characters = tokens / f(vocab)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "non_vocab_params": float(nnv),
+                    "vocab_size": vocab,
+                    "d_model": d_model,
+                    "characters": characters,
+                    "flops": flops(nnv, vocab, d_model, tokens),
+                    "loss_u": curve(np.log(vocab)),
+                    "kind": "interpolated (V)",
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=POINT_COLUMNS)
+
+
+def lower_envelope(points: pd.DataFrame) -> pd.DataFrame:
+    """Walk the points by increasing C; keep a point whose L_u is below all kept before it."""
+    ordered = points.sort_values(["flops", "loss_u"], kind="mergesort")
+    best = np.minimum.accumulate(ordered["loss_u"].to_numpy())
+    previous_best = np.concatenate([[np.inf], best[:-1]])
+    return ordered[ordered["loss_u"].to_numpy() < previous_best].reset_index(drop=True)
+
+
+def fit_power_law(log_c: np.ndarray, log_y: np.ndarray, exponent: float | None, delta: float):
+    """ln y = K + e ln C by Huber regression; e fixed when `exponent` is given."""
+    if exponent is None:
+        fit = huber_least_squares(
+            lambda p: p[0] + p[1] * log_c - log_y,
+            [[float(np.mean(log_y - 0.5 * log_c)), 0.5]],
+            delta,
+            ["K", "e"],
+        )
+        intercept, slope = fit.params
+    else:
+        fit = huber_least_squares(
+            lambda p: p[0] + exponent * log_c - log_y,
+            [[float(np.median(log_y - exponent * log_c))]],
+            delta,
+            ["K"],
+        )
+        intercept, slope = fit.params[0], exponent
+    prediction = intercept + slope * log_c
+    return (
+        float(intercept),
+        float(slope),
+        {"objective": fit.objective, "r_squared": r_squared(log_y, prediction)},
+    )
+
+
+def isoflops_points(
+    runs: RunsTable, f: TokensPerChar, densify: bool, nnv_points: int, vocab_points: int
+) -> pd.DataFrame:
+    observed = runs.frame[POINT_COLUMNS].astype(float).assign(kind="observed")
+    if not densify:
+        return observed
+    return pd.concat(
+        [
+            observed,
+            densify_over_nnv_and_h(runs.frame, f, nnv_points),
+            densify_over_vocab(runs.frame, f, vocab_points),
+        ],
+        ignore_index=True,
+    )
+
+
+def estimate_isoflops(
+    runs: RunsTable,
+    f: TokensPerChar,
+    densify: bool = True,
+    free_exponents: bool = False,
+    huber_delta: float = 1e-3,
+    nnv_points: int = 50,
+    vocab_points: int = 20,
+) -> dict[str, Any]:
+    points = isoflops_points(runs, f, densify, nnv_points, vocab_points)
+    envelope = lower_envelope(points)
+    needed = 3 if free_exponents else 2
+    if len(envelope) < needed or envelope["flops"].nunique() < needed:
+        raise RunsTableError(
+            f"{runs.source}: the IsoFLOPs envelope has {len(envelope)} point(s); at least {needed} "
+            "distinct compute levels are needed (train more checkpoints, models or vocabularies)"
+        )
+    log_c = np.log(envelope["flops"].to_numpy(float))
+    fixed = None if free_exponents else 0.5
+    nv = envelope["vocab_size"] * envelope["d_model"]
+    k1, a, q1 = fit_power_law(
+        log_c, np.log(envelope["non_vocab_params"].to_numpy(float)), fixed, huber_delta
+    )
+    k2, gamma, q2 = fit_power_law(log_c, np.log(nv.to_numpy(float)), None, huber_delta)
+    k3, b, q3 = fit_power_law(
+        log_c, np.log(envelope["characters"].to_numpy(float)), fixed, huber_delta
+    )
+    log.info(
+        "isoflops: %d points, %d on the envelope; gamma = %.4f", len(points), len(envelope), gamma
+    )
+    return {
+        "K1": k1,
+        "K2": k2,
+        "K3": k3,
+        "gamma": gamma,
+        "nnv_exponent": a,
+        "characters_exponent": b,
+        "options": {
+            "densify": densify,
+            "free_exponents": free_exponents,
+            "huber_delta": huber_delta,
+            "nnv_points": nnv_points,
+            "vocab_points": vocab_points,
+        },
+        "fit": {"nnv": q1, "vocab_params": q2, "characters": q3},
+        "points": len(points),
+        "envelope": envelope.assign(vocab_params=nv).to_dict(orient="records"),
+        "flops_range": [float(envelope["flops"].min()), float(envelope["flops"].max())],
+    }
+
+
+def optimal_flops(coefficients: dict[str, Any], nnv: float) -> float:
+    """The compute-optimal budget of a model with `nnv`: C = (Nnv / e^K1)^(1/a)."""
+    return float(
+        (nnv / np.exp(coefficients["K1"])) ** (1.0 / coefficients.get("nnv_exponent", 0.5))
+    )
+
+
+def predict_vocab_params(coefficients: dict[str, Any], flops_budget: float) -> float:
+    return float(np.exp(coefficients["K2"]) * flops_budget ** coefficients["gamma"])

@@ -1,0 +1,176 @@
+"""Approach 3 (parametric loss): fit
+    L_u(Nnv, Nv, D) = -E + A1 / Nnv^alpha1 + A2 / Nv^alpha2 + B / D^beta,  alpha1 = beta,
+in scaled units (Nnv and Nv in millions, D in billions of tokens) with a Huber loss on raw
+residuals over the points with C >= min_flops, then predict the V that minimises L_u at fixed
+Nnv, d and C with D = C / (6 (Nnv + V d)) (DESIGN.md section 4).
+
+Fitting is fast because the model is linear in (E, A1, A2, B) once the exponents are fixed: a
+grid over (alpha1, alpha2) is scored with bounded linear least squares, and the best few grid
+points start the full nonlinear Huber fit with an analytic Jacobian.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from scipy.optimize import lsq_linear, minimize_scalar
+
+from vocabscale.accounting import MIN_VOCAB_SIZE, TokensPerChar
+from vocabscale.estimators.fitting import huber_least_squares, huber_objective, r_squared
+from vocabscale.estimators.runs import RunsTable, RunsTableError
+
+log = logging.getLogger(__name__)
+
+PARAMETERS = ("E", "A1", "A2", "B", "alpha1", "alpha2")
+UNITS = {"non_vocab_params": 1e6, "vocab_params": 1e6, "tokens": 1e9}
+EXPONENT_GRID = np.linspace(0.05, 1.5, 15)
+EXPONENT_BOUNDS = (1e-3, 3.0)
+#: V searched for the optimum: from the smallest byte-level BPE to 100 million.
+PREDICTION_VOCAB = (float(MIN_VOCAB_SIZE), 1e8)
+
+
+def scaled_inputs(nnv, nv, tokens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (
+        np.asarray(nnv, float) / UNITS["non_vocab_params"],
+        np.asarray(nv, float) / UNITS["vocab_params"],
+        np.asarray(tokens, float) / UNITS["tokens"],
+    )
+
+
+def loss_u(p: dict[str, float], nnv, nv, tokens):
+    """L_u at (Nnv, Nv, D) given in natural units (parameters, parameters, tokens)."""
+    x1, x2, x3 = scaled_inputs(nnv, nv, tokens)
+    beta = p.get("beta", p["alpha1"])
+    return (
+        -p["E"] + p["A1"] * x1 ** -p["alpha1"] + p["A2"] * x2 ** -p["alpha2"] + p["B"] * x3**-beta
+    )
+
+
+def _design(x1, x2, x3, alpha1, alpha2):
+    return np.column_stack([-np.ones_like(x1), x1**-alpha1, x2**-alpha2, x3**-alpha1])
+
+
+def _starts(x1, x2, x3, y, delta: float, keep: int) -> list[np.ndarray]:
+    """Score the exponent grid with the best non-negative linear coefficients at each point."""
+    scored = []
+    lower = [-np.inf, 0.0, 0.0, 0.0]
+    for alpha1 in EXPONENT_GRID:
+        for alpha2 in EXPONENT_GRID:
+            design = _design(x1, x2, x3, alpha1, alpha2)
+            linear = lsq_linear(design, y, bounds=(lower, np.inf), method="bvls").x
+            objective = huber_objective(design @ linear - y, delta)
+            scored.append((objective, np.concatenate([linear, [alpha1, alpha2]])))
+    scored.sort(key=lambda item: item[0])
+    return [start for _, start in scored[:keep]]
+
+
+def fit_loss(x1, x2, x3, y, delta: float, keep: int = 6):
+    """Huber fit of the six parameters; returns (HuberFit, starts tried)."""
+    if len(y) < len(PARAMETERS) + 1:
+        raise RunsTableError(
+            f"the parametric fit needs at least {len(PARAMETERS) + 1} points, got {len(y)}"
+        )
+    log1, log2, log3 = np.log(x1), np.log(x2), np.log(x3)
+
+    def residual(p):
+        e, a1, a2, b, alpha1, alpha2 = p
+        return -e + a1 * x1**-alpha1 + a2 * x2**-alpha2 + b * x3**-alpha1 - y
+
+    def jacobian(p):
+        _, a1, a2, b, alpha1, alpha2 = p
+        t1, t2, t3 = x1**-alpha1, x2**-alpha2, x3**-alpha1
+        return np.column_stack(
+            [-np.ones_like(y), t1, t2, t3, -a1 * log1 * t1 - b * log3 * t3, -a2 * log2 * t2]
+        )
+
+    lower = [-np.inf, 0.0, 0.0, 0.0, EXPONENT_BOUNDS[0], EXPONENT_BOUNDS[0]]
+    upper = [np.inf, np.inf, np.inf, np.inf, EXPONENT_BOUNDS[1], EXPONENT_BOUNDS[1]]
+    starts = _starts(x1, x2, x3, y, delta, keep)
+    return huber_least_squares(residual, starts, delta, PARAMETERS, (lower, upper), jacobian)
+
+
+def fit_points(runs: RunsTable, min_flops: float):
+    points = runs.frame[runs.frame["flops"] >= min_flops]
+    if len(points) < len(PARAMETERS) + 1:
+        raise RunsTableError(
+            f"{runs.source}: {len(points)} rows have C >= {min_flops:.3g} FLOPs; the parametric "
+            f"fit needs at least {len(PARAMETERS) + 1} (lower estimate.parametric.min_flops)"
+        )
+    return points
+
+
+def _fit_summary(fit, x1, x2, x3, y) -> dict[str, Any]:
+    p = dict(zip(PARAMETERS, map(float, fit.params)))
+    predicted = y + fit.residuals
+    return {
+        **p,
+        "beta": p["alpha1"],
+        "fit": {
+            "objective": fit.objective,
+            "r_squared": r_squared(y, predicted),
+            "rmse": float(np.sqrt(np.mean(fit.residuals**2))),
+            "points": len(y),
+            "on_bound": fit.on_bound,
+            "starts": fit.starts,
+        },
+    }
+
+
+def estimate_parametric(
+    runs: RunsTable,
+    f: TokensPerChar,
+    min_flops: float = 2.18e17,
+    huber_delta: float = 1e-3,
+    authors_tokenization: bool = False,
+) -> dict[str, Any]:
+    """Fit on the runs; with `authors_tokenization`, D = H f(V / 1000) in the fit (the authors'
+    published behaviour) and the fit with true token counts is reported beside it."""
+    points = fit_points(runs, min_flops)
+    y = points["loss_u"].to_numpy(float)
+    nnv, nv = points["non_vocab_params"].to_numpy(float), points["vocab_params"].to_numpy(float)
+    true_tokens = points["tokens"].to_numpy(float)
+
+    def fit_with(tokens):
+        x1, x2, x3 = scaled_inputs(nnv, nv, tokens)
+        return _fit_summary(fit_loss(x1, x2, x3, y, huber_delta), x1, x2, x3, y)
+
+    options = {
+        "min_flops": min_flops,
+        "huber_delta": huber_delta,
+        "authors_tokenization": authors_tokenization,
+        "units": {"non_vocab_params": "millions", "vocab_params": "millions", "tokens": "billions"},
+    }
+    if not authors_tokenization:
+        result = {**fit_with(true_tokens), "options": options}
+    else:
+        characters = points["characters"].to_numpy(float)
+        vocab = points["vocab_size"].to_numpy(float)
+        authors_tokens = characters * f(vocab / 1000.0)
+        result = {
+            **fit_with(authors_tokens),
+            "options": options,
+            "true_tokenization": fit_with(true_tokens),
+        }
+    log.info("parametric: %s", ", ".join(f"{k}={result[k]:.4g}" for k in PARAMETERS))
+    return result
+
+
+def optimal_vocab(
+    p: dict[str, float], nnv: float, d_model: float, flops_budget: float
+) -> tuple[float, bool]:
+    """argmin over V of L_u(Nnv, V d, C / (6 (Nnv + V d))), and whether it lies on the edge of
+    the searched range (then the fit says only 'smaller' or 'larger than this')."""
+
+    def objective(log_v: float) -> float:
+        v = np.exp(log_v)
+        tokens = flops_budget / (6.0 * (nnv + v * d_model))
+        return float(loss_u(p, nnv, v * d_model, tokens))
+
+    low, high = np.log(PREDICTION_VOCAB[0]), np.log(PREDICTION_VOCAB[1])
+    result = minimize_scalar(
+        objective, bounds=(low, high), method="bounded", options={"xatol": 1e-10}
+    )
+    at_bound = bool(result.x - low < 1e-3 or high - result.x < 1e-3)
+    return float(np.exp(result.x)), at_bound

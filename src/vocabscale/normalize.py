@@ -1,0 +1,67 @@
+"""Stage normalize: per-checkpoint loss, unigram-normalized loss and bits per character.
+
+L_u = -(1/T) sum_i log(p_model(t_i | ctx) / p_uni(t_i)) = loss - unigram cross-entropy of the
+same T targets, where p_uni(t) = (count(t) + k) / (N + k V) is the token's additively smoothed
+frequency in the training split (k = `unigram_pseudocount`, 1 by default: Laplace), so no token
+has probability zero. A model that predicts exactly p_uni has L_u = 0; better models are below 0.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vocabscale.io import read_json, read_tokens, write_csv
+
+
+def unigram_log_probs(counts: np.ndarray, pseudocount: float) -> np.ndarray:
+    """log p_uni for every token id, additively smoothed."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return np.log(counts + pseudocount) - math.log(counts.sum() + pseudocount * len(counts))
+
+
+def unigram_cross_entropy_sum(targets: np.ndarray, log_probs: np.ndarray) -> float:
+    """-sum_i log p_uni(t_i) over the target tokens, in nats."""
+    return float(-np.sum(log_probs[np.asarray(targets, dtype=np.int64)], dtype=np.float64))
+
+
+def normalize_evals(
+    evals: pd.DataFrame, unigram_ce_sum: float, eval_tokens: int, eval_characters: int
+) -> pd.DataFrame:
+    """Add loss (nats/token), loss_u and bpc to evaluation records."""
+    if (evals["eval_tokens"] != eval_tokens).any():
+        raise ValueError(
+            f"evaluation records count {sorted(set(evals['eval_tokens']))} targets, but the "
+            f"validation array has {eval_tokens}: the run and the tokens do not belong together"
+        )
+    out = evals.copy()
+    out["loss"] = out["eval_ce_sum"] / eval_tokens
+    out["loss_u"] = (out["eval_ce_sum"] - unigram_ce_sum) / eval_tokens
+    out["bpc"] = out["eval_ce_sum"] / (eval_characters * math.log(2))
+    out["unigram_loss"] = unigram_ce_sum / eval_tokens
+    return out
+
+
+def normalize_run(
+    run_dir: str | Path, tokens_dir: str | Path, out: str | Path, pseudocount: float
+) -> pd.DataFrame:
+    run_dir, tokens_dir = Path(run_dir), Path(tokens_dir)
+    run = read_json(run_dir / "run.json")
+    stats = read_json(tokens_dir / "stats.json")
+    if stats["vocab_size"] != run["vocab_size"]:
+        raise ValueError(
+            f"{run_dir} was trained with V={run['vocab_size']}, "
+            f"{tokens_dir} holds V={stats['vocab_size']}"
+        )
+    validation = read_tokens(tokens_dir / "validation.bin", stats["vocab_size"])
+    log_probs = unigram_log_probs(np.load(tokens_dir / "unigram_counts.npy"), pseudocount)
+    unigram_sum = unigram_cross_entropy_sum(validation[1:], log_probs)
+    evals = pd.read_csv(run_dir / "evals.csv")
+    normalized = normalize_evals(
+        evals, unigram_sum, len(validation) - 1, stats["splits"]["validation"]["characters"]
+    )
+    write_csv(out, normalized)
+    return normalized

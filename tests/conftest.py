@@ -1,0 +1,99 @@
+"""Shared fixtures: a small real corpus, tokenizers trained on it, and tiny params files."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vocabscale.config import read_yaml
+from vocabscale.prepare_corpus import prepare_corpus
+from vocabscale.tokenize_corpus import tokenize_corpus
+from vocabscale.train_tokenizer import train_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def default_params() -> dict:
+    """params.yaml as shipped (raw, before defaults are filled in)."""
+    return read_yaml(REPO / "params.yaml")
+
+
+def tiny_params(default_params: dict) -> dict:
+    """A params dict small enough for an end-to-end run in about a minute on two cores."""
+    params = copy.deepcopy(default_params)
+    params["corpus"].update(
+        validation_characters=8000, tokenizer_sample_characters=300_000, max_characters=400_000
+    )
+    params["tokenizer"]["vocab_sizes"] = [320, 640, 1280]
+    params["models"] = {
+        "a": {"n_layer": 1, "n_head": 2, "d_model": 32, "ffn": 64, "train_tokens": 49152},
+        "b": {"n_layer": 2, "n_head": 2, "d_model": 48, "ffn": 96, "train_tokens": 65536},
+    }
+    params["train"].update(context=32, batch_tokens=2048, micro_batch_size=64, evals=4)
+    params["estimate"]["bootstrap"]["samples"] = 5
+    params["estimate"]["derivative"]["nnv_grid"] = [1e4, 3e4, 1e5]
+    params["report"]["targets"] = [
+        {"name": "tiny", "nnv": 2e4, "d_model": 32},
+        {"name": "1M", "nnv": 1e6, "d_model": 128},
+    ]
+    return params
+
+
+@pytest.fixture(scope="session")
+def tiny_params_dict(default_params) -> dict:
+    return tiny_params(default_params)
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory, tiny_params_dict) -> Path:
+    """The builtin corpus, capped: real text, shared by the tests of a session."""
+    from vocabscale.config import validate_params
+
+    params = validate_params(copy.deepcopy(tiny_params_dict))
+    out = tmp_path_factory.mktemp("corpus") / "corpus"
+    prepare_corpus(params["corpus"], out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenized(tmp_path_factory, corpus_dir) -> dict[int, Path]:
+    """Tokenizer and token arrays for V = 320, 640, 1280."""
+    root = tmp_path_factory.mktemp("tokens")
+    out = {}
+    for vocab_size in (320, 640, 1280):
+        tokenizer = root / f"v{vocab_size}" / "tokenizer.json"
+        train_tokenizer(corpus_dir / "tokenizer_sample.parquet", vocab_size, tokenizer)
+        tokenize_corpus(corpus_dir, tokenizer, root / f"tokens-v{vocab_size}", 256)
+        out[vocab_size] = root / f"tokens-v{vocab_size}"
+    return out
+
+
+def copy_repo(destination: Path) -> Path:
+    """The workflow files of this checkout, without results, for runs in a scratch directory."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "dvc.yaml", "params.yaml", "workflow", "cluster"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, dirs_exist_ok=True)
+        elif source.exists():
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for engine subprocesses: this interpreter's scripts first on PATH."""
+    env = dict(os.environ)
+    bin_dir = str(Path(os.sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    return env

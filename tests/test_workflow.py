@@ -1,0 +1,86 @@
+"""The whole pipeline through Snakemake on a small config: every stage real, end to end."""
+
+import re
+import subprocess
+
+import pandas as pd
+import pytest
+from conftest import copy_repo, subprocess_env, write_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def snakemake_run(tmp_path_factory, tiny_params_dict):
+    workdir = copy_repo(tmp_path_factory.mktemp("workflow"))
+    write_params(workdir / "params.yaml", tiny_params_dict)
+    result = subprocess.run(
+        ["snakemake", "--cores", "2", "--quiet", "rules"],
+        cwd=workdir,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return workdir
+
+
+def test_report_has_three_predictions_per_target(snakemake_run, tiny_params_dict):
+    report = (snakemake_run / "results/report/report.md").read_text()
+    for target in tiny_params_dict["report"]["targets"]:
+        rows = [line for line in report.splitlines() if line.startswith(f"| {target['name']} |")]
+        approaches = {row.split("|")[4].strip() for row in rows}
+        assert approaches == {"IsoFLOPs", "Derivative", "Parametric"}, report
+        for row in rows:
+            assert re.search(r"\| [\d,]+ \(", row), row  # a number for V
+    assert (snakemake_run / "results/report/figures/loss_vs_compute.png").stat().st_size > 10_000
+
+
+def test_runs_table_has_every_checkpoint_of_every_run(snakemake_run, tiny_params_dict):
+    runs = pd.read_csv(snakemake_run / "results/runs.csv")
+    expected_runs = len(tiny_params_dict["models"]) * len(
+        tiny_params_dict["tokenizer"]["vocab_sizes"]
+    )
+    assert runs["run_id"].nunique() == expected_runs
+    assert len(runs) == expected_runs * tiny_params_dict["train"]["evals"]
+    for column in (
+        "run_id",
+        "model",
+        "vocab_size",
+        "d_model",
+        "non_vocab_params",
+        "vocab_params",
+        "step",
+        "tokens",
+        "characters",
+        "flops",
+        "loss",
+        "loss_u",
+        "bpc",
+        "diverged",
+    ):
+        assert runs[column].notna().all(), column
+    # the FLOPs column is the paper's 6 (Nnv + V d) D
+    expected = (
+        6 * (runs["non_vocab_params"] + runs["vocab_size"] * runs["d_model"]) * runs["tokens"]
+    )
+    assert (abs(runs["flops"] / expected - 1) < 1e-9).all()
+
+
+def test_every_rule_wrote_its_log(snakemake_run):
+    logs = snakemake_run / "logs"
+    for name in ("prepare_corpus.log", "fit_tokenization.log", "collect.log", "report.log"):
+        assert (logs / name).stat().st_size > 0, name
+    assert len(list((logs / "train").glob("*.log"))) == 6
+
+
+def test_a_second_run_has_nothing_to_do(snakemake_run):
+    result = subprocess.run(
+        ["snakemake", "--cores", "2", "-n"],
+        cwd=snakemake_run,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert "Nothing to be done" in result.stdout + result.stderr

@@ -1,0 +1,9 @@
+rule prepare_corpus:
+    output:
+        directory("results/corpus"),
+    params:
+        section=PARAMS["corpus"],
+    log:
+        "logs/prepare_corpus.log",
+    shell:
+        "vocabscale prepare-corpus --params {PARAMS_FILE} --out {output} --log {log}"

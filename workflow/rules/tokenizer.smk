@@ -1,0 +1,37 @@
+rule train_tokenizer:
+    input:
+        "results/corpus",
+    output:
+        "results/tokenizers/v{vocab}/tokenizer.json",
+    params:
+        section=PARAMS["tokenizer"]["min_frequency"],
+    log:
+        "logs/train_tokenizer/v{vocab}.log",
+    shell:
+        "vocabscale train-tokenizer --params {PARAMS_FILE} --corpus {input} "
+        "--vocab-size {wildcards.vocab} --out {output} --log {log}"
+
+
+rule tokenize:
+    input:
+        corpus="results/corpus",
+        tokenizer="results/tokenizers/v{vocab}/tokenizer.json",
+    output:
+        directory("results/tokens/v{vocab}"),
+    log:
+        "logs/tokenize/v{vocab}.log",
+    shell:
+        "vocabscale tokenize --params {PARAMS_FILE} --corpus {input.corpus} "
+        "--tokenizer {input.tokenizer} --out {output} --log {log}"
+
+
+rule fit_tokenization:
+    input:
+        expand("results/tokens/v{vocab}", vocab=VOCAB_SIZES),
+    output:
+        "results/tokenization/fit.json",
+    log:
+        "logs/fit_tokenization.log",
+    shell:
+        "vocabscale fit-tokenization --params {PARAMS_FILE} --tokens-dir results/tokens "
+        "--out {output} --log {log}"
