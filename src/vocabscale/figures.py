@@ -205,6 +205,15 @@ def figure_tokens_per_char(evidence: Evidence, path: Path) -> None:
             fontsize=7,
             va="top",
         )
+    if points is None or points.empty:
+        ax.annotate(
+            "no measured points: give the report --tokenization FIT.json or a runs table "
+            "with tokens and characters",
+            (0.02, 0.02),
+            xycoords="axes fraction",
+            fontsize=7.5,
+            color="dimgrey",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("vocabulary size V  [tokens, log scale]")
     ax.set_ylabel("f(V)  [tokens per character]")
@@ -520,7 +529,7 @@ def figure_budget_multiple(evidence: Evidence, path: Path) -> None:
     multiples = log_spaced(*evidence.budget_range, 41)
     fig, ax = plt.subplots(figsize=(8, 4.8), layout="constrained")
     cmap = plt.get_cmap("plasma")
-    drawn, all_values, any_edge, all_edges = 0, [], False, True
+    drawn, all_values, any_edge, all_edges, any_own = 0, [], False, True, False
     for index, target in enumerate(evidence.targets):
         reference = budget_reference(evidence, target)
         if reference is None:
@@ -539,6 +548,13 @@ def figure_budget_multiple(evidence: Evidence, path: Path) -> None:
         values, edges = np.asarray(values), np.asarray(edges)
         colour = cmap(0.85 * index / max(1, len(evidence.targets) - 1))
         ax.plot(multiples, values, color=colour, lw=1.8, label=f"{target['name']}")
+        own = target.get("flops")
+        if own and evidence.fitted("isoflops") is not None:
+            answer = predict_one(
+                evidence.coefficients, "parametric", target["nnv"], target["d_model"], own
+            )
+            ax.scatter([own / reference], [answer["vocab_size"]], color=colour, s=40, zorder=4)
+            any_own = True
         all_edges &= bool(edges.all())
         if edges.any():
             any_edge = True
@@ -551,13 +567,19 @@ def figure_budget_multiple(evidence: Evidence, path: Path) -> None:
         ax.scatter(
             [], [], facecolors="none", edgecolors="black", s=30, label="at the V search bound"
         )
+    if any_own:
+        ax.scatter([], [], color="black", s=40, label="the target's own budget")
     values = np.concatenate(all_values)
     low, high = float(np.nanmin(values)), float(np.nanmax(values))
     if high < 2 * low:  # a flat answer: keep the axis readable instead of zooming into noise
         ax.set_ylim(low / 2, high * 2)
+    optimal = evidence.fitted("isoflops") is not None
     ax.axvline(1.0, color="grey", lw=0.8, ls="--")
     ax.annotate(
-        " compute-optimal (1x)", (1.0, 0.02), xycoords=("data", "axes fraction"), fontsize=7
+        " compute-optimal (1x)" if optimal else " the target's budget (1x)",
+        (1.0, 0.02),
+        xycoords=("data", "axes fraction"),
+        fontsize=7,
     )
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -569,7 +591,11 @@ def figure_budget_multiple(evidence: Evidence, path: Path) -> None:
         )
     )
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
-    ax.set_xlabel("budget / compute-optimal budget  (< 1x under-trained, > 1x over-trained)")
+    ax.set_xlabel(
+        "budget / compute-optimal budget  (< 1x under-trained, > 1x over-trained)"
+        if optimal
+        else "budget / the target's `flops` (no approach 1: the compute-optimal budget is unknown)"
+    )
     ax.set_ylabel("approach 3 optimal V  [tokens, log]")
     title = "Optimal vocabulary against the training budget (approach 3)"
     if all_edges:
@@ -648,13 +674,11 @@ def figure_vocab_vs_nnv(evidence: Evidence, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     for approach in approaches:
-        ax.plot(
-            grid,
-            _curve(evidence.coefficients, approach, grid, width),
-            color=COLOURS[approach],
-            lw=2,
-            label=f"{TITLES[approach]} (fitted)",
-        )
+        fitted = _curve(evidence.coefficients, approach, grid, width)
+        if np.isfinite(fitted).any():  # approach 3 needs approach 1's budget
+            ax.plot(
+                grid, fitted, color=COLOURS[approach], lw=2, label=f"{TITLES[approach]} (fitted)"
+            )
         ax.plot(
             grid,
             _curve(PAPER_COEFFICIENTS, approach, grid, width),
@@ -709,7 +733,10 @@ def figure_vocab_vs_nnv(evidence: Evidence, path: Path) -> None:
         ax.set_xlim(min(nnv_values) / 3, max(nnv_values) * 30)
     ax.set_xlabel("non-vocabulary parameters Nnv  [log]")
     ax.set_ylabel("vocabulary parameters Nv = V d  [log]")
-    ax.set_title("Compute-optimal Nv against Nnv, at approach 1's optimal budget", fontsize=10)
+    title = "Compute-optimal Nv against Nnv"
+    if evidence.fitted("isoflops"):
+        title += ", at approach 1's optimal budget"
+    ax.set_title(title, fontsize=10)
     _legend_outside(ax)
     _save(fig, path)
 
