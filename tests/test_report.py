@@ -207,6 +207,9 @@ def planted(clean, tmp_path_factory, default_params) -> Path:
     anchor["vocab_params"] *= 3
     for replicate in coefficients["derivative"]["bootstrap"]:
         replicate["anchor"] = {**replicate["anchor"], "vocab_params": anchor["vocab_params"]}
+    # approach 1's refits all well below its estimate: the estimate is unstable
+    for replicate in coefficients["isoflops"]["bootstrap"]:
+        replicate["K2"] -= 1.0
     # a parameter of approach 3 on its bound, and the compatibility switch on
     fitted = coefficients["parametric"]
     fitted["fit"]["on_bound"] = ["alpha2"]
@@ -231,6 +234,7 @@ def test_doubts_fire_on_planted_problems(planted):
         "extrapolation",
         "on_bound",
         "compatibility_switch",
+        "unstable",
     }, found
     assert found["extrapolation"] == ["70B"]  # and not the targets near the data
     assert {"151M", "302M"} <= set(found["disagreement"])

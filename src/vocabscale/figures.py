@@ -490,7 +490,7 @@ def figure_parametric_fit(evidence: Evidence, path: Path) -> None:
     left.set_ylabel("approach 3 L_u  [nats/token]")
     quality = fitted.get("fit") or {}
     left.set_title(
-        f"Predicted against observed (R² = {quality.get('r_squared', float('nan')):.3f}, "
+        f"Predicted against observed (R² = {quality.get('r_squared', float('nan')):.4f}, "
         f"{quality.get('points', used.sum())} points fitted)",
         fontsize=10,
     )

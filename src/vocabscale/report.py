@@ -169,6 +169,11 @@ def build_predictions(
         on=["target", "approach"],
         how="left",
     )
+    true_rows = table["approach"] == "parametric_true_tokens"
+    if true_rows.any():  # the published value of approach 3 is the one to compare with
+        published = paper[paper["approach"] == "parametric"].set_index("target")
+        for column in ("paper_vocab_size", "paper_vocab_params"):
+            table.loc[true_rows, column] = table.loc[true_rows, "target"].map(published[column])
     table["vocab_params_low"] = table["vocab_size_low"] * table["d_model"]
     table["vocab_params_high"] = table["vocab_size_high"] * table["d_model"]
     table["vocab_size_rounded"] = [round_to_multiple(v, round_to) for v in table["vocab_size"]]
@@ -285,6 +290,10 @@ DOUBT_KINDS: dict[str, tuple[str, str]] = {
         "The fitted law has no optimum inside the V it searched: it only says 'this small or "
         "smaller' or 'this large or larger'.",
     ),
+    "unstable": (
+        "Estimate outside its own bootstrap interval",
+        "Refits on resampled runs land elsewhere: the estimate hinges on a few runs.",
+    ),
     "compatibility_switch": ("Approach 3 fitted with the authors' compatibility switch", ""),
     "sweep_edge": (
         "Optimum at the edge of the V sweep",
@@ -361,6 +370,20 @@ def find_doubts(evidence: Evidence, report: dict[str, Any]) -> list[dict[str, An
             _doubt(
                 "search_bound",
                 f"**{row.target}**: {TITLES[row.approach]} V = {row.vocab_size:,.0f}.",
+                row.target,
+            )
+        )
+
+    predictions = evidence.predictions
+    outside = (predictions["vocab_size"] < 0.99 * predictions["vocab_size_low"]) | (
+        predictions["vocab_size"] > 1.01 * predictions["vocab_size_high"]
+    )
+    for row in predictions[outside].itertuples(index=False):
+        doubts.append(
+            _doubt(
+                "unstable",
+                f"**{row.target}**: {TITLES[row.approach]} V = {row.vocab_size:,.0f}, interval "
+                f"{_range(row.vocab_size_low, row.vocab_size_high)}.",
                 row.target,
             )
         )
@@ -513,7 +536,9 @@ def _predictions_markdown(table: pd.DataFrame, report: dict[str, Any], level: fl
         f"{level:.0%} bootstrap percentiles over runs resampled with replacement (n/a: no "
         "refits). *paper V* is the same approach with the published coefficients of Tao et "
         "al. 2024, at the paper's own compute-optimal budget. Approaches 1 and 2 answer for the "
-        "compute-optimal budget; C is approach 1's optimum unless the target names a budget.",
+        "compute-optimal budget; C is approach 1's optimum unless the target names a budget. "
+        "Approach 2's interval reflects only which swept V its anchor picks; its exponent "
+        "comes from f(V) alone.",
         "",
         "| target | Nnv | d | approach | C (FLOPs) | V (rounded) | V interval | Nv | "
         "Nv interval | paper V |",
