@@ -134,7 +134,8 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _human(value: float) -> str:
+def human(value: float) -> str:
+    """1.23B, 85M, 500K: parameter counts as people say them."""
     for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
         if abs(value) >= scale:
             return f"{value / scale:.3g}{suffix}"
@@ -243,7 +244,7 @@ def figure_loss_vs_compute(evidence: Evidence, path: Path) -> None:
     for vocab_size, colour in colours.items():
         ax.plot([], [], "-", color=colour, lw=2, label=f"V = {vocab_size:,.0f}")
     for nnv, marker in markers.items():
-        ax.plot([], [], marker, color="grey", ls="none", ms=4, label=f"Nnv = {_human(nnv)}")
+        ax.plot([], [], marker, color="grey", ls="none", ms=4, label=f"Nnv = {human(nnv)}")
     diverged = evidence.diverged
     if diverged is not None and not diverged.empty:
         shown = diverged[np.isfinite(diverged["loss_u"]) & np.isfinite(diverged["flops"])]
@@ -726,7 +727,7 @@ def figure_vocab_vs_nnv(evidence: Evidence, path: Path) -> None:
         _spread_labels(
             ax,
             [
-                (m["nnv"], value, f"{m['name']} ({_human(m['vocab_size'])})")
+                (m["nnv"], value, f"{m['name']} ({human(m['vocab_size'])})")
                 for m, value in zip(models, nv)
             ],
         )

@@ -29,7 +29,14 @@ from vocabscale.accounting import MIN_VOCAB_SIZE, TOKENS_PER_CHAR_MAX_VOCAB, wid
 from vocabscale.estimate import predictions_table
 from vocabscale.estimators.derivative import loss_at_budget
 from vocabscale.estimators.runs import RunsTableError, prepare_runs, tokens_per_char_from_table
-from vocabscale.figures import FIGURES, TITLES, Evidence, draw_figures, tokens_per_char_of
+from vocabscale.figures import (
+    FIGURES,
+    TITLES,
+    Evidence,
+    draw_figures,
+    human,
+    tokens_per_char_of,
+)
 from vocabscale.io import atomic_dir, read_json, to_json, write_csv, write_json
 from vocabscale.predict import APPROACHES, PAPER_COEFFICIENTS, load_coefficients, predict
 
@@ -181,6 +188,7 @@ def build_predictions(
         table["at_search_bound"] = [
             _at_search_bound(coefficients, row) for row in table.itertuples(index=False)
         ]
+    table["at_search_bound"] = table["at_search_bound"].fillna(False).astype(bool)
     return table
 
 
@@ -443,7 +451,7 @@ def _sweep_edge_doubts(evidence: Evidence) -> list[dict[str, Any]]:
                 doubts.append(
                     _doubt(
                         "sweep_edge",
-                        f"Nnv = {_human(nnv)}: V = {best:,.0f}, the {side} trained, has the lowest "
+                        f"Nnv = {human(nnv)}: V = {best:,.0f}, the {side} trained, has the lowest "
                         "L_u at the largest budget all its runs reach.",
                     )
                 )
@@ -504,13 +512,6 @@ def _tokenization_doubts(evidence: Evidence, far: float) -> list[dict[str, Any]]
 # --- rendering -------------------------------------------------------------------------------
 
 
-def _human(value: float) -> str:
-    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.3g}"
-
-
 def _sci(value: float) -> str:
     if value is None or not np.isfinite(value):
         return "n/a"
@@ -528,6 +529,26 @@ def _range(low: float, high: float, scale=lambda v: f"{v:,.0f}") -> str:
     if not (np.isfinite(low) and np.isfinite(high)):
         return "n/a"
     return f"{scale(low)} – {scale(high)}"
+
+
+def _glance_markdown(table: pd.DataFrame, doubts: list[dict[str, Any]]) -> list[str]:
+    """One line per target: the range of rounded V the approaches give, and how many of the
+    warnings below concern it."""
+    general = sum(1 for d in doubts if d["target"] is None)
+    lines = []
+    for name, group in table[table["approach"].isin(APPROACHES)].groupby("target", sort=False):
+        low, high = group["vocab_size_rounded"].min(), group["vocab_size_rounded"].max()
+        answer = f"{low:,}" if low == high else f"{low:,} to {high:,}"
+        own = sum(1 for d in doubts if d["target"] == name)
+        lines.append(
+            f"- **{name}** (Nnv {human(group['nnv'].iloc[0])}, d {int(group['d_model'].iloc[0])}, "
+            f"C {_sci(group['flops'].max())}): V = {answer} across "
+            f"{len(group)} approach{'es' if len(group) > 1 else ''}; "
+            f"{own} warning(s) about this target"
+            + (f", {general} about the whole fit" if general else "")
+            + "."
+        )
+    return lines
 
 
 def _predictions_markdown(table: pd.DataFrame, report: dict[str, Any], level: float) -> list[str]:
@@ -550,10 +571,10 @@ def _predictions_markdown(table: pd.DataFrame, report: dict[str, Any], level: fl
         flagged |= bool(row.at_search_bound)
         paper = row.paper_vocab_size
         lines.append(
-            f"| {row.target} | {_human(row.nnv)} | {int(row.d_model)} | {TITLES[row.approach]} | "
+            f"| {row.target} | {human(row.nnv)} | {int(row.d_model)} | {TITLES[row.approach]} | "
             f"{_sci(row.flops)} | {row.vocab_size:,.0f} ({row.vocab_size_rounded:,}){mark} | "
-            f"{_range(row.vocab_size_low, row.vocab_size_high)} | {_human(row.vocab_params)} | "
-            f"{_range(row.vocab_params_low, row.vocab_params_high, _human)} | "
+            f"{_range(row.vocab_size_low, row.vocab_size_high)} | {human(row.vocab_params)} | "
+            f"{_range(row.vocab_params_low, row.vocab_params_high, human)} | "
             f"{'n/a' if pd.isna(paper) else f'{paper:,.0f}'} |"
         )
     if flagged:
@@ -616,7 +637,7 @@ def _derivative_markdown(evidence: Evidence) -> list[str]:
         "(so it rests entirely on f(V), above). The curve is anchored at "
         f"Nv = {anchor.get('vocab_params', math.nan):,.0f} (V = "
         f"{anchor.get('vocab_size', math.nan):,.0f}, d = {anchor.get('d_model', math.nan):,.0f}, "
-        f"Nnv = {_human(anchor.get('nnv', math.nan))}), "
+        f"Nnv = {human(anchor.get('nnv', math.nan))}), "
         + (
             f"the best vocabulary of the smallest model at C = {_sci(anchor['flops'])}."
             if anchor.get("flops")
@@ -653,7 +674,7 @@ def _public_models_markdown(evidence: Evidence) -> list[str]:
             f"{answer[a]['vocab_size']:,.0f}" if a in answer else "n/a" for a in approaches
         )
         lines.append(
-            f"| {model['name']} | {_human(model['nnv'])} | {model['d_model']} | "
+            f"| {model['name']} | {human(model['nnv'])} | {model['d_model']} | "
             f"{model['vocab_size']:,} | {cells} |"
         )
     return [*lines, ""]
@@ -741,6 +762,8 @@ def render_markdown(
         "better), so that models with different V are comparable.",
         "",
         "## Predicted vocabulary size",
+        "",
+        *_glance_markdown(table, doubts),
         "",
         *_predictions_markdown(table, report, level),
         "",
