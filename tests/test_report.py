@@ -276,7 +276,8 @@ def test_search_bound_and_sweep_edge(clean, tmp_path, default_params):
     assert "sweep_edge" in found and "no_intervals" in found
     table = result["predictions"]
     assert table.loc[table["approach"] == "parametric", "at_search_bound"].all()
-    assert "†" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "†" in markdown and "Parametric at its search bound, left out" in markdown
 
 
 def test_report_without_runs_table_or_with_a_failed_approach(clean, tmp_path, default_params):

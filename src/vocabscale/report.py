@@ -522,6 +522,8 @@ def _sci(value: float) -> str:
 def _times(factor: float) -> str:
     if not np.isfinite(factor):
         return "n/a"
+    if factor < 0.001:
+        return "< 0.001x"
     return f"{factor:,.0f}x" if factor >= 100 else f"{factor:.3g}x"
 
 
@@ -537,13 +539,23 @@ def _glance_markdown(table: pd.DataFrame, doubts: list[dict[str, Any]]) -> list[
     general = sum(1 for d in doubts if d["target"] is None)
     lines = []
     for name, group in table[table["approach"].isin(APPROACHES)].groupby("target", sort=False):
-        low, high = group["vocab_size_rounded"].min(), group["vocab_size_rounded"].max()
-        answer = f"{low:,}" if low == high else f"{low:,} to {high:,}"
+        inside = group[~group["at_search_bound"]]
+        if inside.empty:
+            answer = "no interior optimum"
+        else:
+            low, high = inside["vocab_size_rounded"].min(), inside["vocab_size_rounded"].max()
+            answer = f"V = {low:,}" if low == high else f"V = {low:,} to {high:,}"
+            answer += f" across {len(inside)} approach{'es' if len(inside) > 1 else ''}"
+        if len(inside) < len(group):
+            answer += (
+                " ("
+                + ", ".join(TITLES[a] for a in group.loc[group["at_search_bound"], "approach"])
+                + " at its search bound, left out)"
+            )
         own = sum(1 for d in doubts if d["target"] == name)
         lines.append(
             f"- **{name}** (Nnv {human(group['nnv'].iloc[0])}, d {int(group['d_model'].iloc[0])}, "
-            f"C {_sci(group['flops'].max())}): V = {answer} across "
-            f"{len(group)} approach{'es' if len(group) > 1 else ''}; "
+            f"C {_sci(group['flops'].max())}): {answer}; "
             f"{own} warning(s) about this target"
             + (f", {general} about the whole fit" if general else "")
             + "."
