@@ -124,7 +124,13 @@ def _stage_estimate(approach: str):
 def cmd_report(args) -> None:
     from vocabscale.report import build_report
 
-    build_report(args.estimates, args.runs, _params(args)["report"], args.out)
+    result = build_report(
+        args.estimates, args.runs, _params(args)["report"], args.out, args.tokenization
+    )
+    print(
+        f"wrote {Path(args.out) / 'report.md'} (and report.html): "
+        f"{len(result['predictions'])} predictions, {len(result['doubts'])} warning(s)"
+    )
 
 
 def cmd_estimate(args) -> None:
@@ -223,7 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--out", required=True)
     c = stage("report", cmd_report, "write the prediction report")
     c.add_argument("--estimates", required=True, help="estimates directory or coefficients.json")
-    c.add_argument("--runs", required=True)
+    c.add_argument("--runs", help="runs table (CSV); without it the runs' figures are skipped")
+    c.add_argument(
+        "--tokenization",
+        help="fit.json of fit-tokenization, for the measured points of the f(V) figure "
+        "(default: read them from the runs table)",
+    )
     c.add_argument("--out", required=True)
 
     c = stage("estimate", cmd_estimate, "fit all three approaches on any runs table", params=False)

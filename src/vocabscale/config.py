@@ -72,7 +72,13 @@ DEFAULTS: dict[str, Any] = {
         "parametric": {"min_flops": 2.18e17, "huber_delta": 1e-3, "authors_tokenization": False},
         "bootstrap": {"samples": 100, "seed": 0, "confidence": 0.9},
     },
-    "report": {"round_to": 128, "public_models": []},
+    "report": {
+        "round_to": 128,
+        "public_models": [],  # empty: the table built into vocabscale.report
+        "extrapolation_warn": 10.0,
+        "disagreement_warn": 1.5,
+        "budget_range": [0.1, 10.0],
+    },
 }
 
 
