@@ -5,6 +5,7 @@ rule report:
             approach=["isoflops", "derivative", "parametric"],
         ),
         runs="results/runs.csv",
+        tokenization="results/tokenization/fit.json",
     output:
         directory("results/report"),
     params:
@@ -13,4 +14,4 @@ rule report:
         "logs/report.log",
     shell:
         "vocabscale report --params {PARAMS_FILE} --estimates results/estimates "
-        "--runs {input.runs} --out {output} --log {log}"
+        "--runs {input.runs} --tokenization {input.tokenization} --out {output} --log {log}"
