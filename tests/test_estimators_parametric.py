@@ -7,6 +7,7 @@ import pytest
 from scipy.optimize import minimize
 
 from vocabscale.accounting import PAPER_TOKENS_PER_CHAR
+from vocabscale.estimate import predictions_table
 from vocabscale.estimators import parametric, synthetic
 from vocabscale.estimators.fitting import huber_objective
 from vocabscale.estimators.runs import RunsTableError, prepare_runs
@@ -103,6 +104,10 @@ def test_vocabulary_that_does_not_help_is_reported(caplog):
     vocab_size, at_bound = parametric.optimal_vocab(degenerate, 302e6, 1024, 1e20)
     assert at_bound
     assert vocab_size == pytest.approx(parametric.PREDICTION_VOCAB[0], rel=1e-3)
+    coefficients = {"isoflops": PAPER_COEFFICIENTS["isoflops"], "parametric": degenerate}
+    table = predictions_table(coefficients, [{"nnv": 302e6, "d_model": 1024}])
+    flagged = table.set_index("approach")["at_search_bound"]
+    assert flagged["parametric"] and not flagged["isoflops"]
 
 
 def test_too_few_points_or_sizes_is_a_clear_error(paper_like):

@@ -220,7 +220,6 @@ def estimate_derivative(
         nnv_grid, grid_source = sorted(runs.frame["non_vocab_params"].unique()), "trained models"
     through = (point["nnv"], point["d_model"]) if exponent_through_anchor else None
     exponent = fit_exponent(nnv_grid, grid_width_rule(grid_widths, runs), f, huber_delta, through)
-    exponent["grid_widths"] = grid_widths
     log.info(
         "derivative: gamma = %.4f (free intercept %.4f, least squares %.4f), anchor Nv = %.4g "
         "at Nnv = %.4g",

@@ -33,7 +33,8 @@ def densify_over_nnv_and_h(
 ) -> pd.DataFrame | None:
     """Per V, L_u interpolated (cubic, scattered) at `count` log-spaced (Nnv, H) pairs; d of an
     interpolated Nnv is interpolated between the trained models. Repeated (Nnv, H) points (a
-    bootstrap resample draws a run more than once) are averaged first."""
+    bootstrap resample draws a run more than once) are averaged first. None when no V has
+    runs of two model sizes to interpolate between."""
     nnv_grid = log_spaced(frame["non_vocab_params"].min(), frame["non_vocab_params"].max(), count)
     h_grid = log_spaced(frame["characters"].min(), frame["characters"].max(), count)
     if frame["non_vocab_params"].nunique() < 2:
@@ -75,7 +76,8 @@ def densify_over_nnv_and_h(
 
 def densify_over_vocab(frame: pd.DataFrame, f: TokensPerChar, count: int) -> pd.DataFrame | None:
     """Per model, the last checkpoint's L_u interpolated (quadratic) over log V at `count`
-    log-spaced V, each trained on the model's maximum tokens (H = tokens / f(V))."""
+    log-spaced V, each trained on the model's maximum tokens (H = tokens / f(V)). None when no
+    model was trained with two vocabulary sizes."""
     parts = []
     for nnv, runs in frame.groupby("non_vocab_params"):
         last = runs.loc[runs.groupby("run")["tokens"].idxmax()]

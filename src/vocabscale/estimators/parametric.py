@@ -73,10 +73,6 @@ def _starts(x1, x2, x3, y, delta: float, keep: int) -> list[np.ndarray]:
 
 def fit_loss(x1, x2, x3, y, delta: float, keep: int = 6) -> HuberFit:
     """Huber fit of the six parameters from the `keep` best points of the exponent grid."""
-    if len(y) < len(PARAMETERS) + 1:
-        raise RunsTableError(
-            f"the parametric fit needs at least {len(PARAMETERS) + 1} points, got {len(y)}"
-        )
     log1, log2, log3 = np.log(x1), np.log(x2), np.log(x3)
 
     def residual(p):

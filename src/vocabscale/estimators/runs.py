@@ -125,7 +125,7 @@ def prepare_runs(
         frame["run"] = frame["run_id"].astype(str)
     else:
         frame["run"] = [
-            f"nnv{int(n)}-v{int(v)}" for n, v in frame[list(RUN_KEY_FALLBACK)].to_numpy()
+            f"nnv{n:.15g}-v{v:.15g}" for n, v in frame[list(RUN_KEY_FALLBACK)].to_numpy()
         ]
     return RunsTable(frame.reset_index(drop=True), source, excluded)
 
