@@ -17,29 +17,28 @@ F = PAPER_TOKENS_PER_CHAR
 BUDGETS = np.geomspace(1e17, 1e20, 12)
 
 
-@pytest.fixture(scope="module")
-def profiles():
+@pytest.fixture(scope="module", params=[0, 1], ids=["seed0", "seed1"])
+def profiles(request):
     frame = synthetic.isoflop_profiles(
-        TRUTH["K1"], TRUTH["K2"], TRUTH["gamma"], BUDGETS, noise=0.003, seed=0
+        TRUTH["K1"], TRUTH["K2"], TRUTH["gamma"], BUDGETS, noise=0.003, seed=request.param
     )
     return prepare_runs(frame, F)
 
 
-def true_vocab_size(budget: float, nnv: float) -> float:
-    return np.exp(TRUTH["K2"]) * budget ** TRUTH["gamma"] / (1.6 * nnv ** (1 / 3))
-
-
 @pytest.mark.parametrize("densify", [True, False])
 def test_known_envelope_is_recovered(profiles, densify):
+    """K1 and gamma within 2%, and Nnv, Nv (hence V) within 3% at budgets across the range.
+    K2 is judged through the Nv it predicts: it is ln Nv at C = 1 FLOP, about 19 decades below
+    the data, so a 1% change in gamma moves it by 0.18, or 11% of its value."""
     fitted = isoflops.estimate_isoflops(profiles, F, densify=densify)
-    for key in ("K1", "K2", "gamma"):
+    for key in ("K1", "gamma"):
         assert fitted[key] == pytest.approx(TRUTH[key], rel=0.02), key
     assert fitted["nnv_exponent"] == 0.5
     for budget in (3e17, 1e19, 5e19):
         nnv = np.exp(TRUTH["K1"]) * budget**0.5
         assert isoflops.optimal_flops(fitted, nnv) == pytest.approx(budget, rel=0.03)
-        vocab_size = isoflops.predict_vocab_params(fitted, budget) / (1.6 * nnv ** (1 / 3))
-        assert vocab_size == pytest.approx(true_vocab_size(budget, nnv), rel=0.03)
+        true_nv = np.exp(TRUTH["K2"]) * budget ** TRUTH["gamma"]
+        assert isoflops.predict_vocab_params(fitted, budget) == pytest.approx(true_nv, rel=0.03)
     assert fitted["options"]["densify"] is densify
     assert set(fitted["fit"]) >= {"nnv", "vocab_params", "characters"}
     assert fitted["fit"]["vocab_params"]["r_squared"] > 0.8  # noise puts a few runs on it
