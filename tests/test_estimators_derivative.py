@@ -50,6 +50,17 @@ def test_paper_prediction_follows_from_reproduced_exponent():
     )
 
 
+def test_defaults_on_the_paper_grid_give_the_published_approach_2():
+    """All defaults (grid = the trained models' exact Nnv, widths from the runs, line through
+    the smallest model) on the paper's seven models and ten vocabularies, with L_u from the
+    published approach-3 law: the published gamma, and the published anchor V = 6144."""
+    frame = synthetic.runs_table(synthetic.parametric_law(LAW), synthetic.paper_models(7))
+    fitted = derivative.estimate_derivative(prepare_runs(frame, F), F)
+    assert fitted["gamma"] == pytest.approx(PAPER_COEFFICIENTS["derivative"]["gamma"], abs=1e-3)
+    assert fitted["anchor"]["vocab_size"] == 6144
+    assert fitted["anchor"]["flops"] == pytest.approx(2.7e17, rel=0.1)
+
+
 @pytest.fixture(scope="module")
 def paper_like_runs():
     frame = synthetic.runs_table(synthetic.parametric_law(LAW), noise=0.002, seed=3)
@@ -69,6 +80,7 @@ def test_anchor_is_the_best_trained_vocabulary_of_the_smallest_model(paper_like_
     true_best = vocab[np.argmin(synthetic.parametric_law(LAW)(nnv, vocab * d_model, tokens, None))]
     assert anchor["vocab_size"] == true_best
     assert anchor["vocab_params"] == true_best * d_model
+    assert anchor["at_sweep_edge"] is (true_best in (vocab[0], vocab[-1]))
     with pytest.raises(RunsTableError, match="outside"):
         derivative.empirical_anchor(runs, budget=1e25)
 

@@ -154,8 +154,8 @@ def empirical_anchor(runs: RunsTable, budget: float | None = None) -> dict[str, 
     low, high = float(reach["min"].max()), float(reach["max"].min())
     if not low <= budget <= high:
         raise RunsTableError(
-            f"derivative anchor budget {budget:.4g} FLOPs is outside [{low:.4g}, {high:.4g}], the "
-            "range every run of the smallest model covers"
+            f"{runs.source}: derivative anchor budget {budget:.4g} FLOPs is outside "
+            f"[{low:.4g}, {high:.4g}], the range every run of the smallest model covers"
         )
     losses = []
     for run, points in model.groupby("run"):
@@ -173,7 +173,8 @@ def empirical_anchor(runs: RunsTable, budget: float | None = None) -> dict[str, 
         .agg(loss_u=("loss_u", "mean"), d_model=("d_model", "first"))
     )
     best = table.loc[table["loss_u"].idxmin()]
-    if best["vocab_size"] in (table["vocab_size"].min(), table["vocab_size"].max()):
+    at_edge = best["vocab_size"] in (table["vocab_size"].min(), table["vocab_size"].max())
+    if at_edge:
         log.warning(
             "derivative anchor: the best V (%d) is at the edge of the sweep; the true "
             "optimum may lie outside it",
@@ -185,6 +186,7 @@ def empirical_anchor(runs: RunsTable, budget: float | None = None) -> dict[str, 
         "d_model": float(best["d_model"]),
         "vocab_params": float(best["vocab_size"] * best["d_model"]),
         "flops": budget,
+        "at_sweep_edge": bool(at_edge),
         "losses": table.to_dict(orient="records"),
     }
 
