@@ -5,6 +5,10 @@ L_u from the published approach-3 law plus Gaussian noise. Each approach is fitt
 times on it (best time kept); with `--bootstrap N` one bootstrap of N refits is timed too.
 Goal (issue 3): approach 3 in at most 10 s on 2 cores.
 
+On a machine shared with other work, set OMP_NUM_THREADS=1: OpenBLAS threads that compete for
+the cores make the many tiny LAPACK calls inside scipy's Delaunay triangulation (approach 1's
+cubic interpolation) 10-50x slower; the line printing the machine says which was used.
+
     python benchmarks/bench_estimators.py [--noise 0.005] [--repeat 3] [--bootstrap 0]
 """
 
