@@ -8,7 +8,6 @@ engine's back. Errors from bad input print one clear message and exit with statu
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import sys
@@ -134,50 +133,41 @@ def cmd_report(args) -> None:
 
 
 def cmd_estimate(args) -> None:
-    from vocabscale.config import DEFAULTS
-    from vocabscale.estimate import estimate_all, resolve_tokenization
+    from vocabscale.estimate import estimate_all, options_from_args, resolve_tokenization
     from vocabscale.estimators.runs import parse_renames, prepare_runs, read_runs_csv
 
     frame = read_runs_csv(args.runs, parse_renames(args.column))
     f, tokenization = resolve_tokenization(args.tokenization, frame, args.runs)
     runs = prepare_runs(frame, f, args.runs)
-    options = copy.deepcopy(DEFAULTS["estimate"])
-    options["isoflops"].update(
-        densify=not args.no_densify,
-        free_exponents=args.free_exponents,
-        huber_delta=args.huber_delta,
-    )
-    options["derivative"].update(
-        anchor_flops=args.derivative_anchor_flops, huber_delta=args.huber_delta
-    )
-    if args.derivative_anchor:
-        nnv, vocab_size, d_model = args.derivative_anchor
-        options["derivative"].update(
-            anchor_nnv=nnv, anchor_vocab_size=vocab_size, anchor_d_model=int(d_model)
-        )
-    options["parametric"].update(
-        min_flops=args.min_flops,
-        huber_delta=args.huber_delta,
-        authors_tokenization=args.authors_tokenization,
-    )
-    options["bootstrap"].update(samples=args.bootstrap, seed=args.seed)
-    estimate_all(runs, f, tokenization, options, args.out)
+    estimate_all(runs, f, tokenization, options_from_args(args), args.out)
     print(f"wrote {Path(args.out) / 'coefficients.json'} and {Path(args.out) / 'predictions.csv'}")
 
 
 def cmd_predict(args) -> None:
-    from vocabscale.predict import load_coefficients, predict
+    from vocabscale.predict import bootstrap_interval, load_coefficients, predict
 
-    answer = predict(load_coefficients(args.coefficients), args.nnv, args.d_model, args.flops)
+    coefficients = load_coefficients(args.coefficients)
+    answer = predict(coefficients, args.nnv, args.d_model, args.flops)
+    for approach, value in answer["approaches"].items():
+        confidence = coefficients[approach].get("bootstrap_confidence", 0.9)
+        interval = bootstrap_interval(
+            coefficients, approach, answer["nnv"], answer["d_model"], answer["flops"], confidence
+        )
+        if interval:
+            value.update(vocab_size_interval=list(interval), confidence=confidence)
     if args.json:
         print(json.dumps(answer))
         return
     print(f"Nnv = {answer['nnv']:.4g}, d = {answer['d_model']}, C = {answer['flops']:.4g} FLOPs")
     for approach, value in answer["approaches"].items():
-        print(
-            f"  {approach:<10}  V = {value['vocab_size']:>12,.0f}   Nv = "
-            f"{value['vocab_params']:.4g}"
-        )
+        line = f"  {approach:<10}  V = {value['vocab_size']:>12,.0f}"
+        line += f"   Nv = {value['vocab_params']:.4g}"
+        if "vocab_size_interval" in value:
+            low, high = value["vocab_size_interval"]
+            line += f"   {value['confidence']:.0%} interval {low:,.0f} - {high:,.0f}"
+        if value.get("at_search_bound"):
+            line += "   (at the edge of the V searched: the fit gives only a bound)"
+        print(line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--derivative-anchor-flops",
         type=float,
-        help="approach 2: budget at which the smallest model's best Nv is read",
+        help="approach 2: budget at which the smallest model's best Nv is read (default: the "
+        "largest every vocabulary's run reaches)",
     )
     c.add_argument(
         "--derivative-anchor",
@@ -266,19 +257,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="approach 2: an explicit anchor instead of the runs",
     )
     c.add_argument(
+        "--derivative-grid-widths",
+        choices=["runs", "paper"],
+        help="approach 2: widths of the Nnv grid learnt from the trained models (default) or "
+        "the paper's mapping",
+    )
+    c.add_argument(
+        "--derivative-nnv-grid",
+        type=float,
+        nargs="+",
+        metavar="NNV",
+        help="approach 2: the Nnv at which dC/dV = 0 is solved (default: the trained models')",
+    )
+    c.add_argument(
+        "--derivative-free-intercept",
+        action="store_true",
+        help="approach 2: fit gamma with a free intercept instead of through the anchor model",
+    )
+    c.add_argument(
         "--min-flops",
         type=float,
-        default=2.18e17,
-        help="approach 3: fit on points with C >= this (default 2.18e17)",
+        help="approach 3: fit on points with C >= this (default 2.18e17, the paper's)",
     )
     c.add_argument(
         "--authors-tokenization",
         action="store_true",
-        help="approach 3: reproduce the authors' f(V/1000) in the fit",
+        help="approach 3: reproduce the authors' f(V/1000) in the fit (compatibility switch)",
     )
-    c.add_argument("--huber-delta", type=float, default=1e-3)
-    c.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples (0: none)")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--huber-delta", type=float, help="every Huber fit (default 1e-3)")
+    c.add_argument("--bootstrap", type=int, help="bootstrap resamples (default 100; 0: none)")
+    c.add_argument("--confidence", type=float, help="bootstrap interval (default 0.9)")
+    c.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
 
     c = stage("predict", cmd_predict, "predict V for a model", params=False)
     c.add_argument("--nnv", type=float, required=True, help="non-vocabulary parameters")

@@ -8,6 +8,8 @@ draws an interval for any target.
 
 from __future__ import annotations
 
+import argparse
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from vocabscale.accounting import TokensPerChar, width_for_nnv
+from vocabscale.config import DEFAULTS
 from vocabscale.estimators import derivative, isoflops, parametric
 from vocabscale.estimators.runs import RunsTable, RunsTableError, tokens_per_char_from_table
 from vocabscale.fit_tokenization import fit_tokens_per_char, load_tokens_per_char
@@ -32,8 +35,45 @@ REPLICATE_KEYS = {
     "parametric": (*parametric.PARAMETERS, "beta"),
 }
 
+#: An explicit approach-2 anchor is given as anchor_nnv, anchor_vocab_size, anchor_d_model.
+ANCHOR_KEYS = ("nnv", "vocab_size", "d_model")
+
 #: Targets of the predictions table written by `vocabscale estimate`: the paper's.
 DEFAULT_TARGETS = (2.87e9, 7e9, 13e9, 30e9, 70e9, 130e9, 300e9)
+
+
+def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """`vocabscale estimate`'s options: the estimate section of the defaults (the paper's
+    choices) with what the command line gives; an option not given changes nothing."""
+    options = copy.deepcopy(DEFAULTS["estimate"])
+    overrides = {
+        "isoflops": {
+            "densify": False if args.no_densify else None,
+            "free_exponents": True if args.free_exponents else None,
+            "huber_delta": args.huber_delta,
+        },
+        "derivative": {
+            "anchor_flops": args.derivative_anchor_flops,
+            "grid_widths": args.derivative_grid_widths,
+            "exponent_through_anchor": False if args.derivative_free_intercept else None,
+            "nnv_grid": args.derivative_nnv_grid,
+            "huber_delta": args.huber_delta,
+        },
+        "parametric": {
+            "min_flops": args.min_flops,
+            "huber_delta": args.huber_delta,
+            "authors_tokenization": True if args.authors_tokenization else None,
+        },
+        "bootstrap": {"samples": args.bootstrap, "seed": args.seed, "confidence": args.confidence},
+    }
+    if args.derivative_anchor:
+        nnv, vocab_size, d_model = args.derivative_anchor
+        overrides["derivative"].update(
+            anchor_nnv=nnv, anchor_vocab_size=vocab_size, anchor_d_model=int(d_model)
+        )
+    for section, values in overrides.items():
+        options[section].update({k: v for k, v in values.items() if v is not None})
+    return options
 
 
 def fit_approach(
@@ -43,28 +83,28 @@ def fit_approach(
     if approach == "isoflops":
         return isoflops.estimate_isoflops(runs, f, **options)
     if approach == "derivative":
+        options = dict(options)
+        anchor_keys = {key: options.pop(f"anchor_{key}", None) for key in ANCHOR_KEYS}
         explicit = None
-        if options.get("anchor_vocab_size"):
-            if not (options.get("anchor_nnv") and options.get("anchor_d_model")):
+        if any(value is not None for value in anchor_keys.values()):
+            missing = [f"anchor_{key}" for key, value in anchor_keys.items() if value is None]
+            if missing:
                 raise ValueError(
-                    "estimate.derivative: anchor_vocab_size needs anchor_nnv and anchor_d_model too"
+                    f"estimate.derivative: an explicit anchor needs {', '.join(missing)} too"
                 )
-            explicit = {
-                "nnv": options["anchor_nnv"],
-                "vocab_size": options["anchor_vocab_size"],
-                "d_model": options["anchor_d_model"],
-            }
-        return derivative.estimate_derivative(
-            runs,
-            f,
-            options["nnv_grid"],
-            anchor_flops=options.get("anchor_flops"),
-            anchor=explicit,
-            huber_delta=options.get("huber_delta", 1e-3),
-        )
+            explicit = anchor_keys
+        return derivative.estimate_derivative(runs, f, anchor=explicit, **options)
     if approach == "parametric":
         return parametric.estimate_parametric(runs, f, **options)
     raise ValueError(f"unknown approach {approach!r}")
+
+
+def replicate_of(approach: str, fitted: dict[str, Any]) -> dict[str, Any]:
+    """The part of a refit that predictions need (the anchor without its loss table)."""
+    replicate = {key: fitted[key] for key in REPLICATE_KEYS[approach]}
+    if approach == "derivative":
+        replicate["anchor"] = {k: v for k, v in fitted["anchor"].items() if k != "losses"}
+    return replicate
 
 
 def bootstrap_replicates(
@@ -91,7 +131,7 @@ def bootstrap_replicates(
             except (RunsTableError, RuntimeError, ValueError, np.linalg.LinAlgError):
                 failures += 1
                 continue
-            replicates.append({key: fitted[key] for key in REPLICATE_KEYS[approach]})
+            replicates.append(replicate_of(approach, fitted))
     finally:
         logger.setLevel(previous)
     if failures:
@@ -159,6 +199,7 @@ def predictions_table(
                     "vocab_params": value["vocab_params"],
                     "vocab_size_low": interval[0] if interval else np.nan,
                     "vocab_size_high": interval[1] if interval else np.nan,
+                    "at_search_bound": bool(value.get("at_search_bound", False)),
                 }
             )
     return pd.DataFrame(rows)

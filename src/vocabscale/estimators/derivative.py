@@ -1,11 +1,13 @@
 """Approach 2 (derivative): the V that minimises the compute to process a fixed text,
-dC/dV = 0 for C(V) = 6 (Nnv + V d) H f(V), solved over a grid of Nnv (d from the paper's width
-mapping), a power law Nv = k Nnv^gamma through the solutions, and the curve anchored at the
-empirically best Nv of the smallest model at one compute budget (DESIGN.md section 4)."""
+dC/dV = 0 for C(V) = 6 (Nnv + V d) H f(V), solved over a grid of Nnv (d learnt from the trained
+models, or the paper's width mapping), a power law Nv ∝ Nnv^gamma through the solutions, and
+the curve anchored at the empirically best Nv of the smallest model at one compute budget
+(DESIGN.md section 4)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,7 @@ from scipy.optimize import brentq
 
 from vocabscale.accounting import TOKENS_PER_CHAR_MAX_VOCAB, TokensPerChar, width_for_nnv
 from vocabscale.estimators.fitting import huber_least_squares, r_squared
-from vocabscale.estimators.runs import RunsTable, RunsTableError
+from vocabscale.estimators.runs import RunsTable, RunsTableError, width_from_runs
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +44,75 @@ def compute_optimal_vocab(nnv: float, d_model: float, f: TokensPerChar) -> float
     return float(np.exp(brentq(slope, low, high, xtol=1e-12)))
 
 
-def fit_exponent(nnv_grid, f: TokensPerChar, huber_delta: float) -> dict[str, Any]:
-    """gamma of Nv = k Nnv^gamma through the derivative solutions, by Huber regression on logs
-    (the fitting convention the paper uses throughout); the least-squares slope is reported too."""
+WidthRule = Callable[[float], float]
+
+
+def grid_width_rule(grid_widths: str, runs: RunsTable | None) -> WidthRule:
+    """d for a model of the Nnv grid: the paper's mapping, or learnt from the trained models
+    (`runs`), which is the right choice when they are far from the paper's sizes (the paper's
+    mapping gives d = 512 to every model below 50M)."""
+    if grid_widths == "paper":
+        return width_for_nnv
+    if grid_widths == "runs":
+        if runs is None:
+            raise ValueError("grid_widths=runs needs a runs table; use grid_widths=paper")
+        return width_from_runs(runs.frame, runs.source)
+    raise ValueError(f"grid_widths must be 'runs' or 'paper', not {grid_widths!r}")
+
+
+def fit_exponent(
+    nnv_grid,
+    width: WidthRule,
+    f: TokensPerChar,
+    huber_delta: float,
+    through: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """gamma of Nv = k Nnv^gamma through the derivative solutions over `nnv_grid`, by Huber
+    regression on logs (the paper's fitting convention).
+
+    With `through` = (Nnv, d) of the anchor model, the line is fitted through that model's own
+    solution (no free intercept): the curve is used as Nv_anchor (Nnv / Nnv_anchor)^gamma, so
+    gamma should describe how the optimum grows from the anchor model. This reproduces the
+    published 0.8354; the free-intercept Huber and least-squares slopes are reported beside it.
+    """
     nnv = np.asarray(sorted(nnv_grid), dtype=float)
-    widths = np.array([width_for_nnv(n) for n in nnv], dtype=float)
+    if len(np.unique(nnv)) < 2:
+        raise ValueError("the derivative exponent needs at least two distinct Nnv in nnv_grid")
+    widths = np.array([float(width(n)) for n in nnv])
     vocab = np.array([compute_optimal_vocab(n, d, f) for n, d in zip(nnv, widths)])
     x, y = np.log(nnv), np.log(vocab * widths)
     ols_slope, ols_intercept = np.polyfit(x, y, 1)
-    fit = huber_least_squares(
+    free = huber_least_squares(
         lambda p: p[0] + p[1] * x - y, [[ols_intercept, ols_slope]], huber_delta, ["log_k", "gamma"]
     )
-    log_k, gamma = fit.params
-    return {
-        "gamma": float(gamma),
+    result: dict[str, Any] = {
+        "gamma_free_intercept": float(free.params[1]),
         "gamma_least_squares": float(ols_slope),
-        "fit": {"objective": fit.objective, "r_squared": r_squared(y, log_k + gamma * x)},
-        "solutions": [
+    }
+    if through is None:
+        log_k, gamma = free.params
+        objective = free.objective
+        result["method"] = "Huber on ln Nv = ln k + gamma ln Nnv (free intercept)"
+    else:
+        through_nnv, through_d = through
+        through_vocab = compute_optimal_vocab(through_nnv, through_d, f)
+        x0, y0 = np.log(through_nnv), np.log(through_vocab * through_d)
+        dx, dy = x - x0, y - y0
+        start = float(dx @ dy / (dx @ dx)) if dx @ dx > 0 else ols_slope
+        fit = huber_least_squares(lambda p: p[0] * dx - dy, [[start]], huber_delta, ["gamma"])
+        gamma, objective = float(fit.params[0]), fit.objective
+        log_k = y0 - gamma * x0
+        result["method"] = "Huber on ln(Nv/Nv_anchor) = gamma ln(Nnv/Nnv_anchor) (through anchor)"
+        result["through"] = {
+            "nnv": float(through_nnv),
+            "d_model": float(through_d),
+            "vocab_size": float(through_vocab),
+            "vocab_params": float(through_vocab * through_d),
+        }
+    result.update(
+        gamma=float(gamma),
+        fit={"objective": float(objective), "r_squared": r_squared(y, log_k + gamma * x)},
+        solutions=[
             {
                 "nnv": float(n),
                 "d_model": float(d),
@@ -67,7 +121,8 @@ def fit_exponent(nnv_grid, f: TokensPerChar, huber_delta: float) -> dict[str, An
             }
             for n, d, v in zip(nnv, widths, vocab)
         ],
-    }
+    )
+    return result
 
 
 def loss_at_budget(run: pd.DataFrame, budget: float) -> float:
@@ -99,8 +154,8 @@ def empirical_anchor(runs: RunsTable, budget: float | None = None) -> dict[str, 
     low, high = float(reach["min"].max()), float(reach["max"].min())
     if not low <= budget <= high:
         raise RunsTableError(
-            f"derivative anchor budget {budget:.4g} FLOPs is outside [{low:.4g}, {high:.4g}], the "
-            "range every run of the smallest model covers"
+            f"{runs.source}: derivative anchor budget {budget:.4g} FLOPs is outside "
+            f"[{low:.4g}, {high:.4g}], the range every run of the smallest model covers"
         )
     losses = []
     for run, points in model.groupby("run"):
@@ -118,7 +173,8 @@ def empirical_anchor(runs: RunsTable, budget: float | None = None) -> dict[str, 
         .agg(loss_u=("loss_u", "mean"), d_model=("d_model", "first"))
     )
     best = table.loc[table["loss_u"].idxmin()]
-    if best["vocab_size"] in (table["vocab_size"].min(), table["vocab_size"].max()):
+    at_edge = best["vocab_size"] in (table["vocab_size"].min(), table["vocab_size"].max())
+    if at_edge:
         log.warning(
             "derivative anchor: the best V (%d) is at the edge of the sweep; the true "
             "optimum may lie outside it",
@@ -130,6 +186,7 @@ def empirical_anchor(runs: RunsTable, budget: float | None = None) -> dict[str, 
         "d_model": float(best["d_model"]),
         "vocab_params": float(best["vocab_size"] * best["d_model"]),
         "flops": budget,
+        "at_sweep_edge": bool(at_edge),
         "losses": table.to_dict(orient="records"),
     }
 
@@ -137,18 +194,20 @@ def empirical_anchor(runs: RunsTable, budget: float | None = None) -> dict[str, 
 def estimate_derivative(
     runs: RunsTable | None,
     f: TokensPerChar,
-    nnv_grid,
+    nnv_grid=None,
     anchor_flops: float | None = None,
     anchor: dict[str, float] | None = None,
     huber_delta: float = 1e-3,
+    grid_widths: str = "runs",
+    exponent_through_anchor: bool = True,
 ) -> dict[str, Any]:
-    """gamma from f(V); the anchor from `anchor` (nnv, vocab_size, d_model) when given, else
-    from the runs."""
-    exponent = fit_exponent(nnv_grid, f, huber_delta)
+    """gamma from f(V) over `nnv_grid` (default: the trained models' Nnv, as the paper solved at
+    its seven models); the anchor from `anchor` (nnv, vocab_size, d_model) when given, else the
+    smallest model's best Nv in the runs."""
     if anchor is not None:
         point = {
-            **anchor,
-            "vocab_params": anchor["vocab_size"] * anchor["d_model"],
+            **{key: float(anchor[key]) for key in ("nnv", "vocab_size", "d_model")},
+            "vocab_params": float(anchor["vocab_size"] * anchor["d_model"]),
             "flops": None,
             "source": "given",
         }
@@ -156,9 +215,19 @@ def estimate_derivative(
         if runs is None:
             raise ValueError("the derivative approach needs runs or an explicit anchor")
         point = {**empirical_anchor(runs, anchor_flops), "source": "runs"}
+    grid_source = "given"
+    if nnv_grid is None:
+        if runs is None:
+            raise ValueError("without runs the derivative approach needs an explicit nnv_grid")
+        nnv_grid, grid_source = sorted(runs.frame["non_vocab_params"].unique()), "trained models"
+    through = (point["nnv"], point["d_model"]) if exponent_through_anchor else None
+    exponent = fit_exponent(nnv_grid, grid_width_rule(grid_widths, runs), f, huber_delta, through)
     log.info(
-        "derivative: gamma = %.4f, anchor Nv = %.4g at Nnv = %.4g",
+        "derivative: gamma = %.4f (free intercept %.4f, least squares %.4f), anchor Nv = %.4g "
+        "at Nnv = %.4g",
         exponent["gamma"],
+        exponent["gamma_free_intercept"],
+        exponent["gamma_least_squares"],
         point["vocab_params"],
         point["nnv"],
     )
@@ -168,8 +237,12 @@ def estimate_derivative(
         "exponent_fit": exponent,
         "options": {
             "anchor_flops": anchor_flops,
+            "anchor": anchor,
             "huber_delta": huber_delta,
             "nnv_grid": [float(n) for n in nnv_grid],
+            "nnv_grid_source": grid_source,
+            "grid_widths": grid_widths,
+            "exponent_through_anchor": exponent_through_anchor,
         },
     }
 

@@ -86,6 +86,8 @@ def huber_least_squares(
         log.warning(
             "fitted parameter %s ended on its bound (%g)", name, result.x[list(names).index(name)]
         )
+    if not result.success:
+        log.warning("the best fit stopped before converging: %s", result.message)
     return HuberFit(result.x, objective, result.fun, on_bound, len(starts), bool(result.success))
 
 

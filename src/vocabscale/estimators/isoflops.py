@@ -21,27 +21,28 @@ from scipy.interpolate import griddata, interp1d
 
 from vocabscale.accounting import TokensPerChar, flops, log_spaced
 from vocabscale.estimators.fitting import huber_least_squares, r_squared
-from vocabscale.estimators.runs import RunsTable, RunsTableError
+from vocabscale.estimators.runs import RunsTable, RunsTableError, width_from_runs
 
 log = logging.getLogger(__name__)
 
 POINT_COLUMNS = ["non_vocab_params", "vocab_size", "d_model", "characters", "flops", "loss_u"]
 
 
-def _width_by_nnv(frame: pd.DataFrame):
-    """d as a function of Nnv, interpolated in log-log between the trained models."""
-    models = frame.groupby("non_vocab_params")["d_model"].first().sort_index()
-    log_nnv, log_d = np.log(models.index.to_numpy(float)), np.log(models.to_numpy(float))
-    return lambda nnv: np.exp(np.interp(np.log(nnv), log_nnv, log_d))
-
-
-def densify_over_nnv_and_h(frame: pd.DataFrame, f: TokensPerChar, count: int) -> pd.DataFrame:
-    """Per V, L_u interpolated (cubic, scattered) at `count` log-spaced (Nnv, H) pairs."""
+def densify_over_nnv_and_h(
+    frame: pd.DataFrame, f: TokensPerChar, count: int
+) -> pd.DataFrame | None:
+    """Per V, L_u interpolated (cubic, scattered) at `count` log-spaced (Nnv, H) pairs; d of an
+    interpolated Nnv is interpolated between the trained models. Repeated (Nnv, H) points (a
+    bootstrap resample draws a run more than once) are averaged first. None when no V has
+    runs of two model sizes to interpolate between."""
     nnv_grid = log_spaced(frame["non_vocab_params"].min(), frame["non_vocab_params"].max(), count)
     h_grid = log_spaced(frame["characters"].min(), frame["characters"].max(), count)
-    width = _width_by_nnv(frame)
+    if frame["non_vocab_params"].nunique() < 2:
+        return None
+    width = width_from_runs(frame)
     parts = []
     for vocab_size, points in frame.groupby("vocab_size"):
+        points = points.groupby(["non_vocab_params", "characters"], as_index=False)["loss_u"].mean()
         if points["non_vocab_params"].nunique() < 2 or len(points) < 4:
             continue
         xy = np.log(points[["non_vocab_params", "characters"]].to_numpy(float))
@@ -70,12 +71,13 @@ def densify_over_nnv_and_h(frame: pd.DataFrame, f: TokensPerChar, count: int) ->
                 }
             )
         )
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=POINT_COLUMNS)
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
-def densify_over_vocab(frame: pd.DataFrame, f: TokensPerChar, count: int) -> pd.DataFrame:
+def densify_over_vocab(frame: pd.DataFrame, f: TokensPerChar, count: int) -> pd.DataFrame | None:
     """Per model, the last checkpoint's L_u interpolated (quadratic) over log V at `count`
-    log-spaced V, each trained on the model's maximum tokens (H = tokens / f(V))."""
+    log-spaced V, each trained on the model's maximum tokens (H = tokens / f(V)). None when no
+    model was trained with two vocabulary sizes."""
     parts = []
     for nnv, runs in frame.groupby("non_vocab_params"):
         last = runs.loc[runs.groupby("run")["tokens"].idxmax()]
@@ -101,7 +103,7 @@ def densify_over_vocab(frame: pd.DataFrame, f: TokensPerChar, count: int) -> pd.
                 }
             )
         )
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=POINT_COLUMNS)
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 def lower_envelope(points: pd.DataFrame) -> pd.DataFrame:
@@ -113,13 +115,12 @@ def lower_envelope(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit_power_law(log_c: np.ndarray, log_y: np.ndarray, exponent: float | None, delta: float):
-    """ln y = K + e ln C by Huber regression; e fixed when `exponent` is given."""
+    """ln y = K + e ln C by Huber regression, started from least squares; e fixed when
+    `exponent` is given. Returns K, e and the fit's objective, R^2 and point count."""
     if exponent is None:
+        slope, intercept = np.polyfit(log_c, log_y, 1)
         fit = huber_least_squares(
-            lambda p: p[0] + p[1] * log_c - log_y,
-            [[float(np.mean(log_y - 0.5 * log_c)), 0.5]],
-            delta,
-            ["K", "e"],
+            lambda p: p[0] + p[1] * log_c - log_y, [[intercept, slope]], delta, ["K", "e"]
         )
         intercept, slope = fit.params
     else:
@@ -131,27 +132,38 @@ def fit_power_law(log_c: np.ndarray, log_y: np.ndarray, exponent: float | None, 
         )
         intercept, slope = fit.params[0], exponent
     prediction = intercept + slope * log_c
-    return (
-        float(intercept),
-        float(slope),
-        {"objective": fit.objective, "r_squared": r_squared(log_y, prediction)},
-    )
+    quality = {
+        "objective": fit.objective,
+        "r_squared": r_squared(log_y, prediction),
+        "points": len(log_y),
+    }
+    return float(intercept), float(slope), quality
+
+
+def edge_shares(envelope: pd.DataFrame, frame: pd.DataFrame) -> dict[str, float]:
+    """Share of envelope points at the smallest or largest trained Nnv and V: there the true
+    optimum may lie beyond the grid, and the fitted laws are pulled towards the grid."""
+    shares = {}
+    for column in ("non_vocab_params", "vocab_size"):
+        low, high = frame[column].min(), frame[column].max()
+        values = envelope[column].to_numpy(float)
+        at_edge = np.isclose(values, low, rtol=1e-9) | np.isclose(values, high, rtol=1e-9)
+        shares[column] = float(at_edge.mean())
+    return shares
 
 
 def isoflops_points(
     runs: RunsTable, f: TokensPerChar, densify: bool, nnv_points: int, vocab_points: int
 ) -> pd.DataFrame:
+    """Every (run, checkpoint), plus the interpolated points when `densify`."""
     observed = runs.frame[POINT_COLUMNS].astype(float).assign(kind="observed")
     if not densify:
         return observed
-    return pd.concat(
-        [
-            observed,
-            densify_over_nnv_and_h(runs.frame, f, nnv_points),
-            densify_over_vocab(runs.frame, f, vocab_points),
-        ],
-        ignore_index=True,
-    )
+    interpolated = [
+        densify_over_nnv_and_h(runs.frame, f, nnv_points),
+        densify_over_vocab(runs.frame, f, vocab_points),
+    ]
+    return pd.concat([observed, *(p for p in interpolated if p is not None)], ignore_index=True)
 
 
 def estimate_isoflops(
@@ -166,14 +178,21 @@ def estimate_isoflops(
     points = isoflops_points(runs, f, densify, nnv_points, vocab_points)
     envelope = lower_envelope(points)
     needed = 3 if free_exponents else 2
-    if len(envelope) < needed or envelope["flops"].nunique() < needed:
+    if envelope["flops"].nunique() < needed:
         raise RunsTableError(
-            f"{runs.source}: the IsoFLOPs envelope has {len(envelope)} point(s); at least {needed} "
-            "distinct compute levels are needed (train more checkpoints, models or vocabularies)"
+            f"{runs.source}: the IsoFLOPs envelope has {envelope['flops'].nunique()} distinct "
+            f"compute level(s); at least {needed} are needed (train more checkpoints, models or "
+            "vocabularies)"
+        )
+    nv = envelope["vocab_size"] * envelope["d_model"]
+    if nv.nunique() < 2:
+        raise RunsTableError(
+            f"{runs.source}: every point of the IsoFLOPs envelope has the same Nv = "
+            f"{nv.iloc[0]:.4g} ({runs.frame['run'].nunique()} run(s)); the Nv law needs runs "
+            "with several vocabulary sizes or models"
         )
     log_c = np.log(envelope["flops"].to_numpy(float))
     fixed = None if free_exponents else 0.5
-    nv = envelope["vocab_size"] * envelope["d_model"]
     k1, a, q1 = fit_power_law(
         log_c, np.log(envelope["non_vocab_params"].to_numpy(float)), fixed, huber_delta
     )
@@ -181,9 +200,18 @@ def estimate_isoflops(
     k3, b, q3 = fit_power_law(
         log_c, np.log(envelope["characters"].to_numpy(float)), fixed, huber_delta
     )
+    edges = edge_shares(envelope, runs.frame)
     log.info(
         "isoflops: %d points, %d on the envelope; gamma = %.4f", len(points), len(envelope), gamma
     )
+    for column, share in edges.items():
+        if share > 0.5:
+            log.warning(
+                "isoflops: %.0f%% of the envelope lies at the smallest or largest trained %s; "
+                "the optimum may lie outside the grid and the fitted laws lean towards it",
+                100 * share,
+                "Nnv" if column == "non_vocab_params" else "V",
+            )
     return {
         "K1": k1,
         "K2": k2,
@@ -198,7 +226,7 @@ def estimate_isoflops(
             "nnv_points": nnv_points,
             "vocab_points": vocab_points,
         },
-        "fit": {"nnv": q1, "vocab_params": q2, "characters": q3},
+        "fit": {"nnv": q1, "vocab_params": q2, "characters": q3, "envelope_at_grid_edge": edges},
         "points": len(points),
         "envelope": envelope.assign(vocab_params=nv).to_dict(orient="records"),
         "flops_range": [float(envelope["flops"].min()), float(envelope["flops"].max())],

@@ -18,7 +18,12 @@ import numpy as np
 from scipy.optimize import lsq_linear, minimize_scalar
 
 from vocabscale.accounting import MIN_VOCAB_SIZE, TokensPerChar
-from vocabscale.estimators.fitting import huber_least_squares, huber_objective, r_squared
+from vocabscale.estimators.fitting import (
+    HuberFit,
+    huber_least_squares,
+    huber_objective,
+    r_squared,
+)
 from vocabscale.estimators.runs import RunsTable, RunsTableError
 
 log = logging.getLogger(__name__)
@@ -66,12 +71,8 @@ def _starts(x1, x2, x3, y, delta: float, keep: int) -> list[np.ndarray]:
     return [start for _, start in scored[:keep]]
 
 
-def fit_loss(x1, x2, x3, y, delta: float, keep: int = 6):
-    """Huber fit of the six parameters; returns (HuberFit, starts tried)."""
-    if len(y) < len(PARAMETERS) + 1:
-        raise RunsTableError(
-            f"the parametric fit needs at least {len(PARAMETERS) + 1} points, got {len(y)}"
-        )
+def fit_loss(x1, x2, x3, y, delta: float, keep: int = 6) -> HuberFit:
+    """Huber fit of the six parameters from the `keep` best points of the exponent grid."""
     log1, log2, log3 = np.log(x1), np.log(x2), np.log(x3)
 
     def residual(p):
@@ -92,16 +93,25 @@ def fit_loss(x1, x2, x3, y, delta: float, keep: int = 6):
 
 
 def fit_points(runs: RunsTable, min_flops: float):
+    """The rows with C >= min_flops, checked to hold enough distinct sizes to separate the
+    terms of the law (with one model size A1 and E are the same thing)."""
     points = runs.frame[runs.frame["flops"] >= min_flops]
+    where = f"{runs.source}: {len(points)} rows have C >= {min_flops:.3g} FLOPs"
     if len(points) < len(PARAMETERS) + 1:
         raise RunsTableError(
-            f"{runs.source}: {len(points)} rows have C >= {min_flops:.3g} FLOPs; the parametric "
-            f"fit needs at least {len(PARAMETERS) + 1} (lower estimate.parametric.min_flops)"
+            f"{where}; the parametric fit needs at least {len(PARAMETERS) + 1} "
+            "(lower the min_flops filter)"
         )
+    for column, what in (("non_vocab_params", "model sizes"), ("vocab_params", "Nv values")):
+        if points[column].nunique() < 2:
+            raise RunsTableError(
+                f"{where}, all with one of the {what}; the parametric fit needs at least 2 "
+                "(train more models or vocabularies, or lower the min_flops filter)"
+            )
     return points
 
 
-def _fit_summary(fit, x1, x2, x3, y) -> dict[str, Any]:
+def _fit_summary(fit: HuberFit, y: np.ndarray) -> dict[str, Any]:
     p = dict(zip(PARAMETERS, map(float, fit.params)))
     predicted = y + fit.residuals
     return {
@@ -114,6 +124,7 @@ def _fit_summary(fit, x1, x2, x3, y) -> dict[str, Any]:
             "points": len(y),
             "on_bound": fit.on_bound,
             "starts": fit.starts,
+            "converged": fit.success,
         },
     }
 
@@ -134,7 +145,7 @@ def estimate_parametric(
 
     def fit_with(tokens):
         x1, x2, x3 = scaled_inputs(nnv, nv, tokens)
-        return _fit_summary(fit_loss(x1, x2, x3, y, huber_delta), x1, x2, x3, y)
+        return _fit_summary(fit_loss(x1, x2, x3, y, huber_delta), y)
 
     options = {
         "min_flops": min_flops,
@@ -154,6 +165,17 @@ def estimate_parametric(
             "true_tokenization": fit_with(true_tokens),
         }
     log.info("parametric: %s", ", ".join(f"{k}={result[k]:.4g}" for k in PARAMETERS))
+    if "A2" in result["fit"]["on_bound"]:
+        log.warning(
+            "parametric: A2 ended at 0 - in this fit a larger vocabulary does not lower the loss "
+            "at fixed tokens, so the predicted V goes to the smallest V searched (%d)",
+            PREDICTION_VOCAB[0],
+        )
+    if authors_tokenization:
+        log.warning(
+            "parametric: fitted with the authors' f(V/1000) token counts (compatibility switch); "
+            "the fit with true token counts is under 'true_tokenization'"
+        )
     return result
 
 

@@ -6,7 +6,9 @@ every problem is reported with the file, the column and, where it applies, the l
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,15 +40,18 @@ class RunsTable:
     def run_ids(self) -> np.ndarray:
         return self.frame["run"].unique()
 
+    @functools.cached_property
+    def _row_positions(self) -> dict[str, np.ndarray]:
+        return self.frame.groupby("run", sort=False).indices
+
     def subset(self, runs) -> RunsTable:
         """The rows of the given runs, in the order given, each occurrence a distinct run (so a
         bootstrap resample with repeats keeps the repeats apart)."""
-        parts = []
-        for copy, run in enumerate(runs):
-            part = self.frame[self.frame["run"] == run].copy()
-            part["run"] = f"{run}#{copy}"
-            parts.append(part)
-        return RunsTable(pd.concat(parts, ignore_index=True), self.source, dict(self.excluded))
+        positions = [self._row_positions[run] for run in runs]
+        frame = self.frame.iloc[np.concatenate(positions)].reset_index(drop=True)
+        labels = [f"{run}#{copy}" for copy, run in enumerate(runs)]
+        frame["run"] = np.repeat(labels, [len(rows) for rows in positions])
+        return RunsTable(frame, self.source, dict(self.excluded))
 
 
 def parse_renames(pairs: list[str] | None) -> dict[str, str]:
@@ -120,7 +125,7 @@ def prepare_runs(
         frame["run"] = frame["run_id"].astype(str)
     else:
         frame["run"] = [
-            f"nnv{int(n)}-v{int(v)}" for n, v in frame[list(RUN_KEY_FALLBACK)].to_numpy()
+            f"nnv{n:.15g}-v{v:.15g}" for n, v in frame[list(RUN_KEY_FALLBACK)].to_numpy()
         ]
     return RunsTable(frame.reset_index(drop=True), source, excluded)
 
@@ -153,3 +158,26 @@ def tokens_per_char_from_table(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndar
         return None
     ratio = (frame["tokens"] / frame["characters"]).groupby(frame["vocab_size"]).median()
     return ratio.index.to_numpy(float), ratio.to_numpy(float)
+
+
+def width_from_runs(frame: pd.DataFrame, source: str = "runs table") -> Callable[[float], float]:
+    """d as a function of Nnv, learnt from the trained models: interpolated in log-log between
+    them, and beyond them extended from the nearest model with the log-log slope of d over Nnv
+    fitted on all models (an end segment alone can be flat, e.g. 85M and 151M share d = 768)."""
+    models = frame.groupby("non_vocab_params")["d_model"].median().sort_index()
+    if len(models) < 2:
+        raise RunsTableError(
+            f"{source}: widths for other model sizes cannot be learnt from a single trained "
+            "model size; give the paper's width mapping instead"
+        )
+    log_nnv, log_d = np.log(models.index.to_numpy(float)), np.log(models.to_numpy(float))
+    slope = float(np.polyfit(log_nnv, log_d, 1)[0])
+
+    def width(nnv):
+        x = np.log(nnv)
+        inside = np.interp(x, log_nnv, log_d)
+        below = log_d[0] + slope * (x - log_nnv[0])
+        above = log_d[-1] + slope * (x - log_nnv[-1])
+        return np.exp(np.where(x < log_nnv[0], below, np.where(x > log_nnv[-1], above, inside)))
+
+    return width

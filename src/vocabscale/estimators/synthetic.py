@@ -1,0 +1,189 @@
+"""Runs tables generated from known laws, so that tests and benchmarks can check that the
+estimators recover what was put in (DESIGN.md section 5 columns, paper-like scales).
+
+Two laws are offered:
+
+- `parametric_law`: approach 3's form, L_u = -E + A1/Nnv^a1 + A2/Nv^a2 + B/D^b (scaled units).
+- `separable_law`: a Chinchilla-like loss whose minimum at every budget C lies exactly at
+  Nnv = e^K1 C^0.5 and Nv = e^K2 C^gamma, so approach 1's envelope has a known answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from vocabscale.accounting import PAPER_SHAPES, PAPER_TOKENS_PER_CHAR, TokensPerChar, flops
+from vocabscale.estimators import parametric
+
+#: loss_u as a function of (Nnv, Nv, tokens, C), all in natural units.
+Law = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+class Model(NamedTuple):
+    name: str
+    non_vocab_params: float
+    d_model: float
+    max_tokens: float
+
+
+#: The paper's vocabulary grid (DESIGN.md section 4).
+PAPER_VOCAB_SIZES = (4096, 6144, 8192, 10240, 16384, 24576, 32768, 48128, 64512, 96256)
+
+
+def parametric_law(p: dict[str, float]) -> Law:
+    def law(nnv, nv, tokens, _flops):
+        return parametric.loss_u(p, nnv, nv, tokens)
+
+    return law
+
+
+def separable_law(
+    k1: float,
+    k2: float,
+    gamma: float,
+    floor: float = 1.0,
+    nnv_exponent: float = 0.35,
+    nv_exponent: float = 0.7,
+    nnv_term: float = 1.5,
+    nv_term: float = 0.15,
+) -> Law:
+    """A Chinchilla-like law whose compute-optimal sizes are exact power laws:
+    L_u = -floor + A1 Nnv^-a + B1 (C/Nnv)^-a + A2 Nv^-a2 + B2 (C/Nv)^-b2.
+    At fixed C the Nnv terms are least at Nnv = (A1/B1)^(1/2a) C^(1/2) and the Nv terms at
+    Nv = (a2 A2 / (b2 B2))^(1/(a2+b2)) C^(b2/(a2+b2)); the constants are set so that these are
+    e^k1 C^0.5 and e^k2 C^gamma, and the loss falls monotonically along every run.
+    `nnv_term` and `nv_term` are the sizes of the A1 and A2 terms at Nnv = 1e8, Nv = 1e7."""
+    a, a2 = nnv_exponent, nv_exponent
+    b2 = a2 * gamma / (1.0 - gamma)
+    a1_coef = nnv_term * 1e8**a
+    b1_coef = a1_coef * np.exp(-2.0 * a * k1)
+    a2_coef = nv_term * 1e7**a2
+    b2_coef = a2 * a2_coef / (b2 * np.exp(k2 * (a2 + b2)))
+
+    def law(nnv, nv, _tokens, budget):
+        return (
+            -floor
+            + a1_coef * nnv**-a
+            + b1_coef * (budget / nnv) ** -a
+            + a2_coef * nv**-a2
+            + b2_coef * (budget / nv) ** -b2
+        )
+
+    return law
+
+
+def paper_models(count: int = 6) -> list[Model]:
+    """The paper's smallest `count` shapes with their maximum training tokens."""
+    return [
+        Model(name, shape.non_vocab_params, shape.d_model, max_tokens)
+        for name, (shape, max_tokens) in list(PAPER_SHAPES.items())[:count]
+    ]
+
+
+def smooth_models(
+    count: int, smallest: float, largest: float, tokens_per_param: float
+) -> list[Model]:
+    """`count` models log-spaced in Nnv with a smoothly growing width (d = 1.6 Nnv^(1/3)),
+    each trained on `tokens_per_param` tokens per non-vocabulary parameter: a grid without the
+    paper's width steps, fine enough to resolve an optimum between models."""
+    return [
+        Model(f"m{i}", float(nnv), 1.6 * nnv ** (1 / 3), tokens_per_param * nnv)
+        for i, nnv in enumerate(np.geomspace(smallest, largest, count))
+    ]
+
+
+def runs_table(
+    law: Law,
+    models: list[Model] | None = None,
+    vocab_sizes=PAPER_VOCAB_SIZES,
+    checkpoints: int = 20,
+    noise: float = 0.0,
+    seed: int = 0,
+    f: TokensPerChar = PAPER_TOKENS_PER_CHAR,
+    first_checkpoint: float | None = None,
+) -> pd.DataFrame:
+    """One row per checkpoint of every (model, V) run (default: the paper's six smallest
+    shapes), each trained to its maximum tokens with `checkpoints` evenly spaced evaluations,
+    and L_u = law + Gaussian noise of standard deviation `noise`."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for name, nnv, d_model, max_tokens in models or paper_models():
+        if first_checkpoint is None:
+            tokens = max_tokens * np.arange(1, checkpoints + 1) / checkpoints
+        else:
+            tokens = max_tokens * np.geomspace(first_checkpoint, 1.0, checkpoints)
+        for vocab_size in vocab_sizes:
+            budget = flops(nnv, vocab_size, d_model, tokens)
+            nv = float(vocab_size * d_model)
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "run_id": f"{name}-v{vocab_size}",
+                        "model": name,
+                        "vocab_size": vocab_size,
+                        "d_model": d_model,
+                        "non_vocab_params": nnv,
+                        "vocab_params": nv,
+                        "step": np.arange(1, checkpoints + 1),
+                        "tokens": tokens,
+                        "characters": tokens / f(vocab_size),
+                        "flops": budget,
+                        "loss_u": law(float(nnv), nv, tokens, budget)
+                        + rng.normal(0.0, noise, checkpoints),
+                        "diverged": False,
+                    }
+                )
+            )
+    return pd.concat(parts, ignore_index=True)
+
+
+def isoflop_profiles(
+    k1: float,
+    k2: float,
+    gamma: float,
+    budgets,
+    spread=(0.5, 1.0, 2.0),
+    checkpoints=(0.25, 0.5, 1.0),
+    noise: float = 0.0,
+    seed: int = 0,
+    f: TokensPerChar = PAPER_TOKENS_PER_CHAR,
+) -> pd.DataFrame:
+    """A runs table with a known IsoFLOPs envelope: for every budget C, runs with Nnv and Nv at
+    the optimum of `separable_law(k1, k2, gamma)` times each factor of `spread`, trained to
+    exactly C and evaluated at the given fractions of it. The optimal run's last checkpoint is
+    the lowest loss at C, so the envelope follows Nnv = e^k1 C^0.5 and Nv = e^k2 C^gamma."""
+    law = separable_law(k1, k2, gamma)
+    rng = np.random.default_rng(seed)
+    fractions = np.asarray(checkpoints, float)
+    rows = []
+    for level, budget in enumerate(budgets):
+        best_nnv, best_nv = np.exp(k1) * budget**0.5, np.exp(k2) * budget**gamma
+        for i, nnv_factor in enumerate(spread):
+            for j, nv_factor in enumerate(spread):
+                nnv, nv = best_nnv * nnv_factor, best_nv * nv_factor
+                d_model = 1.6 * nnv ** (1 / 3)
+                vocab_size = nv / d_model
+                tokens = fractions * budget / (6.0 * (nnv + nv))
+                budgets_seen = flops(nnv, vocab_size, d_model, tokens)
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "run_id": f"c{level}-n{i}-v{j}",
+                            "vocab_size": vocab_size,
+                            "d_model": d_model,
+                            "non_vocab_params": nnv,
+                            "vocab_params": nv,
+                            "step": np.arange(1, len(fractions) + 1),
+                            "tokens": tokens,
+                            "characters": tokens / f(vocab_size),
+                            "flops": budgets_seen,
+                            "loss_u": law(nnv, nv, tokens, budgets_seen)
+                            + rng.normal(0.0, noise, len(fractions)),
+                        }
+                    )
+                )
+    return pd.concat(rows, ignore_index=True)

@@ -1,0 +1,128 @@
+"""Approach 2: the stationary point of C(V), the exponent of the paper, and the anchor."""
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize_scalar
+
+from vocabscale.accounting import PAPER_TOKENS_PER_CHAR, TokensPerChar, width_for_nnv
+from vocabscale.estimators import derivative, synthetic
+from vocabscale.estimators.runs import RunsTableError, prepare_runs
+from vocabscale.predict import PAPER_COEFFICIENTS
+
+F = PAPER_TOKENS_PER_CHAR
+PAPER_NNV = [33e6, 85e6, 151e6, 302e6, 631e6, 1.13e9, 2.87e9]
+LAW = PAPER_COEFFICIENTS["parametric"]
+
+
+@pytest.mark.parametrize(("nnv", "d_model"), [(33e6, 512), (302e6, 1024), (2.87e9, 3200)])
+def test_stationary_point_minimises_compute_per_character(nnv, d_model):
+    """Cross-check brentq on dC/dV against minimising (Nnv + V d) f(V) directly."""
+    direct = minimize_scalar(
+        lambda log_v: (nnv + np.exp(log_v) * d_model) * F(np.exp(log_v)),
+        bounds=(np.log(1e3), np.log(1.9e5)),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
+    assert derivative.compute_optimal_vocab(nnv, d_model, F) == pytest.approx(
+        np.exp(direct.x), rel=1e-6
+    )
+
+
+def test_paper_exponent_is_reproduced():
+    """Paper f(V), paper widths, the paper's seven Nnv, the line through the anchor model
+    (33M, d = 512): the published 0.8353974."""
+    fit = derivative.fit_exponent(PAPER_NNV, width_for_nnv, F, 1e-3, through=(33e6, 512))
+    assert fit["gamma"] == pytest.approx(PAPER_COEFFICIENTS["derivative"]["gamma"], abs=1e-3)
+    # the same solutions fitted with a free intercept, reported beside it
+    assert fit["gamma_free_intercept"] == pytest.approx(0.8339, abs=1e-3)
+    assert fit["gamma_least_squares"] == pytest.approx(0.8246, abs=1e-3)
+    free = derivative.fit_exponent(PAPER_NNV, width_for_nnv, F, 1e-3)
+    assert free["gamma"] == fit["gamma_free_intercept"]
+    assert [s["d_model"] for s in fit["solutions"]] == [512, 768, 768, 1024, 1536, 2048, 3200]
+
+
+def test_paper_prediction_follows_from_reproduced_exponent():
+    """Anchored at the published anchor, the reproduced gamma gives the published 7B answer."""
+    fit = derivative.fit_exponent(PAPER_NNV, width_for_nnv, F, 1e-3, through=(33e6, 512))
+    coefficients = {"gamma": fit["gamma"], "anchor": PAPER_COEFFICIENTS["derivative"]["anchor"]}
+    assert derivative.predict_vocab_params(coefficients, 7e9) / 4096 == pytest.approx(
+        67_450, rel=0.005
+    )
+
+
+def test_defaults_on_the_paper_grid_give_the_published_approach_2():
+    """All defaults (grid = the trained models' exact Nnv, widths from the runs, line through
+    the smallest model) on the paper's seven models and ten vocabularies, with L_u from the
+    published approach-3 law: the published gamma, and the published anchor V = 6144."""
+    frame = synthetic.runs_table(synthetic.parametric_law(LAW), synthetic.paper_models(7))
+    fitted = derivative.estimate_derivative(prepare_runs(frame, F), F)
+    assert fitted["gamma"] == pytest.approx(PAPER_COEFFICIENTS["derivative"]["gamma"], abs=1e-3)
+    assert fitted["anchor"]["vocab_size"] == 6144
+    assert fitted["anchor"]["flops"] == pytest.approx(2.7e17, rel=0.1)
+
+
+@pytest.fixture(scope="module")
+def paper_like_runs():
+    frame = synthetic.runs_table(synthetic.parametric_law(LAW), noise=0.002, seed=3)
+    return prepare_runs(frame, F)
+
+
+def test_anchor_is_the_best_trained_vocabulary_of_the_smallest_model(paper_like_runs):
+    runs = paper_like_runs
+    anchor = derivative.empirical_anchor(runs)
+    smallest = runs.frame[runs.frame["non_vocab_params"] == runs.frame["non_vocab_params"].min()]
+    # default budget: the largest that every vocabulary's run of the smallest model reaches
+    assert anchor["flops"] == pytest.approx(smallest.groupby("run")["flops"].max().min())
+    # the true law at that budget (tokens = C / 6N) picks the same V among those trained
+    nnv, d_model = anchor["nnv"], anchor["d_model"]
+    vocab = np.sort(smallest["vocab_size"].unique()).astype(float)
+    tokens = anchor["flops"] / (6 * (nnv + vocab * d_model))
+    true_best = vocab[np.argmin(synthetic.parametric_law(LAW)(nnv, vocab * d_model, tokens, None))]
+    assert anchor["vocab_size"] == true_best
+    assert anchor["vocab_params"] == true_best * d_model
+    assert anchor["at_sweep_edge"] is (true_best in (vocab[0], vocab[-1]))
+    with pytest.raises(RunsTableError, match="outside"):
+        derivative.empirical_anchor(runs, budget=1e25)
+
+
+def test_estimate_records_options_and_widths(paper_like_runs):
+    runs = paper_like_runs
+    fitted = derivative.estimate_derivative(runs, F)
+    assert fitted["options"]["nnv_grid_source"] == "trained models"
+    assert fitted["options"]["grid_widths"] == "runs"
+    assert fitted["options"]["exponent_through_anchor"] is True
+    trained = runs.frame.groupby("non_vocab_params")["d_model"].first()
+    solved = {s["nnv"]: s["d_model"] for s in fitted["exponent_fit"]["solutions"]}
+    assert solved == pytest.approx(trained.to_dict())
+    through = fitted["exponent_fit"]["through"]
+    assert (through["nnv"], through["d_model"]) == (fitted["anchor"]["nnv"], 512)
+    # an explicit anchor replaces the runs' one, and is recorded as given
+    given = derivative.estimate_derivative(
+        runs, F, PAPER_NNV, anchor={"nnv": 33e6, "vocab_size": 6144, "d_model": 512}
+    )
+    assert given["anchor"]["source"] == "given"
+    assert given["anchor"]["vocab_params"] == 3_145_728
+    assert given["options"]["nnv_grid_source"] == "given"
+
+
+def test_paper_widths_are_wrong_for_tiny_models():
+    """Below 50M the paper's mapping gives d = 512 whatever the size; the widths learnt from the
+    runs follow the models. With the f(V) of the embedded default's tokenizers, d = 512 makes
+    Nv grow faster than Nnv (gamma > 1), the learnt widths do not."""
+    f = TokensPerChar(a=0.0877, b=-1.375, c=5.69)
+    models = synthetic.smooth_models(4, 5e4, 4e5, 20.0)
+    frame = synthetic.runs_table(synthetic.parametric_law(LAW), models, (320, 640, 1280, 2560), 5)
+    runs = prepare_runs(frame, f)
+    learnt = derivative.estimate_derivative(runs, f)
+    paper = derivative.estimate_derivative(runs, f, grid_widths="paper")
+    assert {s["d_model"] for s in paper["exponent_fit"]["solutions"]} == {512}
+    widths = [s["d_model"] for s in learnt["exponent_fit"]["solutions"]]
+    assert widths == pytest.approx([m.d_model for m in models])
+    assert paper["gamma"] > 1 > learnt["gamma"]
+    assert paper["options"]["grid_widths"] == "paper"
+
+
+def test_too_few_vocabularies_for_the_anchor_is_a_clear_error():
+    frame = synthetic.runs_table(synthetic.parametric_law(LAW), synthetic.paper_models(2), (4096,))
+    with pytest.raises(RunsTableError, match="1 vocabulary size"):
+        derivative.estimate_derivative(prepare_runs(frame, F), F)

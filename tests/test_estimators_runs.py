@@ -1,0 +1,110 @@
+"""Runs tables from other training stacks: renames, bad cells, exclusions, run grouping."""
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vocabscale.accounting import PAPER_TOKENS_PER_CHAR
+from vocabscale.estimators import derivative, synthetic
+from vocabscale.estimators.runs import (
+    RunsTableError,
+    load_runs,
+    parse_renames,
+    prepare_runs,
+    width_from_runs,
+)
+from vocabscale.predict import PAPER_COEFFICIENTS
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    law = synthetic.parametric_law(PAPER_COEFFICIENTS["parametric"])
+    return synthetic.runs_table(law, synthetic.paper_models(3), (4096, 8192, 16384), 6)
+
+
+def test_missing_columns_are_named(table, tmp_path):
+    path = tmp_path / "runs.csv"
+    table.drop(columns=["loss_u", "flops"]).to_csv(path, index=False)
+    with pytest.raises(RunsTableError, match=r"runs\.csv: missing column\(s\) flops, loss_u"):
+        load_runs(path, PAPER_TOKENS_PER_CHAR)
+
+
+def test_renames_map_their_columns_to_ours(table, tmp_path):
+    path = tmp_path / "theirs.csv"
+    table.rename(columns={"non_vocab_params": "nnv", "loss_u": "unigram_loss"}).to_csv(
+        path, index=False
+    )
+    renames = parse_renames(["nnv=non_vocab_params", "unigram_loss=loss_u"])
+    runs = load_runs(path, PAPER_TOKENS_PER_CHAR, renames)
+    assert len(runs.frame) == len(table)
+    with pytest.raises(RunsTableError, match="--column names params"):
+        load_runs(path, PAPER_TOKENS_PER_CHAR, {"params": "non_vocab_params"})
+    with pytest.raises(RunsTableError, match="expected THEIRS=OURS"):
+        parse_renames(["nnv"])
+
+
+def test_non_numeric_cell_names_line_and_column(table, tmp_path):
+    bad = table.astype({"flops": object})
+    bad.loc[4, "flops"] = "n/a?"
+    path = tmp_path / "runs.csv"
+    bad.to_csv(path, index=False)
+    with pytest.raises(RunsTableError, match=r"runs\.csv: line 6, column flops: 'n/a\?'"):
+        load_runs(path, PAPER_TOKENS_PER_CHAR)
+
+
+def test_nan_inf_and_diverged_rows_are_excluded_and_counted(table, caplog):
+    bad = table.copy()
+    bad.loc[0, "loss_u"] = np.nan
+    bad.loc[1, "loss_u"] = np.inf
+    bad.loc[2, "flops"] = -np.inf
+    bad.loc[[3, 4], "diverged"] = True
+    with caplog.at_level(logging.WARNING):
+        runs = prepare_runs(bad, PAPER_TOKENS_PER_CHAR, "theirs.csv")
+    assert runs.excluded == {"diverged": 2, "non_finite": 3, "non_positive": 0}
+    assert len(runs.frame) == len(table) - 5
+    assert "theirs.csv: excluded 2 diverged, 3 non-finite rows" in caplog.text
+
+
+def test_tokens_are_derived_from_characters_when_absent(table):
+    runs = prepare_runs(table.drop(columns=["tokens"]), PAPER_TOKENS_PER_CHAR)
+    np.testing.assert_allclose(runs.frame["tokens"], table["tokens"], rtol=1e-12)
+    with pytest.raises(RunsTableError, match="no 'tokens' column"):
+        prepare_runs(table.drop(columns=["tokens"]), None)
+
+
+def test_runs_are_grouped_by_columns_not_row_order(table):
+    """Without run_id, runs are (non_vocab_params, vocab_size); shuffled rows give the same
+    fit as ordered ones."""
+    plain = table.drop(columns=["run_id"])
+    shuffled = plain.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    runs, mixed = (prepare_runs(t, PAPER_TOKENS_PER_CHAR) for t in (plain, shuffled))
+    assert sorted(mixed.run_ids) == sorted(runs.run_ids)
+    assert len(mixed.run_ids) == table["run_id"].nunique()
+    f = PAPER_TOKENS_PER_CHAR
+    anchor, anchor_mixed = (derivative.empirical_anchor(r) for r in (runs, mixed))
+    assert anchor_mixed["vocab_size"] == anchor["vocab_size"]
+    assert anchor_mixed["flops"] == anchor["flops"]
+    assert derivative.estimate_derivative(mixed, f)["gamma"] == pytest.approx(
+        derivative.estimate_derivative(runs, f)["gamma"], rel=1e-12
+    )
+
+
+def test_bootstrap_subset_keeps_repeated_runs_apart(table):
+    runs = prepare_runs(table, PAPER_TOKENS_PER_CHAR)
+    first = runs.run_ids[0]
+    sample = runs.subset([first, first, runs.run_ids[1]])
+    assert sample.frame["run"].nunique() == 3
+    assert len(sample.frame) == 3 * 6
+    assert (sample.frame.groupby("run")["step"].apply(list) == [list(range(1, 7))] * 3).all()
+
+
+def test_width_from_runs_interpolates_and_extends():
+    frame = pd.DataFrame({"non_vocab_params": [1e6, 8e6, 64e6], "d_model": [100, 200, 400]})
+    width = width_from_runs(frame)
+    np.testing.assert_allclose(width([1e6, 8e6, 64e6]), [100, 200, 400])
+    assert width(np.sqrt(8e6 * 64e6)) == pytest.approx(np.sqrt(200 * 400))
+    assert width(512e6) == pytest.approx(800)  # d ∝ Nnv^(1/3) continued beyond the models
+    with pytest.raises(RunsTableError, match="single trained model size"):
+        width_from_runs(frame.iloc[:1])
