@@ -9,6 +9,7 @@
 # stage runs, so both engines write the same artifacts. Stages read their settings from the
 # params file named on their command line, validated before anything runs.
 
+from vocabscale.cluster import job_resources, train_resource_callables, train_retries
 from vocabscale.config import load_params, run_grid
 
 configfile: "params.yaml"
@@ -30,6 +31,18 @@ PARAMS = load_params(PARAMS_FILE)  # validated; a bad key stops here, before any
 VOCAB_SIZES = PARAMS["tokenizer"]["vocab_sizes"]
 MODELS = list(PARAMS["models"])
 RUNS = run_grid(PARAMS)
+CPU_JOB_RESOURCES = job_resources(PARAMS)
+
+
+# Cheap rules run on the submitting host under `--profile cluster`; the corpus, the tokenizers
+# and the training runs go to SLURM (see cluster/config.yaml and vocabscale.cluster).
+localrules:
+    all,
+    fit_tokenization,
+    normalize,
+    collect,
+    estimate,
+    report,
 
 
 wildcard_constraints:

@@ -35,7 +35,11 @@ def tiny_params(default_params: dict) -> dict:
         "a": {"n_layer": 1, "n_head": 2, "d_model": 32, "ffn": 64, "train_tokens": 49152},
         "b": {"n_layer": 2, "n_head": 2, "d_model": 48, "ffn": 96, "train_tokens": 65536},
     }
-    params["train"].update(context=32, batch_tokens=2048, micro_batch_size=64, evals=4)
+    params["train"].update(
+        context=32, batch_tokens=2048, micro_batch_size=64, evals=4, threads=1, device="cpu"
+    )
+    # a CPU node for the SLURM tests: one core and a little memory per training job
+    params["cluster"] = {"cpus_per_gpu": 1, "mem_mb_per_gpu": 1500, "cpu_job_runtime_minutes": 30}
     params["estimate"]["bootstrap"]["samples"] = 5
     params["estimate"]["derivative"]["nnv_grid"] = [1e4, 3e4, 1e5]
     params["report"]["targets"] = [
@@ -97,3 +101,22 @@ def subprocess_env() -> dict[str, str]:
     bin_dir = str(Path(os.sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     return env
+
+
+@pytest.fixture(scope="session")
+def local_workflow_run(tmp_path_factory, tiny_params_dict) -> Path:
+    """The tiny config run end to end with `snakemake --cores 2` in a scratch copy."""
+    import subprocess
+
+    workdir = copy_repo(tmp_path_factory.mktemp("workflow"))
+    write_params(workdir / "params.yaml", tiny_params_dict)
+    result = subprocess.run(
+        ["snakemake", "--cores", "2", "--quiet", "rules"],
+        cwd=workdir,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return workdir

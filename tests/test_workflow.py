@@ -5,25 +5,14 @@ import subprocess
 
 import pandas as pd
 import pytest
-from conftest import copy_repo, subprocess_env, write_params
+from conftest import subprocess_env
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def snakemake_run(tmp_path_factory, tiny_params_dict):
-    workdir = copy_repo(tmp_path_factory.mktemp("workflow"))
-    write_params(workdir / "params.yaml", tiny_params_dict)
-    result = subprocess.run(
-        ["snakemake", "--cores", "2", "--quiet", "rules"],
-        cwd=workdir,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return workdir
+def snakemake_run(local_workflow_run):
+    return local_workflow_run
 
 
 def test_report_has_three_predictions_per_target(snakemake_run, tiny_params_dict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -141,6 +142,17 @@ def cmd_estimate(args) -> None:
     runs = prepare_runs(frame, f, args.runs)
     estimate_all(runs, f, tokenization, options_from_args(args), args.out)
     print(f"wrote {Path(args.out) / 'coefficients.json'} and {Path(args.out) / 'predictions.csv'}")
+
+
+def cmd_plan(args) -> None:
+    from vocabscale.cluster import format_plan, plan
+
+    params = _params(args)
+    table = plan(params)
+    if args.csv:
+        table.to_csv(sys.stdout, index=False)
+    else:
+        print(format_plan(table, params))
 
 
 def cmd_predict(args) -> None:
@@ -289,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--confidence", type=float, help="bootstrap interval (default 0.9)")
     c.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
 
+    c = stage("plan", cmd_plan, "per-run FLOPs and GPU-hours of the grid, before submitting")
+    c.add_argument("--csv", action="store_true", help="print the table as CSV")
+
     c = stage("predict", cmd_predict, "predict V for a model", params=False)
     c.add_argument("--nnv", type=float, required=True, help="non-vocabulary parameters")
     c.add_argument("--d-model", type=int, help="width (default: the paper's mapping)")
@@ -303,6 +318,12 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(args.log)
     started = time.perf_counter()
     log.info("vocabscale %s", " ".join(sys.argv[1:] if argv is None else argv))
+    if "SLURM_JOB_ID" in os.environ:
+        log.info(
+            "running in SLURM job %s on %s",
+            os.environ["SLURM_JOB_ID"],
+            os.environ.get("SLURMD_NODENAME", "?"),
+        )
     try:
         args.handler(args)
         log.info("%s finished in %.1f s", args.command, time.perf_counter() - started)

@@ -82,6 +82,21 @@ DEFAULTS: dict[str, Any] = {
         "disagreement_warn": 1.5,
         "budget_range": [0.1, 10.0],
     },
+    "cluster": {
+        "partition": None,
+        "account": None,
+        "qos": None,
+        "gpu_type": None,
+        "cpu_partition": None,
+        "gpu_peak_flops": 989e12,
+        "expected_mfu": 0.4,
+        "runtime_safety": 1.5,
+        "runtime_overhead_minutes": 10,
+        "max_runtime_minutes": 2880,
+        "cpus_per_gpu": 8,
+        "mem_mb_per_gpu": 64000,
+        "cpu_job_runtime_minutes": 240,
+    },
 }
 
 

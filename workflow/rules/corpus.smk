@@ -3,6 +3,9 @@ rule prepare_corpus:
         directory("results/corpus"),
     params:
         section=PARAMS["corpus"],
+    threads: 4
+    resources:
+        **CPU_JOB_RESOURCES,
     log:
         "logs/prepare_corpus.log",
     shell:

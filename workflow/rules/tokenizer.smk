@@ -5,6 +5,9 @@ rule train_tokenizer:
         "results/tokenizers/v{vocab}/tokenizer.json",
     params:
         section=PARAMS["tokenizer"]["min_frequency"],
+    threads: 8
+    resources:
+        **CPU_JOB_RESOURCES,
     log:
         "logs/train_tokenizer/v{vocab}.log",
     shell:
@@ -18,6 +21,9 @@ rule tokenize:
         tokenizer="results/tokenizers/v{vocab}/tokenizer.json",
     output:
         directory("results/tokens/v{vocab}"),
+    threads: 8
+    resources:
+        **CPU_JOB_RESOURCES,
     log:
         "logs/tokenize/v{vocab}.log",
     shell:

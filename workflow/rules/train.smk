@@ -6,6 +6,10 @@ rule train:
     params:
         section=lambda wildcards: [PARAMS["train"], PARAMS["models"][wildcards.model]],
     threads: max(1, PARAMS["train"]["threads"])
+    resources:
+        **train_resource_callables(PARAMS),
+    # a run longer than one job's time limit continues from its checkpoint on each retry
+    retries: train_retries(PARAMS)
     log:
         "logs/train/{model}-v{vocab}.log",
     shell:

@@ -1,0 +1,170 @@
+"""A real one-node SLURM cluster for the tests: munge, slurmctld and slurmd from the distribution.
+
+The cluster gets its own configuration (SLURM_CONF), state directory and ports, so it does not
+touch a SLURM the machine may already run; only the daemons started here are stopped, by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
+REQUIRE_VARIABLE = "VOCABSCALE_REQUIRE_SLURM"
+#: srun inside a job reads the system path, not SLURM_CONF, so the test cluster's
+#: configuration is copied there for the duration of the tests (never over someone else's).
+SYSTEM_CONFIG = Path("/etc/slurm/slurm.conf")
+MARKER = "# written by the vocabscale tests"
+
+
+def missing_reason() -> str | None:
+    """Why a SLURM cluster cannot be started here (None when it can)."""
+    absent = [name for name in DAEMONS if shutil.which(name) is None]
+    if absent:
+        return f"SLURM is not installed ({', '.join(absent)} not found)"
+    if os.geteuid() != 0:
+        return "starting slurmd needs root"
+    if SYSTEM_CONFIG.exists() and MARKER not in SYSTEM_CONFIG.read_text(errors="replace"):
+        return f"{SYSTEM_CONFIG} belongs to another SLURM installation; it is left alone"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class SlurmCluster:
+    root: Path
+    env: dict[str, str]
+    started: list[subprocess.Popen]
+
+    def run(self, *command: str, check: bool = True) -> str:
+        result = subprocess.run(command, env=self.env, capture_output=True, text=True)
+        if check and result.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed: {result.stderr}")
+        return result.stdout
+
+    def jobs(self) -> list[dict[str, str]]:
+        """Queued and running jobs: id, name, state."""
+        out = self.run("squeue", "--noheader", "--format=%i|%j|%T|%k")
+        return [
+            dict(zip(("id", "name", "state", "comment"), line.split("|"), strict=False))
+            for line in out.splitlines()
+            if line.strip()
+        ]
+
+
+def _write_config(root: Path, host: str, cpus: int, memory_mb: int) -> Path:
+    config = root / "slurm.conf"
+    config.write_text(
+        f"""{MARKER}
+ClusterName=vocabscale-test
+SlurmctldHost={host}
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+AuthType=auth/munge
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/slurmctld.log
+SlurmdLogFile={root}/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU_Memory
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+ReturnToService=2
+MinJobAge=600
+KillWait=15
+SchedulerParameters=sched_interval=1
+NodeName={host} CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
+PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
+"""
+    )
+    for directory in ("state", "spool"):
+        (root / directory).mkdir(exist_ok=True)
+    return config
+
+
+def _munge_works(env: dict[str, str]) -> bool:
+    probe = subprocess.run("munge -n | unmunge", shell=True, env=env, capture_output=True)
+    return probe.returncode == 0
+
+
+def start(root: Path, timeout: float = 60) -> SlurmCluster:
+    """Start munged (unless one answers already), slurmctld and slurmd; wait for the node."""
+    host = socket.gethostname()
+    config = _write_config(root, host, os.cpu_count() or 1, 8000)
+    SYSTEM_CONFIG.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(config, SYSTEM_CONFIG)
+    env = {**os.environ, "SLURM_CONF": str(config)}
+    started: list[subprocess.Popen] = []
+    if not _munge_works(env):
+        socket_dir = Path("/run/munge")
+        socket_dir.mkdir(parents=True, exist_ok=True)
+        shutil.chown(socket_dir, "munge", "munge")
+        munged = subprocess.Popen(
+            ["runuser", "-u", "munge", "--", "munged", "--foreground"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        started.append(munged)
+        for _ in range(50):
+            if _munge_works(env):
+                break
+            time.sleep(0.1)
+        else:
+            stop(SlurmCluster(root, env, started))
+            raise RuntimeError("munged did not start")
+    for daemon in ("slurmctld", "slurmd"):
+        started.append(
+            subprocess.Popen(
+                [daemon, "-D", "-f", str(config)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    cluster = SlurmCluster(root, env, started)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = cluster.run("sinfo", "--noheader", "--format=%T", check=False).strip()
+        if state in ("idle", "mixed", "allocated"):
+            return cluster
+        time.sleep(0.5)
+    logs = "".join(p.read_text()[-2000:] for p in root.glob("slurm*.log"))
+    stop(cluster)
+    raise RuntimeError(f"the SLURM node did not become idle within {timeout} s:\n{logs}")
+
+
+def stop(cluster: SlurmCluster) -> None:
+    """Cancel what is left in the queue and end the daemons started here, by pid."""
+    subprocess.run(
+        ["scancel", "--full", "--user", str(os.geteuid())], env=cluster.env, capture_output=True
+    )
+    for process in reversed(cluster.started):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    if SYSTEM_CONFIG.exists() and MARKER in SYSTEM_CONFIG.read_text(errors="replace"):
+        SYSTEM_CONFIG.unlink()
