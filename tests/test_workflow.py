@@ -17,12 +17,19 @@ def snakemake_run(local_workflow_run):
 
 def test_report_has_three_predictions_per_target(snakemake_run, tiny_params_dict):
     report = (snakemake_run / "results/report/report.md").read_text()
+    predictions = pd.read_csv(snakemake_run / "results/report/predictions.csv")
     for target in tiny_params_dict["report"]["targets"]:
-        rows = [line for line in report.splitlines() if line.startswith(f"| {target['name']} |")]
-        approaches = {row.split("|")[4].strip() for row in rows}
-        assert approaches == {"IsoFLOPs", "Derivative", "Parametric"}, report
+        rows = [
+            line.split("|")
+            for line in report.splitlines()
+            if line.startswith(f"| {target['name']} |") and line.count("|") > 8
+        ]
+        assert {row[4].strip() for row in rows} == {"IsoFLOPs", "Derivative", "Parametric"}
         for row in rows:
-            assert re.search(r"\| [\d,]+ \(", row), row  # a number for V
+            assert re.fullmatch(r" [\d,]+ \([\d,]+\)( †)? ", row[6]), row  # V (rounded)
+        mine = predictions[predictions["target"] == target["name"]]
+        assert set(mine["approach"]) == {"isoflops", "derivative", "parametric"}
+        assert (mine["vocab_size"] > 0).all()
     assert (snakemake_run / "results/report/figures/loss_vs_compute.png").stat().st_size > 10_000
 
 
