@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
         "grad_clip": 1.0,
         "eval_batch_size": 16,
         "head_chunk_tokens": 8192,
+        "head_chunk_logits": 2**25,  # 32 Mi logits: 1024 tokens at V = 32768, 131 at 256,000
         "device": "auto",
         "precision": "auto",
         "compile": False,
@@ -174,6 +175,12 @@ def _semantic_errors(params: dict[str, Any]) -> list[str]:
             errors.append(
                 f"models.{name}: head width d_model/n_head = {shape.d_model // shape.n_head} "
                 "must be even for rotary embeddings"
+            )
+        sequences = train["batch_tokens"] // train["context"]
+        if sequences % spec.gpus:
+            errors.append(
+                f"models.{name}.gpus: {spec.gpus} processes cannot share the {sequences} "
+                f"sequences of a step (train.batch_tokens / train.context) evenly"
             )
         steps = spec.train_tokens // train["batch_tokens"]
         if steps < train["evals"]:
