@@ -20,7 +20,8 @@ import torch
 import yaml
 from conftest import write_params
 
-from vocabscale.config import ParamsError, model_specs, validate_params
+from vocabscale.accounting import ModelShape
+from vocabscale.config import DEFAULTS, ParamsError, model_specs, validate_params
 from vocabscale.io import read_json, read_tokens
 from vocabscale.model import Llama
 from vocabscale.train import (
@@ -42,14 +43,14 @@ STEPS = 80  # long enough to be caught mid-run, short enough for a test
 @pytest.fixture(scope="module")
 def params_file(tmp_path_factory, tiny_params_dict) -> Path:
     params = copy.deepcopy(tiny_params_dict)
+    shape = {"n_layer": 1, "n_head": 2, "d_model": 32, "ffn": 64}
     params["models"] = {
         # 80 steps of 2048 tokens, two micro-batches of 32 sequences each
-        "k": {"n_layer": 1, "n_head": 2, "d_model": 32, "ffn": 64, "train_tokens": 2048 * STEPS},
+        "k": {**shape, "train_tokens": 2048 * STEPS},
         # the same shape on two processes (gloo on CPU), and on one for comparison
-        "ddp": {"n_layer": 1, "n_head": 2, "d_model": 32, "ffn": 64, "train_tokens": 2048 * 12,
-                "gpus": 2},
-        "one": {"n_layer": 1, "n_head": 2, "d_model": 32, "ffn": 64, "train_tokens": 2048 * 12},
-    }  # fmt: skip
+        "ddp": {**shape, "train_tokens": 2048 * 12, "gpus": 2},
+        "one": {**shape, "train_tokens": 2048 * 12},
+    }
     params["train"].update(
         micro_batch_size=32, evals=4, checkpoint_every=10, device="cpu", threads=1
     )
@@ -226,18 +227,15 @@ def test_shards_of_a_batch_make_the_global_batch():
 
 
 def test_gradient_accumulation_equals_one_large_batch():
-    from vocabscale.accounting import ModelShape
-
     torch.manual_seed(0)
     model = Llama(ModelShape(2, 2, 16, 32), vocab_size=64, context=8, head_chunk_tokens=5)
     tokens = torch.randint(0, 64, (12, 9))
     grads = []
+    fp32 = torch.autocast("cpu", enabled=False)
     for micro_batch in (12, 5, 1):
         model.zero_grad()
-        loss = accumulate_gradients(
-            model, tokens[:, :-1], tokens[:, 1:], micro_batch, torch.autocast("cpu", enabled=False),
-            1 / tokens[:, 1:].numel(),
-        )  # fmt: skip
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        loss = accumulate_gradients(model, inputs, targets, micro_batch, fp32, 1 / targets.numel())
         grads.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
     for loss, grad in grads[1:]:
         assert loss == pytest.approx(grads[0][0], rel=1e-6)
@@ -246,12 +244,8 @@ def test_gradient_accumulation_equals_one_large_batch():
 
 
 def test_schedule_and_evaluation_points():
-    config = TrainConfig(
-        seed=0, context=8, batch_tokens=8, micro_batch_size=1, lr=1.0, min_lr_ratio=0.1,
-        warmup_fraction=0.1, weight_decay=0.0, beta1=0.9, beta2=0.95, grad_clip=1.0, evals=20,
-        eval_batch_size=1, head_chunk_tokens=1, device="cpu", precision="fp32", compile=False,
-        threads=0, checkpoint_every=0,
-    )  # fmt: skip
+    settings = {**DEFAULTS["train"], "seed": 0, "context": 8, "batch_tokens": 8}
+    config = TrainConfig.from_params({**settings, "micro_batch_size": 1, "lr": 1.0, "evals": 20})
     rates = [learning_rate(step, 1000, config) for step in range(1000)]
     assert rates[0] == pytest.approx(0.01) and rates[99] == pytest.approx(1.0)  # 10% warmup
     assert rates[-1] == pytest.approx(0.1, abs=1e-4)  # cosine down to min_lr_ratio

@@ -45,7 +45,8 @@ DEFAULTS: dict[str, Any] = {
         "grad_clip": 1.0,
         "eval_batch_size": 16,
         "head_chunk_tokens": 8192,
-        "head_chunk_logits": 2**25,  # 32 Mi logits: 1024 tokens at V = 32768, 131 at 256,000
+        # 128 Mi logits per chunk: 4096 tokens at V = 32,768, 524 at V = 256,000
+        "head_chunk_logits": 2**27,
         "device": "auto",
         "precision": "auto",
         "compile": False,

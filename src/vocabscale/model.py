@@ -159,6 +159,8 @@ def _chunked_cross_entropy(
     device = hidden.device.type
     fast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else exact
     h_all, w = hidden.to(fast), weight.to(fast)
+    vocab, width = weight.shape
+    vocab_slice = max(1, min(rows, hidden.shape[0]) * vocab // width)
     total = torch.zeros((), dtype=exact, device=hidden.device)
     grad_hidden = torch.zeros_like(hidden) if grads else None
     grad_weight = torch.zeros_like(weight) if grads else None
@@ -173,7 +175,11 @@ def _chunked_cross_entropy(
             g = probs.to(fast)
             del logits, probs
             grad_hidden[start : start + rows] = g @ w
-            grad_weight += g.t() @ h
+            # G^T @ h is V x d: add it a slice of the vocabulary at a time, so the temporary
+            # stays within the chunk's budget of rows x V elements.
+            for first in range(0, vocab, vocab_slice):
+                part = slice(first, first + vocab_slice)
+                grad_weight[part] += g[:, part].t() @ h
     return total, grad_hidden, grad_weight
 
 

@@ -95,7 +95,7 @@ class TrainConfig:
     threads: int
     checkpoint_every: int
     throughput_tokens_per_gpu_second: float = 1e5
-    head_chunk_logits: int = 2**25
+    head_chunk_logits: int = 2**27
 
     @classmethod
     def from_params(cls, section: dict[str, Any]) -> TrainConfig:
