@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from vocabscale import accounting
 from vocabscale.accounting import PAPER_SHAPES
 from vocabscale.config import DEFAULTS, ModelSpec
-from vocabscale.model import head_chunk_rows, summed_cross_entropy
+from vocabscale.model import Attention, head_chunk_rows, rope_tables, summed_cross_entropy
 from vocabscale.train import (
     TrainConfig,
     accumulate_gradients,
@@ -138,6 +138,25 @@ def peak_rss() -> int:
 
 def current_rss() -> int:
     return 1024 * _proc_status_kib("VmRSS")
+
+
+def flash_attention_check(device: torch.device, context: int) -> str:
+    """Whether the model's own attention runs on the flash kernel (SDPA raises if the inputs
+    do not qualify when it is the only backend allowed)."""
+    if device.type != "cuda":
+        return "not applicable on CPU"
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    shape = PAPER_SHAPES["302M"][0]
+    attention = Attention(shape).to(device)
+    cos, sin = (t.to(device) for t in rope_tables(shape.d_model // shape.n_head, context))
+    x = torch.randn(1, context, shape.d_model, device=device)
+    try:
+        with autocast_for(device, "bf16"), sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            attention(x, cos, sin).sum().backward()
+    except RuntimeError as error:
+        return f"NOT used: {str(error).splitlines()[0]}"
+    return "used (the model's attention ran with only the flash kernel allowed)"
 
 
 def sync(device: torch.device) -> None:
@@ -260,6 +279,7 @@ def head_memory_in_fresh_process(case: HeadCase) -> int:
     """CPU: a fresh process per case, whose buffers above 64 KiB are mmapped (and so returned
     to the system when freed), so that its resident set follows its live memory."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # as many threads as this process
     command = [sys.executable, __file__, "--head-case", json.dumps(asdict(case))]
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     return int(result.stdout.strip().splitlines()[-1])
@@ -302,7 +322,8 @@ def loss_head_section(args, device: torch.device) -> list[str]:
         "",
         f"## Loss head: forward + backward, {args.head_tokens} tokens, d = {args.head_width}",
         "",
-        f"Chunk budget {args.head_chunk_logits:,} logits (train.head_chunk_logits). Peak: "
+        f"Chunk budget {args.head_chunk_logits:,} logits (--head-chunk-logits; the training "
+        f"default, train.head_chunk_logits, is {DEFAULTS['train']['head_chunk_logits']:,}). Peak: "
         "memory above what was held before the head ran. V x d buffers: the float32 gradient "
         "of the weight" + (" and its bf16 copy under autocast" if cast else "") + ", which "
         "any head holds. Working: the peak less those and the float32 gradient of the hidden "
@@ -349,6 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--head-chunk-logits", type=int, help="default: train.head_chunk_logits; 2^23 on CPU"
     )
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
     parser.add_argument("--head-case", help=argparse.SUPPRESS)  # JSON of a HeadCase
@@ -359,6 +381,8 @@ def main(argv: list[str] | None = None) -> None:
         print(head_memory(HeadCase(**json.loads(args.head_case)), device))
         return
     cuda = device.type == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.context = args.context or (2048 if cuda else 256)
     args.steps = args.steps or (10 if cuda else 2)
     args.warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
@@ -385,6 +409,7 @@ def main(argv: list[str] | None = None) -> None:
         f"- torch {torch.__version__}, {precision}, torch.compile {'on' if args.compile else 'off'}"
         f", {args.warmup} warm-up + {args.steps} timed optimizer steps per case",
         f"- MFU peak: {peak_note}",
+        f"- SDPA flash attention: {flash_attention_check(device, args.context)}",
         "- FLOPs per token: 6 (Nnv + V d) + 12 n_layer context d (attention included)",
         f"- command: `python benchmarks/bench_train.py {' '.join(argv or sys.argv[1:])}`",
     ]
@@ -393,7 +418,9 @@ def main(argv: list[str] | None = None) -> None:
             f"- **No GPU was available.** CPU figures, shortened: context {args.context} (not "
             f"2048), {args.accumulation} micro-batch(es) of {args.micro_batch or 1} sequence(s) "
             f"per step, shapes whose fp32 training state exceeds {args.max_state_gb:g} GB "
-            "skipped. The machine was shared with other jobs: timings are noisy."
+            "skipped. With so few tokens per step the AdamW update over every parameter is a "
+            "large share of each step, so FLOP/s are far below what this CPU reaches on real "
+            "batches. The machine was shared with other jobs: timings are noisy."
         )
     print("\n".join(report), flush=True)
 

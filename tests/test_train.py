@@ -27,6 +27,7 @@ from vocabscale.model import Llama
 from vocabscale.train import (
     EXIT_PREEMPTED,
     TrainConfig,
+    _read_state,
     accumulate_gradients,
     eval_steps,
     evaluate,
@@ -267,6 +268,14 @@ def test_checkpoints_are_kept_across_device_and_thread_changes_only(tiny_params_
     assert changed(threads=7) == changed(device="cuda") == changed(compile=True) == same
     assert changed(lr=1e-4) != same and changed(seed=1) != same
     assert fingerprint(spec, 640, config, data) != same
+
+
+def test_an_unreadable_checkpoint_means_starting_afresh(tmp_path):
+    path = tmp_path / "state.pt"
+    torch.save({"fingerprint": "x", "model": {"w": torch.zeros(1000)}}, path)
+    assert _read_state(path, mmap=False)["fingerprint"] == "x"
+    path.write_bytes(path.read_bytes()[:500])  # cut short, as by a full disk
+    assert _read_state(path, mmap=False) is None
 
 
 def test_gpus_must_share_the_batch_evenly(tiny_params_dict):

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import math
+import pickle
 import random
 import shutil
 import signal
@@ -302,6 +303,17 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
+def _read_state(path: Path, mmap: bool) -> dict[str, Any] | None:
+    """The saved state, or None (with a warning) when it cannot be read. On CUDA the file is
+    memory-mapped so that the workers of a node share one copy in host memory; on CPU it is
+    read outright, or the optimizer state would alias the mapping."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        log.warning("%s cannot be read (%s); starting from step 0", path, error)
+        return None
+
+
 def _remove_stale_temporaries(out_dir: Path, state_path: Path) -> None:
     """A SIGKILL during an atomic write leaves its temporary behind; clear this run's."""
     for stale in state_path.parent.glob(f".{state_path.name}.*.tmp"):
@@ -410,11 +422,8 @@ def _train(
     state_path = checkpoint_dir / "state.pt"
     if proc.main:
         _remove_stale_temporaries(out_dir, state_path)
-    if state_path.exists():
-        # On CUDA, memory-map the file so that the workers of a node share one copy in host
-        # memory; on CPU load it outright, or the optimizer state would alias the mapping.
-        mmap = device.type == "cuda"
-        state = torch.load(state_path, map_location="cpu", weights_only=True, mmap=mmap)
+    state = _read_state(state_path, mmap=device.type == "cuda") if state_path.exists() else None
+    if state is not None:
         if state["fingerprint"] == run_fingerprint:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -424,9 +433,14 @@ def _train(
         else:
             log.warning("%s belongs to other settings; starting from step 0", state_path)
         del state
-    # DDP broadcasts rank 0's weights and averages gradients; `model` stays the plain module
-    # used for evaluation and checkpoints.
-    train_model = DistributedDataParallel(model) if proc.world > 1 else model
+    # DDP broadcasts rank 0's weights and averages gradients (in place in its communication
+    # buckets); `model` stays the plain module used for evaluation and checkpoints. The only
+    # buffers are the RoPE tables, the same everywhere: no need to broadcast them every step.
+    train_model = model
+    if proc.world > 1:
+        train_model = DistributedDataParallel(
+            model, broadcast_buffers=False, gradient_as_bucket_view=True
+        )
 
     def checkpoint() -> None:
         if not proc.main:
