@@ -61,6 +61,7 @@ def cmd_fit_tokenization(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from vocabscale import distributed
     from vocabscale.config import model_specs
     from vocabscale.train import EXIT_PREEMPTED, Preempted, TrainConfig, train_run
 
@@ -70,14 +71,22 @@ def cmd_train(args) -> None:
         raise ParamsError(
             f"{args.params}: models.{args.model} does not exist (models: {', '.join(specs)})"
         )
+    spec, config = specs[args.model], TrainConfig.from_params(params["train"])
+    if spec.gpus > 1 and not distributed.launched():
+        # One process per GPU: rerun this very command under torchrun.
+        distributed.check_devices(spec.gpus, config.device)
+        argv = ["train", "--params", args.params, "--model", args.model, "--tokens", args.tokens]
+        argv += ["--out", args.out, "--checkpoint-dir", args.checkpoint_dir]
+        argv += ["--log", args.log] if args.log else []
+        status, terminated = distributed.launch(spec.gpus, argv)
+        if status:
+            log.error("torchrun exited with status %d", status)
+            sys.exit(EXIT_PREEMPTED if terminated else status)
+        return
+    if distributed.rank() > 0:
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for the run
     try:
-        train_run(
-            specs[args.model],
-            args.tokens,
-            TrainConfig.from_params(params["train"]),
-            args.out,
-            args.checkpoint_dir,
-        )
+        train_run(spec, args.tokens, config, args.out, args.checkpoint_dir)
     except Preempted as stop:
         log.warning("%s", stop)
         sys.exit(EXIT_PREEMPTED)
@@ -211,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = stage("fit-tokenization", cmd_fit_tokenization, "fit f(V) tokens per character")
     c.add_argument("--tokens-dir", required=True, help="holds v<V>/stats.json for every V")
     c.add_argument("--out", required=True)
-    c = stage("train", cmd_train, "train one model x V run")
+    c = stage("train", cmd_train, "train one model x V run (under torchrun when gpus > 1)")
     c.add_argument("--model", required=True)
     c.add_argument("--tokens", required=True)
     c.add_argument("--out", required=True)

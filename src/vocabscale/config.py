@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
         "grad_clip": 1.0,
         "eval_batch_size": 16,
         "head_chunk_tokens": 8192,
+        # 128 Mi logits per chunk: 4096 tokens at V = 32,768, 524 at V = 256,000
+        "head_chunk_logits": 2**27,
         "device": "auto",
         "precision": "auto",
         "compile": False,
@@ -198,6 +200,12 @@ def _semantic_errors(params: dict[str, Any]) -> list[str]:
             errors.append(
                 f"models.{name}: head width d_model/n_head = {shape.d_model // shape.n_head} "
                 "must be even for rotary embeddings"
+            )
+        sequences = train["batch_tokens"] // train["context"]
+        if sequences % spec.gpus:
+            errors.append(
+                f"models.{name}.gpus: {spec.gpus} processes cannot share the {sequences} "
+                f"sequences of a step (train.batch_tokens / train.context) evenly"
             )
         steps = spec.train_tokens // train["batch_tokens"]
         if steps < train["evals"]:

@@ -11,7 +11,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from vocabscale.accounting import ModelShape
 
@@ -88,12 +87,16 @@ class Block(nn.Module):
 
 
 class Llama(nn.Module):
-    """Decoder-only transformer; `forward` returns final hidden states, the head is applied by
-    `summed_cross_entropy` so that the (tokens x V) logits never have to exist at once."""
+    """Decoder-only transformer. `model(tokens)` returns the final hidden states;
+    `model(tokens, targets)` returns the summed cross-entropy (nats) of the output head over
+    `targets`, computed in chunks so that the (tokens x V) logits never exist at once."""
 
-    def __init__(self, shape: ModelShape, vocab_size: int, context: int):
+    def __init__(
+        self, shape: ModelShape, vocab_size: int, context: int, head_chunk_tokens: int = 8192
+    ):
         super().__init__()
         self.shape, self.vocab_size, self.context = shape, vocab_size, context
+        self.head_chunk_tokens = head_chunk_tokens
         self.embedding = nn.Embedding(vocab_size, shape.d_model)
         self.blocks = nn.ModuleList(Block(shape) for _ in range(shape.n_layer))
         self.final_norm = RMSNorm(shape.d_model)
@@ -112,13 +115,22 @@ class Llama(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        chunk_tokens: int | None = None,
+    ) -> torch.Tensor:
         time = tokens.shape[1]
         cos, sin = self.rope_cos[:time], self.rope_sin[:time]
         x = self.embedding(tokens)
         for block in self.blocks:
             x = block(x, cos, sin)
-        return self.final_norm(x)
+        hidden = self.final_norm(x)
+        if targets is None:
+            return hidden
+        rows = self.head_chunk_tokens if chunk_tokens is None else chunk_tokens
+        return summed_cross_entropy(hidden, self.output.weight, targets, chunk_tokens=rows)
 
     def non_vocab_parameters(self) -> int:
         """Every parameter except the input embedding and the output projection."""
@@ -126,9 +138,69 @@ class Llama(nn.Module):
         return sum(p.numel() for p in self.parameters() if id(p) not in vocab)
 
 
-def _chunk_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor):
-    logits = hidden @ weight.t()
-    return F.cross_entropy(logits.float(), targets, reduction="sum")
+def head_chunk_rows(vocab_size: int, max_tokens: int, max_logits: int) -> int:
+    """Tokens per chunk of the loss head: at most `max_logits` logits at once, so the head's
+    working memory is the same at V = 256,000 as at V = 32,768."""
+    return max(1, min(max_tokens, max_logits // vocab_size))
+
+
+def _chunked_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int, grads: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Sum over tokens of CE = logsumexp(logits) - logits[target], `rows` tokens at a time.
+
+    With `grads`, also the gradients of that sum, worked out chunk by chunk while the chunk's
+    logits exist: d CE / d logits = softmax(logits) - onehot(target) =: G, then
+    d/d hidden = G @ W and d/d W = G^T @ hidden. Under autocast the matmuls run in its dtype
+    (the weight is cast once, not once per chunk); the softmax and every sum run in float32
+    (float64 for float64 inputs).
+    """
+    exact = torch.promote_types(hidden.dtype, torch.float32)
+    device = hidden.device.type
+    fast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else exact
+    h_all, w = hidden.to(fast), weight.to(fast)
+    vocab, width = weight.shape
+    vocab_slice = max(1, min(rows, hidden.shape[0]) * vocab // width)
+    total = torch.zeros((), dtype=exact, device=hidden.device)
+    grad_hidden = torch.zeros_like(hidden) if grads else None
+    grad_weight = torch.zeros_like(weight) if grads else None
+    for start in range(0, hidden.shape[0], rows):
+        h, y = h_all[start : start + rows], targets[start : start + rows]
+        logits = (h @ w.t()).to(exact)
+        lse = torch.logsumexp(logits, dim=-1)
+        total += (lse - logits.gather(1, y[:, None]).squeeze(1)).sum()
+        if grads:
+            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in the logits' own buffer
+            probs[torch.arange(len(y), device=y.device), y] -= 1.0
+            g = probs.to(fast)
+            del logits, probs
+            grad_hidden[start : start + rows] = g @ w
+            # G^T @ h is V x d: add it a slice of the vocabulary at a time, so the temporary
+            # stays within the chunk's budget of rows x V elements.
+            for first in range(0, vocab, vocab_slice):
+                part = slice(first, first + vocab_slice)
+                grad_weight[part] += g[:, part].t() @ h
+    return total, grad_hidden, grad_weight
+
+
+class _FusedCrossEntropy(torch.autograd.Function):
+    """The chunked head with gradients computed in the forward pass: nothing is kept for the
+    backward pass but the two gradients, and no logits are recomputed."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, rows):
+        total, ctx.grad_hidden, ctx.grad_weight = _chunked_cross_entropy(
+            hidden, weight, targets, rows, grads=True
+        )
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_hidden, grad_weight = ctx.grad_hidden, ctx.grad_weight
+        if grad_hidden is None:
+            raise RuntimeError("the fused loss head supports one backward pass per forward pass")
+        ctx.grad_hidden = ctx.grad_weight = None  # let autograd own (and free) them
+        return grad_hidden.mul_(grad_total), grad_weight.mul_(grad_total), None, None
 
 
 def summed_cross_entropy(
@@ -136,21 +208,12 @@ def summed_cross_entropy(
 ) -> torch.Tensor:
     """Sum of token cross-entropies (nats) of the output head `weight` (V x d) over `targets`.
 
-    The logits are built `chunk_tokens` rows at a time and recomputed in the backward pass, so
-    peak memory grows with chunk_tokens x V instead of all tokens x V: a V = 256,000 head fits
-    where the plain `F.cross_entropy(model_logits)` would not.
+    The logits are built `chunk_tokens` rows at a time, so peak memory grows with
+    chunk_tokens x V instead of tokens x V: with chunk_tokens ~ budget / V (`head_chunk_rows`)
+    a V = 256,000 head trains where `F.cross_entropy(all_logits)` would not fit.
     """
     hidden = hidden.reshape(-1, hidden.shape[-1])
     targets = targets.reshape(-1)
-    if hidden.shape[0] <= chunk_tokens:
-        return _chunk_cross_entropy(hidden, weight, targets)
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, hidden.shape[0], chunk_tokens):
-        rows = slice(start, start + chunk_tokens)
-        if torch.is_grad_enabled():
-            total = total + checkpoint(
-                _chunk_cross_entropy, hidden[rows], weight, targets[rows], use_reentrant=False
-            )
-        else:
-            total = total + _chunk_cross_entropy(hidden[rows], weight, targets[rows])
-    return total
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return _FusedCrossEntropy.apply(hidden, weight, targets, chunk_tokens)
+    return _chunked_cross_entropy(hidden, weight, targets, chunk_tokens, grads=False)[0]
