@@ -108,6 +108,8 @@ def train_resources(params: dict[str, Any], model: str, vocab_size: int) -> dict
         "cpus_per_task": cluster["cpus_per_gpu"] * devices,
         "mem_mb": cluster["mem_mb_per_gpu"] * devices,
         "tasks": 1,
+        # SIGTERM five minutes before the time limit: the run writes its checkpoint in time
+        "slurm_extra": "--signal=TERM@300",
     }
     if uses_gpu:
         resources["gpu"] = spec.gpus
