@@ -52,7 +52,6 @@ DEFAULTS: dict[str, Any] = {
         "compile": False,
         "threads": 0,
         "checkpoint_every": 0,
-        "throughput_tokens_per_gpu_second": 1.0e5,
     },
     "normalize": {"unigram_pseudocount": 1.0},
     "estimate": {

@@ -95,7 +95,6 @@ class TrainConfig:
     compile: bool
     threads: int
     checkpoint_every: int
-    throughput_tokens_per_gpu_second: float = 1e5
     head_chunk_logits: int = 2**27
 
     @classmethod
