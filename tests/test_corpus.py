@@ -398,3 +398,13 @@ def test_partial_work_for_another_tokenizer_is_discarded(
     assert "discarding partial work" in caplog.text and "tokenizer changed" in caplog.text
     for name in ("train.bin", "validation.bin", "stats.json"):
         assert (out / name).read_bytes() == (tokenized[640] / name).read_bytes(), name
+
+
+def test_preparing_twice_gives_identical_bytes(documents, tmp_path, tiny_params_dict):
+    source = write_format(tmp_path / "source", "jsonl.gz+bz2", documents)
+    outputs = []
+    for attempt in range(2):
+        out = tmp_path / f"corpus{attempt}"
+        prepare_corpus(corpus_section(tiny_params_dict, source), out)
+        outputs.append({str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.*")})
+    assert len(outputs[0]) > 4 and outputs[0] == outputs[1]

@@ -36,7 +36,7 @@ import json
 import logging
 import sys
 import sysconfig
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,7 +256,7 @@ def _starts_json_array(path: str) -> bool:
     return head.startswith(b"[")
 
 
-def dataset_documents(stream: Iterable, text_field: str, label: str) -> Iterator[Item]:
+def dataset_documents(stream: Any, text_field: str, label: str) -> Iterator[Item]:
     """Documents from a streaming `datasets.IterableDataset`, read in batches of rows; `label`
     names the source in messages (`<label> row N`, counted from 0)."""
     prefix = f"{label} row "

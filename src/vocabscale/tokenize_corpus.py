@@ -72,9 +72,9 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
-def check_parallelism() -> int:
+def check_parallelism() -> None:
     """Log how many threads `encode_batch` can use and warn when tokenizers' parallelism is
-    switched off; returns the thread count."""
+    switched off (TOKENIZERS_PARALLELISM=false, often set to silence fork warnings)."""
     cores = available_cores()
     threads = int(os.environ.get("RAYON_NUM_THREADS") or 0) or cores
     setting = os.environ.get("TOKENIZERS_PARALLELISM", "")
@@ -84,9 +84,8 @@ def check_parallelism() -> int:
             setting,
             cores,
         )
-        return 1
+        return
     log.info("encode_batch on %d threads (%d cores available to this process)", threads, cores)
-    return threads
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -298,6 +297,10 @@ def _fingerprint(inputs: list[Path], tokenizer_path: Path) -> str:
     return digest.hexdigest()
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
 def _open_work(work: Path, fingerprint: str, itemsize: int) -> Progress:
     """The checkpoint to go on from, or a fresh start when there is none that fits."""
     progress_path = work / "progress.json"
@@ -310,13 +313,11 @@ def _open_work(work: Path, fingerprint: str, itemsize: int) -> Progress:
             problem = "the corpus or the tokenizer changed since"
         else:
             for split, stats in progress.done.items():
-                if (work / f"{split}.bin").stat().st_size != stats["tokens"] * itemsize:
+                if _size(work / f"{split}.bin") != stats["tokens"] * itemsize:
                     problem = f"{split}.bin does not match its checkpoint"
-            if progress.split in SPLITS and progress.split not in progress.done:
-                current = work / f"{progress.split}.bin"
-                size = current.stat().st_size if current.exists() else 0
-                if size < progress.bytes:
-                    problem = f"{current.name} is shorter than its checkpoint"
+            current = progress.split
+            if current not in progress.done and _size(work / f"{current}.bin") < progress.bytes:
+                problem = f"{current}.bin is shorter than its checkpoint"
         if problem is None:
             assert progress is not None
             log.info(
