@@ -9,11 +9,14 @@ prints characters/s and peak RSS of each, next to the raw throughput of tokenize
 processes falls on both. With `--scales 1 2` it repeats everything on a corpus twice as large,
 to show that the stages' peak memory does not grow with the corpus.
 
-    python benchmarks/bench_tokenize.py                      # 200 MB and 400 MB, V=32768
+    python benchmarks/bench_tokenize.py                      # 200 MB and 400 MB, V=16384
     python benchmarks/bench_tokenize.py --megabytes 20 --scales 1 --repeats 1   # a quick look
 
 Goal (issue 8): tokenization >= 80% of raw encode_batch throughput; its peak RSS within 20%
-when the corpus doubles.
+when the corpus doubles. On a shared machine, compare the best passes (least disturbed) and
+read the CPU-second figures, which load from other processes disturbs less than wall time.
+The generated text draws its words from Python's documentation, so it holds about 21,700
+BPE merges at min_frequency 2: keep --vocab-size below that.
 """
 
 from __future__ import annotations
@@ -260,17 +263,18 @@ def report(results: list[dict], info: dict, args) -> None:
             )
     print()
     for r in results:
-        raw = statistics.median(m["chars_per_s"] for m in r["raw"])
-        timed = statistics.median(m["chars_per_s"] for m in r["tokenize"])
-        raw_cpu = statistics.median(m["chars_per_cpu_s"] for m in r["raw"])
-        timed_cpu = statistics.median(m["chars_per_cpu_s"] for m in r["tokenize"])
-        print(
-            f"x{r['scale']}: tokenize stage / raw encode_batch = {timed / raw:.1%} of the "
-            f"throughput (medians: {timed / 1e6:.2f} vs {raw / 1e6:.2f} M chars/s; goal >= 80%); "
-            f"{timed_cpu / raw_cpu:.1%} per CPU-second (the whole stage process against the "
-            f"encode_batch calls alone); "
-            f"{r['token_stats']['tokens_per_character']:.4f} tokens per character"
-        )
+        for label, pick in (("best", max), ("median", statistics.median)):
+            raw = pick(m["chars_per_s"] for m in r["raw"])
+            timed = pick(m["chars_per_s"] for m in r["tokenize"])
+            raw_cpu = pick(m["chars_per_cpu_s"] for m in r["raw"])
+            timed_cpu = pick(m["chars_per_cpu_s"] for m in r["tokenize"])
+            print(
+                f"x{r['scale']}, {label} passes: tokenize stage / raw encode_batch = "
+                f"{timed / raw:.1%} of the throughput ({timed / 1e6:.2f} vs {raw / 1e6:.2f} "
+                f"M chars/s; goal >= 80%), {timed_cpu / raw_cpu:.1%} per CPU-second (the whole "
+                "stage process against the encode_batch calls alone)"
+            )
+        print(f"x{r['scale']}: {r['token_stats']['tokens_per_character']:.4f} tokens per character")
     if len(results) > 1:
         base = results[0]
         for r in results[1:]:
@@ -293,11 +297,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=200, help="corpus size at scale 1")
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--vocab-size", type=int, default=32768)
+    parser.add_argument("--vocab-size", type=int, default=16384)
     parser.add_argument("--sample-characters", type=int, default=30_000_000)
     parser.add_argument("--batch-documents", type=int, default=1000)
     parser.add_argument("--batch-characters", type=int, default=4_000_000)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/vocabscale-bench"))
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     args = parser.parse_args()

@@ -20,7 +20,8 @@ How it runs on corpora of hundreds of GB:
               cuts the arrays back to the checkpoint and goes on from there. Each document is
               encoded on its own, so the arrays do not depend on where the run stopped:
               they are byte-identical to those of an uninterrupted run.
-The unigram counts are taken from train.bin itself at the end, so they always agree with it.
+The unigram counts are summed batch by batch as train.bin is written; a resumed run counts
+the part of train.bin it keeps again from the file, so the counts always agree with it.
 """
 
 from __future__ import annotations
@@ -245,8 +246,10 @@ class SplitWriter:
         progress_path: Path,
         checkpoint_seconds: float,
         bar: tqdm,
+        counts: np.ndarray | None = None,
     ) -> None:
         self.out = out
+        self.counts = counts
         self.dtype = dtype
         self.end_of_text = (end_of_text,)
         self.progress = progress
@@ -262,6 +265,8 @@ class SplitWriter:
         )
         ids = np.fromiter(flat, dtype=self.dtype, count=count)
         self.out.write(memoryview(ids))
+        if self.counts is not None:
+            _add_counts(self.counts, ids)
         progress = self.progress
         progress.bytes += ids.nbytes
         progress.documents += len(batch.texts)
@@ -315,6 +320,8 @@ def _open_work(work: Path, fingerprint: str, itemsize: int) -> Progress:
             for split, stats in progress.done.items():
                 if _size(work / f"{split}.bin") != stats["tokens"] * itemsize:
                     problem = f"{split}.bin does not match its checkpoint"
+            if "train" in progress.done and not (work / "unigram_counts.npy").exists():
+                problem = "the unigram counts of train.bin are missing"
             current = progress.split
             if current not in progress.done and _size(work / f"{current}.bin") < progress.bytes:
                 problem = f"{current}.bin is shorter than its checkpoint"
@@ -337,19 +344,22 @@ def _open_work(work: Path, fingerprint: str, itemsize: int) -> Progress:
     return progress
 
 
-def unigram_counts(path: Path, dtype: np.dtype, vocab_size: int) -> np.ndarray:
-    """int64 count of every id in a token array, read in chunks."""
+def _add_counts(counts: np.ndarray, ids: np.ndarray) -> None:
+    found = np.bincount(ids, minlength=len(counts))
+    if len(found) > len(counts):
+        raise ValueError(f"token id {len(found) - 1} is beyond V={len(counts)}")
+    counts += found
+
+
+def unigram_counts(path: Path, dtype: np.dtype, vocab_size: int, limit: int) -> np.ndarray:
+    """int64 count of every id in the first `limit` bytes of a token array, read in chunks
+    (not memory-mapped: mapped pages would count as resident memory for the whole file)."""
     counts = np.zeros(vocab_size, dtype=np.int64)
-    if path.stat().st_size == 0:
-        return counts
-    tokens = np.memmap(path, dtype=dtype, mode="r")
-    chunk = 1 << 22
-    for start in range(0, len(tokens), chunk):
-        found = np.bincount(tokens[start : start + chunk], minlength=vocab_size)
-        if len(found) > vocab_size:
-            raise ValueError(f"{path}: holds id {len(found) - 1}, beyond V={vocab_size}")
-        counts += found
-    del tokens
+    chunk = (1 << 22) * dtype.itemsize
+    with open(path, "rb") as stream:
+        for start in range(0, limit, chunk):
+            data = stream.read(min(chunk, limit - start))
+            _add_counts(counts, np.frombuffer(data, dtype=dtype))
     return counts
 
 
@@ -366,6 +376,7 @@ def _tokenize_split(
     batch_characters: int,
     checkpoint_seconds: float,
     total_characters: int | None,
+    counts: np.ndarray | None,
 ) -> None:
     dtype = token_dtype(tokenizer.get_vocab_size())
     path = work / f"{split}.bin"
@@ -391,6 +402,7 @@ def _tokenize_split(
             work / "progress.json",
             checkpoint_seconds,
             bar,
+            counts,
         )
         batches = read_batches(paths, progress.position, batch_documents, batch_characters)
         with (
@@ -406,6 +418,8 @@ def _tokenize_split(
             if pending is not None:
                 pending.result()
         bar.close()
+        if counts is not None:  # saved before the checkpoint that says the split is done
+            np.save(work / "unigram_counts.npy", counts)
         progress.done[split] = {
             "documents": progress.documents,
             "characters": progress.characters,
@@ -437,6 +451,12 @@ def tokenize_corpus(
     work = out_dir.parent / f".{out_dir.name}.partial"
     fingerprint = _fingerprint([*inputs["train"], *inputs["validation"]], tokenizer_path)
     progress = _open_work(work, fingerprint, dtype.itemsize)
+    if "train" in progress.done:
+        counts = np.load(work / "unigram_counts.npy")
+    elif progress.split == "train" and progress.bytes:
+        counts = unigram_counts(work / "train.bin", dtype, vocab_size, progress.bytes)
+    else:
+        counts = np.zeros(vocab_size, dtype=np.int64)
     check_parallelism()
     started, cpu_started = time.perf_counter(), time.process_time()
     characters_before = sum(s["characters"] for s in progress.done.values())
@@ -453,8 +473,8 @@ def tokenize_corpus(
                 batch_characters,
                 checkpoint_seconds,
                 corpus_splits.get(split, {}).get("characters"),
+                counts if split == "train" else None,
             )
-    np.save(work / "unigram_counts.npy", unigram_counts(work / "train.bin", dtype, vocab_size))
     stats: dict[str, Any] = {"vocab_size": vocab_size, "dtype": dtype.name}
     stats["splits"] = {split: progress.done[split] for split in SPLITS}
     train = stats["splits"]["train"]
