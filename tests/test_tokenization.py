@@ -2,6 +2,8 @@
 
 import hashlib
 import json
+import logging
+import re
 
 import numpy as np
 import pytest
@@ -36,13 +38,20 @@ def test_tokenizer_has_exactly_v_entries(tokenized, vocab_size):
     assert tokenizer.decode(tokenizer.encode(text).ids) == text
 
 
-def test_tokenizer_training_is_deterministic(corpus_dir, tmp_path):
+def test_tokenizer_training_is_deterministic_and_logs_time_and_memory(corpus_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     digests = []
     for attempt in range(2):
         out = tmp_path / f"{attempt}.json"
         train_tokenizer(corpus_dir / "tokenizer_sample.parquet", 500, out)
         digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+    sample = read_json(corpus_dir / "stats.json")["splits"]["tokenizer_sample"]["characters"]
+    assert re.search(
+        rf"V=500 trained on {sample} characters in [\d.]+ s \(\d+ characters/s, .*\), "
+        r"peak RSS [1-9]\d* MiB",
+        caplog.text,
+    )
 
 
 def test_a_vocabulary_the_sample_cannot_fill_is_an_error(corpus_dir, tmp_path):

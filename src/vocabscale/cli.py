@@ -32,9 +32,11 @@ def cmd_prepare_corpus(args) -> None:
 
 
 def cmd_train_tokenizer(args) -> None:
+    from vocabscale.tokenize_corpus import set_threads
     from vocabscale.train_tokenizer import train_tokenizer
 
     section = _params(args)["tokenizer"]
+    set_threads(args.threads)
     train_tokenizer(
         Path(args.corpus) / "tokenizer_sample.parquet",
         args.vocab_size,
@@ -45,10 +47,18 @@ def cmd_train_tokenizer(args) -> None:
 
 
 def cmd_tokenize(args) -> None:
-    from vocabscale.tokenize_corpus import tokenize_corpus
+    from vocabscale.tokenize_corpus import set_threads, tokenize_corpus
 
     section = _params(args)["tokenizer"]
-    tokenize_corpus(args.corpus, args.tokenizer, args.out, section["batch_documents"])
+    set_threads(args.threads)
+    tokenize_corpus(
+        args.corpus,
+        args.tokenizer,
+        args.out,
+        section["batch_documents"],
+        section["batch_characters"],
+        section["checkpoint_seconds"],
+    )
 
 
 def cmd_fit_tokenization(args) -> None:
@@ -213,10 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--corpus", required=True)
     c.add_argument("--vocab-size", type=int, required=True)
     c.add_argument("--out", required=True)
-    c = stage("tokenize", cmd_tokenize, "tokenize the corpus into memory-mapped arrays")
+    c.add_argument("--threads", type=int, default=0, help="CPU threads (default 0: all cores)")
+    c = stage(
+        "tokenize",
+        cmd_tokenize,
+        "tokenize the corpus into memory-mapped arrays (resumes an interrupted run)",
+    )
     c.add_argument("--corpus", required=True)
     c.add_argument("--tokenizer", required=True)
     c.add_argument("--out", required=True)
+    c.add_argument("--threads", type=int, default=0, help="CPU threads (default 0: all cores)")
     c = stage("fit-tokenization", cmd_fit_tokenization, "fit f(V) tokens per character")
     c.add_argument("--tokens-dir", required=True, help="holds v<V>/stats.json for every V")
     c.add_argument("--out", required=True)

@@ -35,7 +35,12 @@ DEFAULTS: dict[str, Any] = {
         "max_characters": None,
         "shard_characters": 100_000_000,
     },
-    "tokenizer": {"min_frequency": 2, "batch_documents": 1000},
+    "tokenizer": {
+        "min_frequency": 2,
+        "batch_documents": 1000,
+        "batch_characters": 4_000_000,
+        "checkpoint_seconds": 60.0,
+    },
     "train": {
         "min_lr_ratio": 0.1,
         "warmup_fraction": 0.1,

@@ -5,99 +5,496 @@ Outputs (one directory per V):
                               preceded by end-of-text, so every text token is a target
   unigram_counts.npy          int64 count of each id in train.bin (the unigram distribution)
   stats.json                  tokens, documents and characters per split, dtype
+
+How it runs on corpora of hundreds of GB:
+  streaming   documents are read a parquet batch at a time; memory holds a few batches
+              (bounded by documents and by characters), never the corpus or the arrays.
+  speed       `encode_batch` runs on every core (tokenizers' thread pool; it releases the GIL)
+              while a reader thread decodes the next batch and a writer thread turns the last
+              batch's encodings into ids and appends them, so the Python work overlaps the
+              encoding instead of adding to it.
+  resumable   the work happens in `.<out name>.partial/` beside the output. A checkpoint
+              (progress.json) says how far the input has been read and how many bytes of the
+              arrays hold it; it is written only after those bytes are flushed and synced. A
+              rerun after a crash or a kill checks that corpus and tokenizer are unchanged,
+              cuts the arrays back to the checkpoint and goes on from there. Each document is
+              encoded on its own, so the arrays do not depend on where the run stopped:
+              they are byte-identical to those of an uninterrupted run.
+The unigram counts are summed batch by batch as train.bin is written; a resumed run counts
+the part of train.bin it keeps again from the file, so the counts always agree with it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import logging
+import os
+import queue
+import shutil
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from tokenizers import Tokenizer
+import pyarrow.parquet as pq
+from tokenizers import Encoding, Tokenizer
 from tqdm import tqdm
 
 from vocabscale.config import END_OF_TEXT
-from vocabscale.io import atomic_dir, token_dtype, write_json
-from vocabscale.prepare_corpus import read_texts, train_shards
+from vocabscale.io import token_dtype, write_json
+from vocabscale.prepare_corpus import train_shards
 
 log = logging.getLogger(__name__)
 
-
-def _batches(paths: list[Path], batch_documents: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for path in paths:
-        for text in read_texts(path):
-            batch.append(text)
-            if len(batch) == batch_documents:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
+#: Layout version of the partial work directory; a change discards old partial work.
+PARTIAL_FORMAT = 1
+SPLITS = ("train", "validation")
+_READ_ROWS = 1024
 
 
-def tokenize_split(
-    tokenizer: Tokenizer,
+def set_threads(threads: int | None) -> None:
+    """Cap the threads of tokenizers' pool (RAYON_NUM_THREADS); 0 or None: every core.
+
+    Only effective before the pool starts, i.e. before the first parallel call in the process,
+    which is how the CLI uses it."""
+    if threads:
+        os.environ["RAYON_NUM_THREADS"] = str(threads)
+
+
+def available_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def check_parallelism() -> None:
+    """Log how many threads `encode_batch` can use and warn when tokenizers' parallelism is
+    switched off (TOKENIZERS_PARALLELISM=false, often set to silence fork warnings)."""
+    cores = available_cores()
+    threads = int(os.environ.get("RAYON_NUM_THREADS") or 0) or cores
+    setting = os.environ.get("TOKENIZERS_PARALLELISM", "")
+    if setting.strip().lower() in ("0", "false", "f", "off", "no", "n"):
+        log.warning(
+            "TOKENIZERS_PARALLELISM=%s: encode_batch runs on one core (unset it to use %d)",
+            setting,
+            cores,
+        )
+        return
+    log.info("encode_batch on %d threads (%d cores available to this process)", threads, cores)
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """Documents to encode together, and where the input stands after them."""
+
+    texts: list[str]
+    characters: int
+    position: tuple[int, int]  # (file index, row) of the next unread document
+
+
+def read_batches(
     paths: list[Path],
-    out: BinaryIO,
-    counts: np.ndarray,
+    start: tuple[int, int] = (0, 0),
+    batch_documents: int = 1000,
+    batch_characters: int = 4_000_000,
+) -> Iterator[Batch]:
+    """Documents of parquet `paths` from `start` on, in batches of at most `batch_documents`
+    documents or (one document more than) `batch_characters` characters. Row groups wholly
+    before `start` are not read."""
+    texts: list[str] = []
+    characters = 0
+    row = 0
+    index = start[0]
+    for index in range(start[0], len(paths)):
+        parquet = pq.ParquetFile(paths[index])
+        skip = start[1] if index == start[0] else 0
+        first, row = 0, 0
+        while (
+            first < parquet.num_row_groups
+            and row + parquet.metadata.row_group(first).num_rows <= skip
+        ):
+            row += parquet.metadata.row_group(first).num_rows
+            first += 1
+        groups = list(range(first, parquet.num_row_groups))
+        if not groups:
+            continue
+        for record_batch in parquet.iter_batches(
+            batch_size=_READ_ROWS, row_groups=groups, columns=["text"]
+        ):
+            values = record_batch.column(0).to_pylist()
+            if row < skip:
+                drop = min(skip - row, len(values))
+                values = values[drop:]
+                row += drop
+            for text in values:
+                texts.append(text)
+                characters += len(text)
+                row += 1
+                if len(texts) >= batch_documents or characters >= batch_characters:
+                    yield Batch(texts, characters, (index, row))
+                    texts, characters = [], 0
+    if texts:
+        yield Batch(texts, characters, (index, row))
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class Prefetch:
+    """Run an iterator in a background thread, at most `depth` items ahead of the consumer
+    (pyarrow decodes without the GIL, so reading overlaps the encoding)."""
+
+    _DONE = object()
+
+    def __init__(self, iterator: Iterator[Any], depth: int = 2) -> None:
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(iterator,), name="tokenize-reader", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, iterator: Iterator[Any]) -> None:
+        try:
+            for item in iterator:
+                if not self._put(item):
+                    return
+            self._put(self._DONE)
+        except BaseException as error:
+            self._put(_Failure(error))
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# --- writing and checkpoints --------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """The checkpoint: finished splits, and how far the split in progress has got."""
+
+    fingerprint: str
+    done: dict[str, dict[str, int]] = field(default_factory=dict)
+    split: str = SPLITS[0]
+    position: tuple[int, int] = (0, 0)
+    bytes: int = 0
+    documents: int = 0
+    characters: int = 0
+
+    @classmethod
+    def load(cls, path: Path) -> Progress | None:
+        try:
+            data = json.loads(path.read_text())
+            data["position"] = tuple(data["position"])
+            return cls(**data)
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+    def save(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+
+def encode(tokenizer: Tokenizer, texts: list[str]) -> list[Encoding]:
+    """One batch through the tokenizer, on every core of its pool."""
+    return tokenizer.encode_batch(texts, add_special_tokens=False)
+
+
+class SplitWriter:
+    """Appends encoded batches to one token array and checkpoints every `checkpoint_seconds`;
+    runs in the writer thread, one batch at a time, in order."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        dtype: np.dtype,
+        end_of_text: int,
+        progress: Progress,
+        progress_path: Path,
+        checkpoint_seconds: float,
+        bar: tqdm,
+        counts: np.ndarray | None = None,
+    ) -> None:
+        self.out = out
+        self.counts = counts
+        self.dtype = dtype
+        self.end_of_text = (end_of_text,)
+        self.progress = progress
+        self.progress_path = progress_path
+        self.checkpoint_seconds = checkpoint_seconds
+        self.bar = bar
+        self.last_checkpoint = time.monotonic()
+
+    def write(self, batch: Batch, encodings: list[Encoding]) -> None:
+        count = len(encodings) + sum(map(len, encodings))
+        flat = itertools.chain.from_iterable(
+            itertools.chain(self.end_of_text, encoding.ids) for encoding in encodings
+        )
+        ids = np.fromiter(flat, dtype=self.dtype, count=count)
+        self.out.write(memoryview(ids))
+        if self.counts is not None:
+            _add_counts(self.counts, ids)
+        progress = self.progress
+        progress.bytes += ids.nbytes
+        progress.documents += len(batch.texts)
+        progress.characters += batch.characters
+        progress.position = batch.position
+        self.bar.update(batch.characters)
+        if time.monotonic() - self.last_checkpoint >= self.checkpoint_seconds:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Make the bytes durable first, then record them: a checkpoint never claims more than
+        the array holds."""
+        self.out.flush()
+        os.fsync(self.out.fileno())
+        self.progress.save(self.progress_path)
+        self.last_checkpoint = time.monotonic()
+
+
+def _fingerprint(inputs: list[Path], tokenizer_path: Path) -> str:
+    """What the partial work depends on: the tokenizer file, and each input file's name, size
+    and parquet footer (row groups, row counts, column statistics). Cheap on any corpus size."""
+    digest = hashlib.sha256(f"partial format {PARTIAL_FORMAT}\n".encode())
+    digest.update(tokenizer_path.read_bytes())
+    for path in inputs:
+        size = path.stat().st_size
+        with open(path, "rb") as stream:
+            stream.seek(-8, os.SEEK_END)
+            footer_length = int.from_bytes(stream.read(4), "little")
+            stream.seek(-8 - footer_length, os.SEEK_END)
+            footer = stream.read(footer_length)
+        digest.update(f"{path.name} {size}\n".encode())
+        digest.update(footer)
+    return digest.hexdigest()
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _open_work(work: Path, fingerprint: str, itemsize: int) -> Progress:
+    """The checkpoint to go on from, or a fresh start when there is none that fits."""
+    progress_path = work / "progress.json"
+    if work.exists():
+        progress = Progress.load(progress_path)
+        problem = None
+        if progress is None:
+            problem = "no readable checkpoint"
+        elif progress.fingerprint != fingerprint:
+            problem = "the corpus or the tokenizer changed since"
+        else:
+            for split, stats in progress.done.items():
+                if _size(work / f"{split}.bin") != stats["tokens"] * itemsize:
+                    problem = f"{split}.bin does not match its checkpoint"
+            if "train" in progress.done and not (work / "unigram_counts.npy").exists():
+                problem = "the unigram counts of train.bin are missing"
+            current = progress.split
+            if current not in progress.done and _size(work / f"{current}.bin") < progress.bytes:
+                problem = f"{current}.bin is shorter than its checkpoint"
+        if problem is None:
+            assert progress is not None
+            log.info(
+                "resuming partial work in %s: %s done, %s from file %d row %d (%d documents)",
+                work,
+                ", ".join(progress.done) or "no split",
+                progress.split,
+                *progress.position,
+                progress.documents,
+            )
+            return progress
+        log.warning("discarding partial work in %s: %s", work, problem)
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    progress = Progress(fingerprint)
+    progress.save(progress_path)
+    return progress
+
+
+def _add_counts(counts: np.ndarray, ids: np.ndarray) -> None:
+    found = np.bincount(ids, minlength=len(counts))
+    if len(found) > len(counts):
+        raise ValueError(f"token id {len(found) - 1} is beyond V={len(counts)}")
+    counts += found
+
+
+def unigram_counts(path: Path, dtype: np.dtype, vocab_size: int, limit: int) -> np.ndarray:
+    """int64 count of every id in the first `limit` bytes of a token array, read in chunks
+    (not memory-mapped: mapped pages would count as resident memory for the whole file)."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    chunk = (1 << 22) * dtype.itemsize
+    with open(path, "rb") as stream:
+        for start in range(0, limit, chunk):
+            data = stream.read(min(chunk, limit - start))
+            _add_counts(counts, np.frombuffer(data, dtype=dtype))
+    return counts
+
+
+# --- the stage ----------------------------------------------------------------------------
+
+
+def _tokenize_split(
+    tokenizer: Tokenizer,
+    split: str,
+    paths: list[Path],
+    work: Path,
+    progress: Progress,
     batch_documents: int,
-    desc: str,
-) -> dict[str, int]:
-    """Encode documents batch by batch and append them to `out`; update unigram `counts`."""
-    vocab_size = tokenizer.get_vocab_size()
-    dtype = token_dtype(vocab_size)
-    end_of_text = tokenizer.token_to_id(END_OF_TEXT)
-    stats = {"documents": 0, "characters": 0, "tokens": 0}
-    progress = tqdm(desc=desc, unit=" docs", unit_scale=True, mininterval=2)
-    for texts in _batches(paths, batch_documents):
-        encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
-        pieces = []
-        for encoding in encodings:
-            pieces.append(np.array([end_of_text], dtype=dtype))
-            pieces.append(np.asarray(encoding.ids, dtype=dtype))
-        ids = np.concatenate(pieces)
-        out.write(ids.tobytes())
-        counts += np.bincount(ids, minlength=vocab_size)
-        stats["documents"] += len(texts)
-        stats["characters"] += sum(len(text) for text in texts)
-        stats["tokens"] += len(ids)
-        progress.update(len(texts))
-    progress.close()
-    return stats
+    batch_characters: int,
+    checkpoint_seconds: float,
+    total_characters: int | None,
+    counts: np.ndarray | None,
+) -> None:
+    dtype = token_dtype(tokenizer.get_vocab_size())
+    path = work / f"{split}.bin"
+    if progress.split != split:
+        progress.split, progress.position, progress.bytes = split, (0, 0), 0
+        progress.documents = progress.characters = 0
+    bar = tqdm(
+        desc=f"tokenize V={tokenizer.get_vocab_size()} {split}",
+        total=total_characters,
+        initial=progress.characters,
+        unit=" chars",
+        unit_scale=True,
+        mininterval=2,
+    )
+    with open(path, "r+b" if path.exists() else "wb") as out:
+        out.truncate(progress.bytes)  # anything after the checkpoint is redone
+        out.seek(progress.bytes)
+        writer = SplitWriter(
+            out,
+            dtype,
+            tokenizer.token_to_id(END_OF_TEXT),
+            progress,
+            work / "progress.json",
+            checkpoint_seconds,
+            bar,
+            counts,
+        )
+        batches = read_batches(paths, progress.position, batch_documents, batch_characters)
+        with (
+            Prefetch(batches) as prefetched,
+            ThreadPoolExecutor(1, thread_name_prefix="tokenize-writer") as pool,
+        ):
+            pending: Future | None = None
+            for batch in prefetched:
+                encodings = encode(tokenizer, batch.texts)
+                if pending is not None:
+                    pending.result()  # in order, and at most one batch waits to be written
+                pending = pool.submit(writer.write, batch, encodings)
+            if pending is not None:
+                pending.result()
+        bar.close()
+        if counts is not None:  # saved before the checkpoint that says the split is done
+            np.save(work / "unigram_counts.npy", counts)
+        progress.done[split] = {
+            "documents": progress.documents,
+            "characters": progress.characters,
+            "tokens": progress.bytes // dtype.itemsize,
+        }
+        writer.checkpoint()
 
 
 def tokenize_corpus(
-    corpus_dir: str | Path, tokenizer_path: str | Path, out_dir: str | Path, batch_documents: int
+    corpus_dir: str | Path,
+    tokenizer_path: str | Path,
+    out_dir: str | Path,
+    batch_documents: int = 1000,
+    batch_characters: int = 4_000_000,
+    checkpoint_seconds: float = 60.0,
 ) -> dict[str, Any]:
-    corpus_dir = Path(corpus_dir)
+    """Run the stage (resuming partial work of an earlier run); returns the stats it wrote."""
+    corpus_dir, out_dir, tokenizer_path = Path(corpus_dir), Path(out_dir), Path(tokenizer_path)
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     vocab_size = tokenizer.get_vocab_size()
-    splits = {"train": train_shards(corpus_dir), "validation": [corpus_dir / "validation.parquet"]}
-    train_counts = np.zeros(vocab_size, dtype=np.int64)
-    with atomic_dir(out_dir) as tmp:
-        stats: dict[str, Any] = {"vocab_size": vocab_size, "dtype": token_dtype(vocab_size).name}
-        stats["splits"] = {}
-        for split, paths in splits.items():
-            counts = train_counts if split == "train" else np.zeros_like(train_counts)
-            with open(tmp / f"{split}.bin", "wb") as out:
-                stats["splits"][split] = tokenize_split(
-                    tokenizer,
-                    paths,
-                    out,
-                    counts,
-                    batch_documents,
-                    f"tokenize V={vocab_size} {split}",
-                )
-        np.save(tmp / "unigram_counts.npy", train_counts)
-        train = stats["splits"]["train"]
-        stats["tokens_per_character"] = train["tokens"] / train["characters"]
-        write_json(tmp / "stats.json", stats)
+    if tokenizer.token_to_id(END_OF_TEXT) != 0:
+        raise ValueError(f"{tokenizer_path}: {END_OF_TEXT} is not entry 0; retrain the tokenizer")
+    dtype = token_dtype(vocab_size)
+    inputs = {"train": train_shards(corpus_dir), "validation": [corpus_dir / "validation.parquet"]}
+    corpus_stats_path = corpus_dir / "stats.json"
+    corpus_splits = (
+        json.loads(corpus_stats_path.read_text())["splits"] if corpus_stats_path.exists() else {}
+    )
+    work = out_dir.parent / f".{out_dir.name}.partial"
+    fingerprint = _fingerprint([*inputs["train"], *inputs["validation"]], tokenizer_path)
+    progress = _open_work(work, fingerprint, dtype.itemsize)
+    if "train" in progress.done:
+        counts = np.load(work / "unigram_counts.npy")
+    elif progress.split == "train" and progress.bytes:
+        counts = unigram_counts(work / "train.bin", dtype, vocab_size, progress.bytes)
+    else:
+        counts = np.zeros(vocab_size, dtype=np.int64)
+    check_parallelism()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    characters_before = sum(s["characters"] for s in progress.done.values())
+    characters_before += progress.characters if progress.split not in progress.done else 0
+    for split in SPLITS:
+        if split not in progress.done:
+            _tokenize_split(
+                tokenizer,
+                split,
+                inputs[split],
+                work,
+                progress,
+                batch_documents,
+                batch_characters,
+                checkpoint_seconds,
+                corpus_splits.get(split, {}).get("characters"),
+                counts if split == "train" else None,
+            )
+    stats: dict[str, Any] = {"vocab_size": vocab_size, "dtype": dtype.name}
+    stats["splits"] = {split: progress.done[split] for split in SPLITS}
+    train = stats["splits"]["train"]
+    stats["tokens_per_character"] = train["tokens"] / train["characters"]
+    write_json(work / "stats.json", stats)
+    (work / "progress.json").unlink()
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(work, out_dir)
+    wall = time.perf_counter() - started
+    characters = sum(s["characters"] for s in stats["splits"].values()) - characters_before
     log.info(
-        "V=%d: %d train tokens, %.4f tokens per character",
+        "V=%d: %d train tokens, %.4f tokens per character; %d characters in %.1f s "
+        "(%.0f characters/s, %.1f cores busy on average)",
         vocab_size,
         train["tokens"],
         stats["tokens_per_character"],
+        characters,
+        wall,
+        characters / wall if wall else 0.0,
+        (time.process_time() - cpu_started) / wall if wall else 0.0,
     )
     return stats
