@@ -9,10 +9,12 @@ Outputs (one directory per V):
 How it runs on corpora of hundreds of GB:
   streaming   documents are read a parquet batch at a time; memory holds a few batches
               (bounded by documents and by characters), never the corpus or the arrays.
-  speed       `encode_batch` runs on every core (tokenizers' thread pool; it releases the GIL)
-              while a reader thread decodes the next batch and a writer thread turns the last
-              batch's encodings into ids and appends them, so the Python work overlaps the
-              encoding instead of adding to it.
+  speed       `encode_batch_fast` (the same ids as `encode_batch`, without the character
+              offsets nobody here reads) runs on every core of tokenizers' thread pool while a
+              reader thread decodes the next batch. Turning encodings into ids and appending
+              them is cheap (about 2% of the encoding) and stays on the main thread: a writer
+              thread overlapping it cost more CPU in GIL hand-offs than it saved (measured,
+              see benchmarks/bench_tokenize.py).
   resumable   the work happens in `.<out name>.partial/` beside the output. A checkpoint
               (progress.json) says how far the input has been read and how many bytes of the
               arrays hold it; it is written only after those bytes are flushed and synced. A
@@ -36,7 +38,6 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -230,12 +231,12 @@ class Progress:
 
 def encode(tokenizer: Tokenizer, texts: list[str]) -> list[Encoding]:
     """One batch through the tokenizer, on every core of its pool."""
-    return tokenizer.encode_batch(texts, add_special_tokens=False)
+    return tokenizer.encode_batch_fast(texts, add_special_tokens=False)
 
 
 class SplitWriter:
-    """Appends encoded batches to one token array and checkpoints every `checkpoint_seconds`;
-    runs in the writer thread, one batch at a time, in order."""
+    """Appends encoded batches to one token array, in order, and checkpoints every
+    `checkpoint_seconds`."""
 
     def __init__(
         self,
@@ -405,18 +406,9 @@ def _tokenize_split(
             counts,
         )
         batches = read_batches(paths, progress.position, batch_documents, batch_characters)
-        with (
-            Prefetch(batches) as prefetched,
-            ThreadPoolExecutor(1, thread_name_prefix="tokenize-writer") as pool,
-        ):
-            pending: Future | None = None
+        with Prefetch(batches) as prefetched:
             for batch in prefetched:
-                encodings = encode(tokenizer, batch.texts)
-                if pending is not None:
-                    pending.result()  # in order, and at most one batch waits to be written
-                pending = pool.submit(writer.write, batch, encodings)
-            if pending is not None:
-                pending.result()
+                writer.write(batch, encode(tokenizer, batch.texts))
         bar.close()
         if counts is not None:  # saved before the checkpoint that says the split is done
             np.save(work / "unigram_counts.npy", counts)
