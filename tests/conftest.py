@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -83,15 +84,56 @@ def tokenized(tmp_path_factory, corpus_dir) -> dict[int, Path]:
     return out
 
 
+#: What a scratch copy of the project holds: both engines' definitions, the code the DVC stages
+#: depend on, and the DVC set-up.
+PROJECT_FILES = (
+    "Snakefile",
+    "dvc.yaml",
+    "params.yaml",
+    "workflow",
+    "cluster",
+    "src",
+    ".gitignore",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvc/plots",
+)
+
+
 def copy_repo(destination: Path) -> Path:
-    """The workflow files of this checkout, without results, for runs in a scratch directory."""
+    """The project files of this checkout, without results, for runs in a scratch directory."""
     destination.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "dvc.yaml", "params.yaml", "workflow", "cluster"):
-        source = REPO / name
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in PROJECT_FILES:
+        source, target = REPO / name, destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
-            shutil.copytree(source, destination / name, dirs_exist_ok=True)
+            shutil.copytree(source, target, dirs_exist_ok=True, ignore=ignore)
         elif source.exists():
-            shutil.copy2(source, destination / name)
+            shutil.copy2(source, target)
+    return destination
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in `cwd` with a fixed identity; return its output, fail the test on an error."""
+    identity = ["-c", "user.name=vocabscale tests", "-c", "user.email=tests@vocabscale.invalid"]
+    result = subprocess.run(
+        ["git", *identity, *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+def git_project(destination: Path, params: dict | None = None) -> Path:
+    """A copy of the project (with `params` as params.yaml) committed to a new git repository,
+    which is what DVC works in."""
+    copy_repo(destination)
+    if params is not None:
+        write_params(destination / "params.yaml", params)
+    git(destination, "init", "--quiet")
+    git(destination, "add", "--all")
+    git(destination, "commit", "--quiet", "--message", "the project")
     return destination
 
 
@@ -106,8 +148,6 @@ def subprocess_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def local_workflow_run(tmp_path_factory, tiny_params_dict) -> Path:
     """The tiny config run end to end with `snakemake --cores 2` in a scratch copy."""
-    import subprocess
-
     workdir = copy_repo(tmp_path_factory.mktemp("workflow"))
     write_params(workdir / "params.yaml", tiny_params_dict)
     result = subprocess.run(

@@ -181,6 +181,14 @@ def test_summary_is_flat_and_numeric(clean_report):
             assert summary[f"vocab_size.{target['name']}.{approach}"] > 0
 
 
+def test_envelope_points_for_dvc_plots(clean_report, clean):
+    envelope = pd.read_csv(clean_report / "isoflops_envelope.csv")
+    fitted = read_json(clean["estimates"] / "isoflops.json")["envelope"]
+    assert len(envelope) == len(fitted) > 0
+    assert envelope["flops"].is_monotonic_increasing
+    assert np.allclose(envelope["vocab_params"], envelope["vocab_size"] * envelope["d_model"])
+
+
 def test_html_is_self_contained(clean_report):
     page = (clean_report / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == len(FIGURES)
@@ -297,6 +305,7 @@ def test_report_without_runs_table_or_with_a_failed_approach(clean, tmp_path, de
     assert "Not drawn" in markdown and "needs the runs table" in markdown
     assert "IsoFLOPs, which was not fitted (too few points)" in markdown
     assert "failed_approach" in kinds(out)
+    assert pd.read_csv(out / "isoflops_envelope.csv").empty  # the header alone
     drawn = {p.stem for p in (out / "figures").glob("*.png")}
     assert {"tokens_per_char", "vocab_vs_nnv", "budget_multiple"} <= drawn
     assert_figures(out, drawn)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import slurm_cluster
 import yaml
-from conftest import copy_repo, subprocess_env, write_params
+from conftest import copy_repo, git, subprocess_env, write_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -85,6 +85,18 @@ def test_results_equal_a_local_run(slurm_run, local_workflow_run):
     local = pd.read_csv(local_workflow_run / "results/runs.csv")
     pd.testing.assert_frame_equal(on_slurm, local)
     assert (slurm_run[0] / "results/report/report.md").exists()
+
+
+def test_dvc_takes_the_slurm_run_over(slurm_run):
+    """The hand-over after a SLURM run: `vocabscale dvc-commit` records it, then DVC has
+    nothing to run. (Before the test below, which adds a run to params.yaml.)"""
+    workdir, env, _ = slurm_run
+    git(workdir, "init", "--quiet")
+    git(workdir, "add", "--all")
+    git(workdir, "commit", "--quiet", "--message", "the project")
+    for argv in (["vocabscale", "dvc-commit"], ["dvc", "status", "--quiet"]):
+        result = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, f"{argv}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
 
 
 def test_a_cancelled_run_resumes_from_its_checkpoint(slurm_run, cluster):

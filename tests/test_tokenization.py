@@ -39,11 +39,13 @@ def test_tokenizer_has_exactly_v_entries(tokenized, vocab_size):
 
 
 def test_tokenizer_training_is_deterministic_and_logs_time_and_memory(corpus_dir, tmp_path, caplog):
+    """The same bytes every time, whatever the batches the sample is fed in (so DVC need not
+    rerun the tokenizers when tokenizer.batch_documents changes)."""
     caplog.set_level(logging.INFO)
     digests = []
-    for attempt in range(2):
+    for attempt, batch_documents in enumerate((1000, 7)):
         out = tmp_path / f"{attempt}.json"
-        train_tokenizer(corpus_dir / "tokenizer_sample.parquet", 500, out)
+        train_tokenizer(corpus_dir / "tokenizer_sample.parquet", 500, out, 2, batch_documents)
         digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
     assert digests[0] == digests[1]
     sample = read_json(corpus_dir / "stats.json")["splits"]["tokenizer_sample"]["characters"]

@@ -163,6 +163,16 @@ def cmd_estimate(args) -> None:
     print(f"wrote {Path(args.out) / 'coefficients.json'} and {Path(args.out) / 'predictions.csv'}")
 
 
+def cmd_dvc_commit(args) -> None:
+    from vocabscale.handover import HandOverError, dvc_commit
+
+    try:
+        dvc_commit()
+    except HandOverError as error:
+        log.error("%s", error)
+        sys.exit(1)
+
+
 def cmd_plan(args) -> None:
     from vocabscale.cluster import format_plan, plan
 
@@ -325,6 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bootstrap", type=int, help="bootstrap resamples (default 100; 0: none)")
     c.add_argument("--confidence", type=float, help="bootstrap interval (default 0.9)")
     c.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
+
+    stage(
+        "dvc-commit",
+        cmd_dvc_commit,
+        "after a finished `snakemake` run of params.yaml, record its results in dvc.lock and "
+        "the DVC cache (run at the repository root)",
+        params=False,
+    )
 
     c = stage("plan", cmd_plan, "per-run FLOPs and GPU-hours of the grid, before submitting")
     c.add_argument("--csv", action="store_true", help="print the table as CSV")

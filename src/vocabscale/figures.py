@@ -273,7 +273,7 @@ def figure_loss_vs_compute(evidence: Evidence, path: Path) -> None:
 # --- approach 1 ------------------------------------------------------------------------------
 
 
-def _envelope(evidence: Evidence) -> pd.DataFrame:
+def isoflops_envelope(evidence: Evidence) -> pd.DataFrame:
     fitted = _need(evidence, "isoflops")
     envelope = pd.DataFrame(fitted.get("envelope") or [])
     if envelope.empty:
@@ -287,7 +287,7 @@ def _envelope(evidence: Evidence) -> pd.DataFrame:
 
 def figure_isoflops_envelope(evidence: Evidence, path: Path) -> None:
     """The lower envelope of L_u against C, and the (interpolated) runs that make it up."""
-    envelope = _envelope(evidence)
+    envelope = isoflops_envelope(evidence)
     fig, ax = plt.subplots(figsize=(8, 4.8), layout="constrained")
     if evidence.runs is not None:
         ax.scatter(
@@ -376,7 +376,7 @@ def figure_isoflops_power_laws(evidence: Evidence, path: Path) -> None:
     """Nnv, Nv and H of the envelope points against C, the fitted power laws, their bootstrap
     bands, extended (dashed) to the targets' budgets."""
     fitted = _need(evidence, "isoflops")
-    envelope = _envelope(evidence)
+    envelope = isoflops_envelope(evidence)
     level = float(fitted.get("bootstrap_confidence", 0.9))
     replicates = fitted.get("bootstrap") or []
     low, high = fitted.get("flops_range") or [envelope["flops"].min(), envelope["flops"].max()]

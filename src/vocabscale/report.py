@@ -8,8 +8,9 @@ figures that need them are replaced by a sentence saying so.
 
 Outputs (written atomically as one directory): report.md and report.html (the same content,
 the HTML self-contained with its images inline), figures/*.png, predictions.csv, doubts.json,
-summary.json (flat numbers for `dvc metrics show`) and coefficients.json (what the predictions
-came from, usable with `vocabscale predict --coefficients`).
+summary.json (flat numbers for `dvc metrics show`), isoflops_envelope.csv (the envelope's
+points for `dvc plots show`) and coefficients.json (what the predictions came from, usable with
+`vocabscale predict --coefficients`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from vocabscale.figures import (
     FIGURES,
     TITLES,
     Evidence,
+    Skipped,
     draw_figures,
     human,
+    isoflops_envelope,
     tokens_per_char_of,
 )
 from vocabscale.io import atomic_dir, read_json, to_json, write_csv, write_json
@@ -862,6 +865,28 @@ def summary_metrics(evidence: Evidence, doubts: list[dict[str, Any]]) -> dict[st
     return summary
 
 
+#: The columns of isoflops_envelope.csv.
+ENVELOPE_COLUMNS = (
+    "flops",
+    "loss_u",
+    "vocab_size",
+    "vocab_params",
+    "non_vocab_params",
+    "d_model",
+    "characters",
+    "kind",
+)
+
+
+def envelope_points(evidence: Evidence) -> pd.DataFrame:
+    """Approach 1's envelope points by compute, for `dvc plots show` (no rows if not fitted)."""
+    try:
+        envelope = isoflops_envelope(evidence)
+    except Skipped:
+        envelope = pd.DataFrame()
+    return envelope.reindex(columns=list(ENVELOPE_COLUMNS))
+
+
 # --- the stage -------------------------------------------------------------------------------
 
 
@@ -908,6 +933,7 @@ def build_report(
         write_csv(tmp / "predictions.csv", predictions)
         write_json(tmp / "doubts.json", doubts)
         write_json(tmp / "summary.json", summary_metrics(evidence, doubts))
+        write_csv(tmp / "isoflops_envelope.csv", envelope_points(evidence))
         (tmp / "coefficients.json").write_text(to_json(coefficients))
     for doubt in doubts:
         log.warning("doubt: %s", re.sub(r"\*\*", "", doubt["message"]))

@@ -1,0 +1,291 @@
+"""DVC on the real pipeline, in scratch git repositories copied from this checkout with the tiny
+params: the hand-over from a Snakemake run, reruns of exactly the stages a params change
+touches, push and pull through a local remote, checkpoints left out, metrics and plots, and
+the code each stage declares."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, git, git_project, subprocess_env, write_params
+from dvc.repo import Repo
+
+from vocabscale.config import read_yaml, run_grid
+
+APPROACHES = ("isoflops", "derivative", "parametric")
+
+
+def run(project: Path, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        list(argv), cwd=project, env=subprocess_env(), capture_output=True, text=True, timeout=900
+    )
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def repro(project: Path) -> list[str]:
+    """`dvc repro`; the stages it ran, in order."""
+    result = run(project, "dvc", "repro")
+    return re.findall(r"^Running stage '([^']+)':", result.stdout + result.stderr, re.MULTILINE)
+
+
+def dvc_status(project: Path) -> dict:
+    """`dvc status` as JSON: empty when every stage is up to date."""
+    return json.loads(run(project, "dvc", "status", "--json").stdout or "{}")
+
+
+def copy_project(source: Path, destination: Path) -> Path:
+    """A copy of a project with its results and DVC cache (not DVC's state of this machine)."""
+
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        return ["tmp"] if Path(directory).name == ".dvc" else []
+
+    shutil.copytree(source, destination, symlinks=True, ignore=ignore)
+    return destination
+
+
+def edit_params(project: Path, change) -> None:
+    params = read_yaml(project / "params.yaml")
+    change(params)
+    write_params(project / "params.yaml", params)
+
+
+def artifact_hashes(project: Path) -> dict[str, str]:
+    """sha256 of every file under results/, except what is deliberately not versioned: the
+    training resume state and Snakemake's markers (.dvcignore)."""
+    return {
+        str(path.relative_to(project)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted((project / "results").rglob("*"))
+        if path.is_file()
+        and not path.is_relative_to(project / "results/checkpoints")
+        and path.name != ".snakemake_timestamp"
+    }
+
+
+@pytest.fixture(scope="module")
+def handed_over(local_workflow_run, tmp_path_factory, tiny_params_dict) -> Path:
+    """The Snakemake run of the tiny params, in a git repository, handed over to DVC with
+    `vocabscale dvc-commit` and dvc.lock committed."""
+    project = git_project(tmp_path_factory.mktemp("handed_over"), tiny_params_dict)
+    for name in ("results", "logs", ".snakemake"):
+        shutil.copytree(
+            local_workflow_run / name,
+            project / name,
+            symlinks=True,
+            ignore=shutil.ignore_patterns("locks"),
+        )
+    assert not (project / "dvc.lock").exists()
+    run(project, "vocabscale", "dvc-commit")
+    git(project, "add", "dvc.lock")
+    git(project, "commit", "--quiet", "--message", "results of the Snakemake run")
+    return project
+
+
+@pytest.mark.slow
+def test_after_the_handover_dvc_has_nothing_to_run(handed_over, tmp_path, tiny_params_dict):
+    project = copy_project(handed_over, tmp_path / "project")
+    assert dvc_status(project) == {}
+    assert repro(project) == []
+    # and Snakemake agrees: recording the results changed none of them
+    assert "Nothing to be done" in run(project, "snakemake", "--dry-run").stdout
+    locked = read_yaml(project / "dvc.lock")["stages"]
+    runs = len(run_grid(tiny_params_dict))
+    assert sum(name.startswith("train@") for name in locked) == runs
+    # the cache holds every artifact
+    expected = artifact_hashes(project)
+    shutil.rmtree(project / "results")
+    run(project, "dvc", "checkout")
+    assert artifact_hashes(project) == expected
+
+
+@pytest.mark.slow
+def test_the_handover_refuses_results_of_other_settings(handed_over, tmp_path):
+    project = copy_project(handed_over, tmp_path / "project")
+    lock = (project / "dvc.lock").read_text()
+    edit_params(project, lambda p: p["normalize"].update(unigram_pseudocount=0.5))
+    result = run(project, "vocabscale", "dvc-commit", check=False)
+    assert result.returncode == 1
+    assert "Snakemake has jobs left to run for params.yaml" in result.stderr
+    assert (project / "dvc.lock").read_text() == lock
+
+
+@pytest.mark.slow
+def test_an_estimator_setting_reruns_that_estimator_and_the_report(handed_over, tmp_path):
+    project = copy_project(handed_over, tmp_path / "project")
+    edit_params(project, lambda p: p["estimate"]["isoflops"].update(huber_delta=2e-3))
+    assert repro(project) == ["estimate@isoflops", "report"]
+    assert dvc_status(project) == {}
+
+
+@pytest.mark.slow
+def test_a_new_vocabulary_size_runs_its_stages_and_the_aggregates(
+    handed_over, tmp_path, tiny_params_dict
+):
+    project = copy_project(handed_over, tmp_path / "project")
+    edit_params(project, lambda p: p["tokenizer"]["vocab_sizes"].append(480))
+    ran = repro(project)
+    models = list(tiny_params_dict["models"])
+    assert len(ran) == len(set(ran))
+    assert set(ran) == {
+        "train_tokenizer@480",
+        "tokenize@480",
+        "fit_tokenization",
+        *(f"train@{model}-480" for model in models),
+        *(f"normalize@{model}-480" for model in models),
+        "collect",
+        *(f"estimate@{approach}" for approach in APPROACHES),
+        "report",
+    }
+    assert ran[-1] == "report"
+    assert dvc_status(project) == {}
+    assert 480 in set(pd.read_csv(project / "results/runs.csv")["vocab_size"])
+
+
+@pytest.mark.slow
+def test_push_clone_pull_restores_every_artifact(handed_over, tmp_path):
+    origin = copy_project(handed_over, tmp_path / "origin")
+    run(origin, "dvc", "remote", "add", "--default", "storage", str(tmp_path / "remote"))
+    git(origin, "commit", "--quiet", "--all", "--message", "a DVC remote")
+    run(origin, "dvc", "push")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "--quiet", str(origin), str(clone))
+    assert not (clone / "results/runs.csv").exists()
+
+    run(clone, "dvc", "pull")
+    expected = artifact_hashes(origin)
+    assert any(path.startswith("results/runs/") for path in expected)
+    assert artifact_hashes(clone) == expected
+    assert (origin / "results/checkpoints").is_dir()
+    assert not (clone / "results/checkpoints").exists()  # resume state is not pushed
+    assert dvc_status(clone) == {}
+
+    # a new target: the report rebuilds from the pulled estimates, nothing trains
+    target = {"name": "10M", "nnv": 1e7, "d_model": 256}
+    edit_params(clone, lambda p: p["report"]["targets"].append(target))
+    assert repro(clone) == ["report"]
+    summary = json.loads((clone / "results/report/summary.json").read_text())
+    assert summary["vocab_size.10M.parametric"] > 0
+
+
+@pytest.mark.slow
+def test_checkpoints_survive_reruns_and_are_not_tracked(handed_over, tmp_path):
+    project = copy_project(handed_over, tmp_path / "project")
+    state = project / "results/checkpoints/a-v320/state.pt"
+    before = state.read_bytes(), artifact_hashes(project)
+    result = run(project, "dvc", "repro", "--force", "--single-item", "train@a-320")
+    assert "Running stage 'train@a-320'" in result.stdout
+    # DVC left the resume state alone; the run resumed from it at its last step and wrote the
+    # same bytes, so nothing downstream changed
+    assert "resuming results/runs/a-v320 from step" in result.stdout + result.stderr
+    assert (state.read_bytes(), artifact_hashes(project)) == before
+    assert dvc_status(project) == {}
+    shutil.rmtree(project / "results/checkpoints")
+    assert dvc_status(project) == {}
+    assert repro(project) == []
+
+
+@pytest.mark.slow
+def test_metrics_and_plots(handed_over, tmp_path, tiny_params_dict):
+    shown = json.loads(run(handed_over, "dvc", "metrics", "show", "--json").stdout)
+    (workspace,) = shown.values()
+    metrics = workspace["data"]["results/report/summary.json"]["data"]
+    for target in tiny_params_dict["report"]["targets"]:
+        for approach in APPROACHES:
+            assert metrics[f"vocab_size.{target['name']}.{approach}"] > 0
+    runs = len(run_grid(tiny_params_dict))
+    assert metrics["runs"] == runs
+    assert metrics["checkpoints"] == runs * tiny_params_dict["train"]["evals"]
+
+    shown = json.loads(run(handed_over, "dvc", "plots", "show", "--json").stdout)
+    assert "errors" not in shown, shown.get("errors")
+    plots = shown["data"]
+    sources = {
+        "loss_vs_compute": handed_over / "results/runs.csv",
+        "isoflops_envelope": handed_over / "results/report/isoflops_envelope.csv",
+    }
+    assert set(plots) == set(sources)
+    for name, source in sources.items():
+        (plot,) = plots[name]
+        values = plot["content"]["data"]["values"]
+        assert len(values) == len(pd.read_csv(source)) > 0, name
+        assert plot["content"]["encoding"]["x"]["field"] == "flops"
+        assert plot["content"]["encoding"]["y"]["field"] == "loss_u"
+    run(handed_over, "dvc", "plots", "show", "--out", str(tmp_path / "plots"))
+    page = (tmp_path / "plots/index.html").read_text()
+    assert "vegaEmbed" in page and "IsoFLOPs envelope" in page
+
+
+# --- the code each stage declares ------------------------------------------------------------
+
+#: The module that `vocabscale <subcommand>` runs, for each stage's subcommand.
+STAGE_MODULES = {
+    "prepare-corpus": "vocabscale.prepare_corpus",
+    "train-tokenizer": "vocabscale.train_tokenizer",
+    "tokenize": "vocabscale.tokenize_corpus",
+    "fit-tokenization": "vocabscale.fit_tokenization",
+    "train": "vocabscale.train",
+    "normalize": "vocabscale.normalize",
+    "collect": "vocabscale.collect",
+    **{f"estimate-{approach}": "vocabscale.estimate" for approach in APPROACHES},
+    "report": "vocabscale.report",
+}
+#: Shared by every stage and computing none of their outputs (dvc.yaml says why).
+PLUMBING = {"vocabscale", "vocabscale.cli", "vocabscale.config", "vocabscale.io"}
+
+
+def module_file(name: str) -> Path:
+    base = REPO.joinpath("src", *name.split("."))
+    return base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
+
+
+def vocabscale_imports(name: str) -> set[str]:
+    """The vocabscale modules `name` imports anywhere in its file, and their packages."""
+    found = set()
+    for node in ast.walk(ast.parse(module_file(name).read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                found.add(submodule if module_file(submodule).exists() else node.module)
+    found = {module for module in found if module.split(".")[0] == "vocabscale"}
+    return found | {module.rsplit(".", 1)[0] for module in found if module.count(".") > 1}
+
+
+def code_of(module: str) -> set[str]:
+    """The files of `module` and of everything it imports, transitively, but the plumbing."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name not in seen and name not in PLUMBING:
+            seen.add(name)
+            todo += vocabscale_imports(name)
+    return {str(module_file(name).relative_to(REPO)) for name in seen}
+
+
+def covers(dependency: str, path: str) -> bool:
+    return path == dependency or path.startswith(dependency + "/")
+
+
+def test_each_stage_declares_the_code_it_runs(tmp_path):
+    project = git_project(tmp_path / "project")
+    with Repo(str(project)) as repo:
+        stages = list(repo.index.stages)
+    assert stages
+    for stage in stages:
+        subcommand = stage.cmd.split()[1]
+        assert subcommand in STAGE_MODULES, f"{stage.name}: which module does it run?"
+        code = code_of(STAGE_MODULES[subcommand])
+        declared = {str(d.def_path) for d in stage.deps if str(d.def_path).startswith("src/")}
+        missing = sorted(path for path in code if not any(covers(d, path) for d in declared))
+        unused = sorted(d for d in declared if not any(covers(d, path) for path in code))
+        assert not missing and not unused, f"{stage.name}: undeclared {missing}, unused {unused}"
