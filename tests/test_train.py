@@ -7,6 +7,7 @@ trains; every run uses one CPU thread so that runs in different processes agree 
 
 import copy
 import itertools
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from vocabscale.train import (
     TrainConfig,
     _read_state,
     accumulate_gradients,
+    code_digest,
     eval_steps,
     evaluate,
     fingerprint,
@@ -268,6 +270,16 @@ def test_checkpoints_are_kept_across_device_and_thread_changes_only(tiny_params_
     assert changed(threads=7) == changed(device="cuda") == changed(compile=True) == same
     assert changed(lr=1e-4) != same and changed(seed=1) != same
     assert fingerprint(spec, 640, config, data) != same
+
+
+def test_a_change_to_the_training_code_means_starting_afresh(tmp_path):
+    package = tmp_path / "vocabscale"
+    shutil.copytree(Path(code_digest.__code__.co_filename).parent, package)
+    before = code_digest(package)
+    assert before == code_digest()
+    with open(package / "model.py", "a") as source:
+        source.write("\n# a fix\n")
+    assert code_digest(package) != before
 
 
 def test_an_unreadable_checkpoint_means_starting_afresh(tmp_path):

@@ -71,6 +71,19 @@ HISTORY_COLUMNS = ("step", "tokens", "lr", "train_loss", "grad_norm")
 #: values of these is resumed.
 _NOT_FINGERPRINTED = ("threads", "device", "compile", "checkpoint_every")
 
+#: The modules that compute a run (the train stage's code in dvc.yaml): a checkpoint written by
+#: other code is not resumed, so a fix to the training code trains again instead of reusing
+#: state the old code wrote.
+TRAINING_CODE = ("train.py", "model.py", "distributed.py", "accounting.py")
+
+
+def code_digest(package: Path = Path(__file__).parent) -> str:
+    """sha256 over the source of TRAINING_CODE in `package`."""
+    digest = hashlib.sha256()
+    for name in TRAINING_CODE:
+        digest.update((package / name).read_bytes())
+    return digest.hexdigest()
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -266,6 +279,7 @@ def fingerprint(spec: ModelSpec, vocab_size: int, config: TrainConfig, data: dic
     """What a checkpoint must match to be resumed (anything else means: start afresh). The
     number of processes is not part of it: a run may resume on more or fewer GPUs."""
     relevant = {
+        "code": code_digest(),
         "shape": asdict(spec.shape),
         "train_tokens": spec.train_tokens,
         "vocab_size": vocab_size,
