@@ -129,8 +129,17 @@ def _legend_below(ax, ncol: int = 2) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, frameon=False, ncol=ncol)
 
 
+def _plain_log_ticks(axis, minor_labels: bool = True) -> None:
+    """Plain numbers on a log axis (2,560, not 2.56 x 10^3); minor ticks labelled at 2 and 5
+    only, so that labels never run into each other."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    axis.set_minor_formatter(
+        FuncFormatter(lambda v, _: f"{v:,.0f}" if minor_labels and f"{v:.0e}"[0] in "25" else "")
+    )
+
+
 def _save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")  # legends outside the axes stay whole
     plt.close(fig)
 
 
@@ -216,6 +225,7 @@ def figure_tokens_per_char(evidence: Evidence, path: Path) -> None:
             color="dimgrey",
         )
     ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
     ax.set_xlabel("vocabulary size V  [tokens, log scale]")
     ax.set_ylabel("f(V)  [tokens per character]")
     ax.set_title("Tokens per character: f(V) = a ln²V + b ln V + c", fontsize=10)
@@ -584,13 +594,7 @@ def figure_budget_multiple(evidence: Evidence, path: Path) -> None:
     )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    plain = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
-    ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(
-        FuncFormatter(
-            lambda v, _: f"{v:,.0f}" if high < 100 * low and f"{v:.0e}"[0] in "25" else ""
-        )
-    )
+    _plain_log_ticks(ax.yaxis, minor_labels=high < 100 * low)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.set_xlabel(
         "budget / compute-optimal budget  (< 1x under-trained, > 1x over-trained)"
