@@ -21,6 +21,8 @@ import torch
 import yaml
 from conftest import write_params
 
+import vocabscale
+from vocabscale import train as train_module
 from vocabscale.accounting import ModelShape
 from vocabscale.config import DEFAULTS, ParamsError, model_specs, validate_params
 from vocabscale.io import read_json, read_tokens
@@ -272,14 +274,23 @@ def test_checkpoints_are_kept_across_device_and_thread_changes_only(tiny_params_
     assert fingerprint(spec, 640, config, data) != same
 
 
-def test_a_change_to_the_training_code_means_starting_afresh(tmp_path):
+def test_a_change_to_the_training_code_means_starting_afresh(
+    tmp_path, monkeypatch, tiny_params_dict
+):
     package = tmp_path / "vocabscale"
-    shutil.copytree(Path(code_digest.__code__.co_filename).parent, package)
+    shutil.copytree(Path(vocabscale.__file__).parent, package)
     before = code_digest(package)
     assert before == code_digest()
     with open(package / "model.py", "a") as source:
         source.write("\n# a fix\n")
     assert code_digest(package) != before
+    # and the digest is part of what a checkpoint must match
+    params = validate_params(copy.deepcopy(tiny_params_dict))
+    spec, config = model_specs(params)["a"], TrainConfig.from_params(params["train"])
+    data = {"splits": {"train": {"tokens": 1000}}}
+    same = fingerprint(spec, 320, config, data)
+    monkeypatch.setattr(train_module, "code_digest", lambda: code_digest(package))
+    assert fingerprint(spec, 320, config, data) != same
 
 
 def test_an_unreadable_checkpoint_means_starting_afresh(tmp_path):
