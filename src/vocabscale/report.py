@@ -28,7 +28,7 @@ import pandas as pd
 
 from vocabscale.accounting import MIN_VOCAB_SIZE, TOKENS_PER_CHAR_MAX_VOCAB, width_for_nnv
 from vocabscale.estimate import predictions_table
-from vocabscale.estimators.derivative import loss_at_budget
+from vocabscale.estimators.derivative import common_budget_range, vocab_losses_at_budget
 from vocabscale.estimators.runs import RunsTableError, prepare_runs, tokens_per_char_from_table
 from vocabscale.figures import (
     FIGURES,
@@ -259,17 +259,12 @@ def _on_bound(fit: Any) -> list[str]:
 
 def _best_vocab_at_common_budget(model: pd.DataFrame) -> tuple[float, list[float]] | None:
     """The V with the lowest L_u at the largest budget every run of one model reaches."""
-    reach = model.groupby("run")["flops"].agg(["min", "max"])
-    budget = float(reach["max"].min())
-    if budget < float(reach["min"].max()):
+    low, high = common_budget_range(model)
+    if high < low:
         return None
-    losses = {}
-    for _, points in model.groupby("run"):
-        losses.setdefault(float(points["vocab_size"].iloc[0]), []).append(
-            loss_at_budget(points, budget)
-        )
-    means = {v: float(np.mean(values)) for v, values in losses.items()}
-    return min(means, key=means.get), sorted(means)
+    table = vocab_losses_at_budget(model, high)
+    best = table.loc[table["loss_u"].idxmin(), "vocab_size"]
+    return float(best), table["vocab_size"].tolist()
 
 
 #: Every kind of doubt, in the order the report lists them: a title and what it means.

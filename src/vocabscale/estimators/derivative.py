@@ -137,6 +137,31 @@ def loss_at_budget(run: pd.DataFrame, budget: float) -> float:
     )
 
 
+def common_budget_range(model: pd.DataFrame) -> tuple[float, float]:
+    """The compute range every run of `model` covers: (largest first checkpoint, smallest
+    last checkpoint); empty when the first exceeds the second."""
+    reach = model.groupby("run")["flops"].agg(["min", "max"])
+    return float(reach["min"].max()), float(reach["max"].min())
+
+
+def vocab_losses_at_budget(model: pd.DataFrame, budget: float) -> pd.DataFrame:
+    """Per vocabulary size of one model's runs: L_u at `budget` (runs of one V averaged) and d,
+    sorted by V."""
+    losses = [
+        {
+            "vocab_size": float(points["vocab_size"].iloc[0]),
+            "d_model": float(points["d_model"].iloc[0]),
+            "loss_u": loss_at_budget(points, budget),
+        }
+        for _, points in model.groupby("run")
+    ]
+    return (
+        pd.DataFrame(losses)
+        .groupby("vocab_size", as_index=False)
+        .agg(loss_u=("loss_u", "mean"), d_model=("d_model", "first"))
+    )
+
+
 def empirical_anchor(runs: RunsTable, budget: float | None = None) -> dict[str, Any]:
     """The best Nv of the smallest model at `budget` (default: the largest budget every
     vocabulary's run of that model reaches, so nothing is extrapolated)."""
@@ -148,30 +173,15 @@ def empirical_anchor(runs: RunsTable, budget: float | None = None) -> dict[str, 
             f"{runs.source}: the smallest model (Nnv={smallest:.4g}) was trained with "
             f"{model['vocab_size'].nunique()} vocabulary size(s); the anchor needs at least 2"
         )
-    reach = model.groupby("run")["flops"].agg(["min", "max"])
+    low, high = common_budget_range(model)
     if budget is None:
-        budget = float(reach["max"].min())
-    low, high = float(reach["min"].max()), float(reach["max"].min())
+        budget = high
     if not low <= budget <= high:
         raise RunsTableError(
             f"{runs.source}: derivative anchor budget {budget:.4g} FLOPs is outside "
             f"[{low:.4g}, {high:.4g}], the range every run of the smallest model covers"
         )
-    losses = []
-    for run, points in model.groupby("run"):
-        losses.append(
-            {
-                "run": run,
-                "vocab_size": float(points["vocab_size"].iloc[0]),
-                "d_model": float(points["d_model"].iloc[0]),
-                "loss_u": loss_at_budget(points, budget),
-            }
-        )
-    table = (
-        pd.DataFrame(losses)
-        .groupby("vocab_size", as_index=False)
-        .agg(loss_u=("loss_u", "mean"), d_model=("d_model", "first"))
-    )
+    table = vocab_losses_at_budget(model, budget)
     best = table.loc[table["loss_u"].idxmin()]
     at_edge = best["vocab_size"] in (table["vocab_size"].min(), table["vocab_size"].max())
     if at_edge:
