@@ -362,10 +362,6 @@ class SkipCounter:
 # --- writing ------------------------------------------------------------------------------
 
 
-def write_texts(path: Path, texts: list[str]) -> None:
-    pq.write_table(pa.table({"text": pa.array(texts, pa.large_string())}), path)
-
-
 _SCHEMA = pa.schema([("text", pa.large_string())])
 
 
@@ -387,7 +383,7 @@ class TextWriter:
 
     def _flush(self) -> None:
         if self.buffer:
-            self.writer.write_table(pa.table({"text": pa.array(self.buffer, pa.large_string())}))
+            self.writer.write_table(pa.Table.from_pydict({"text": self.buffer}, schema=_SCHEMA))
             self.buffer, self.buffered = [], 0
 
     def close(self) -> None:
@@ -433,12 +429,9 @@ def train_shards(corpus_dir: str | Path) -> list[Path]:
     return shards
 
 
-def is_validation(text: str, fraction: float) -> bool:
-    """Deterministic split by document content: the first 8 bytes of BLAKE2b as a fraction."""
-    return _is_validation(text.encode("utf-8", "surrogatepass"), fraction)
-
-
-def _is_validation(data: bytes, fraction: float) -> bool:
+def is_validation(data: bytes, fraction: float) -> bool:
+    """Deterministic split by document content (its UTF-8 bytes): the first 8 bytes of
+    BLAKE2b as a fraction."""
     digest = hashlib.blake2b(data, digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 < fraction
 
@@ -486,7 +479,7 @@ def prepare_corpus(corpus: dict[str, Any], out_dir: str | Path) -> dict[str, Any
             characters = len(value)
             total += characters
             progress.update(characters)
-            if counts["validation"]["characters"] < validation_cap and _is_validation(
+            if counts["validation"]["characters"] < validation_cap and is_validation(
                 data, fraction
             ):
                 split = "validation"
