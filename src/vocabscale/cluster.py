@@ -30,6 +30,10 @@ ENVIRONMENT = {
 }
 
 
+#: Where a job goes: the `cluster` key and the SLURM executor's resource for it.
+PLACEMENT = {"partition": "slurm_partition", "account": "slurm_account", "qos": "qos"}
+
+
 def cluster_settings(params: dict[str, Any]) -> dict[str, Any]:
     """The `cluster` section with the environment's overrides applied."""
     settings = dict(params["cluster"])
@@ -115,13 +119,7 @@ def train_resources(params: dict[str, Any], model: str, vocab_size: int) -> dict
         resources["gpu"] = spec.gpus
         if cluster.get("gpu_type"):
             resources["gpu_model"] = cluster["gpu_type"]
-    for key, resource in (
-        ("partition", "slurm_partition"),
-        ("account", "slurm_account"),
-        ("qos", "qos"),
-    ):
-        if cluster.get(key):
-            resources[resource] = cluster[key]
+    resources.update(placement(cluster))
     return resources
 
 
@@ -148,13 +146,15 @@ def train_retries(params: dict[str, Any]) -> int:
 def job_resources(params: dict[str, Any]) -> dict[str, Any]:
     """Partition, account and QoS for the CPU jobs (corpus preparation, tokenization)."""
     cluster = cluster_settings(params)
-    resources = {"runtime": cluster["cpu_job_runtime_minutes"]}
-    for key, resource in (
-        ("partition", "slurm_partition"),
-        ("account", "slurm_account"),
-        ("qos", "qos"),
-    ):
-        value = cluster.get(f"cpu_{key}") or cluster.get(key)
+    return {"runtime": cluster["cpu_job_runtime_minutes"], **placement(cluster, cpu=True)}
+
+
+def placement(cluster: dict[str, Any], cpu: bool = False) -> dict[str, Any]:
+    """Partition, account and QoS as SLURM resources, those that are set; for CPU jobs a
+    `cpu_<key>` setting (cluster.cpu_partition) goes before the GPU jobs' one."""
+    resources = {}
+    for key, resource in PLACEMENT.items():
+        value = (cpu and cluster.get(f"cpu_{key}")) or cluster.get(key)
         if value:
             resources[resource] = value
     return resources
