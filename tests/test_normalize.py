@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vocabscale.accounting import ModelShape
-from vocabscale.config import ModelSpec
+from vocabscale.config import DEFAULTS, ModelSpec
 from vocabscale.io import read_json, read_tokens
 from vocabscale.model import Llama
 from vocabscale.normalize import (
@@ -68,26 +68,19 @@ def test_a_unigram_model_has_zero_normalized_loss(tokenized):
 
 
 def test_a_trained_model_has_negative_normalized_loss_and_sane_bpc(tokenized, tmp_path):
-    config = TrainConfig(
-        seed=0,
-        context=32,
-        batch_tokens=1024,
-        micro_batch_size=32,
-        lr=1e-2,
-        min_lr_ratio=0.1,
-        warmup_fraction=0.1,
-        weight_decay=0.1,
-        beta1=0.9,
-        beta2=0.95,
-        grad_clip=1.0,
-        evals=2,
-        eval_batch_size=16,
-        head_chunk_tokens=4096,
-        device="cpu",
-        precision="fp32",
-        compile=False,
-        threads=0,
-        checkpoint_every=0,
+    config = TrainConfig.from_params(
+        {
+            **DEFAULTS["train"],
+            "seed": 0,
+            "context": 32,
+            "batch_tokens": 1024,
+            "micro_batch_size": 32,
+            "lr": 1e-2,
+            "evals": 2,
+            "head_chunk_tokens": 4096,
+            "device": "cpu",
+            "precision": "fp32",
+        }
     )
     spec = ModelSpec("t", SHAPE, 96 * 1024)
     train_run(spec, tokenized[640], config, tmp_path / "run", tmp_path / "ckpt")

@@ -103,12 +103,12 @@ class TrainConfig:
     evals: int
     eval_batch_size: int
     head_chunk_tokens: int
+    head_chunk_logits: int
     device: str
     precision: str
     compile: bool
     threads: int
     checkpoint_every: int
-    head_chunk_logits: int = 2**27
 
     @classmethod
     def from_params(cls, section: dict[str, Any]) -> TrainConfig:
@@ -201,10 +201,7 @@ def evaluate(
             sums[index] = model(batch[:, :-1], batch[:, 1:], chunk_tokens=chunk_tokens).double()
     per_batch = distributed.all_sum(sums, proc).tolist()
     model.train()
-    total = 0.0
-    for value in per_batch:
-        total += value
-    return total, sum(len(starts) * (length - 1) for length, starts in batches)
+    return sum(per_batch), sum(len(starts) * (length - 1) for length, starts in batches)
 
 
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
