@@ -115,28 +115,6 @@ def copy_repo(destination: Path) -> Path:
     return destination
 
 
-def git(cwd: Path, *args: str) -> str:
-    """Run git in `cwd` with a fixed identity; return its output, fail the test on an error."""
-    identity = ["-c", "user.name=vocabscale tests", "-c", "user.email=tests@vocabscale.invalid"]
-    result = subprocess.run(
-        ["git", *identity, *args], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
-    return result.stdout
-
-
-def git_project(destination: Path, params: dict | None = None) -> Path:
-    """A copy of the project (with `params` as params.yaml) committed to a new git repository,
-    which is what DVC works in."""
-    copy_repo(destination)
-    if params is not None:
-        write_params(destination / "params.yaml", params)
-    git(destination, "init", "--quiet")
-    git(destination, "add", "--all")
-    git(destination, "commit", "--quiet", "--message", "the project")
-    return destination
-
-
 def subprocess_env() -> dict[str, str]:
     """Environment for engine subprocesses: this interpreter's scripts first on PATH."""
     env = dict(os.environ)
@@ -145,18 +123,56 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def run_in(
+    cwd: Path,
+    *argv: str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess:
+    """Run a command (snakemake, dvc, git, ...) in `cwd` with `subprocess_env()` unless `env`
+    is given; with `check`, fail the test on a non-zero exit, showing the end of its output."""
+    result = subprocess.run(
+        list(argv),
+        cwd=cwd,
+        env=subprocess_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check:
+        assert result.returncode == 0, (
+            f"{' '.join(argv)}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in `cwd` with a fixed identity; return its output, fail the test on an error."""
+    identity = ["-c", "user.name=vocabscale tests", "-c", "user.email=tests@vocabscale.invalid"]
+    return run_in(cwd, "git", *identity, *args, timeout=120).stdout
+
+
+def git_commit_all(directory: Path) -> Path:
+    """`directory` made a git repository with everything in it committed (DVC works in one)."""
+    git(directory, "init", "--quiet")
+    git(directory, "add", "--all")
+    git(directory, "commit", "--quiet", "--message", "the project")
+    return directory
+
+
+def git_project(destination: Path, params: dict | None = None) -> Path:
+    """A copy of the project (with `params` as params.yaml) committed to a new git repository."""
+    copy_repo(destination)
+    if params is not None:
+        write_params(destination / "params.yaml", params)
+    return git_commit_all(destination)
+
+
 @pytest.fixture(scope="session")
 def local_workflow_run(tmp_path_factory, tiny_params_dict) -> Path:
     """The tiny config run end to end with `snakemake --cores 2` in a scratch copy."""
     workdir = copy_repo(tmp_path_factory.mktemp("workflow"))
     write_params(workdir / "params.yaml", tiny_params_dict)
-    result = subprocess.run(
-        ["snakemake", "--cores", "2", "--quiet", "rules"],
-        cwd=workdir,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_in(workdir, "snakemake", "--cores", "2", "--quiet", "rules")
     return workdir

@@ -10,12 +10,11 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, git, git_project, subprocess_env, write_params
+from conftest import REPO, git, git_project, run_in, write_params
 from dvc.repo import Repo
 
 from vocabscale.config import read_yaml, run_grid
@@ -23,24 +22,15 @@ from vocabscale.config import read_yaml, run_grid
 APPROACHES = ("isoflops", "derivative", "parametric")
 
 
-def run(project: Path, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        list(argv), cwd=project, env=subprocess_env(), capture_output=True, text=True, timeout=900
-    )
-    if check:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 def repro(project: Path) -> list[str]:
     """`dvc repro`; the stages it ran, in order."""
-    result = run(project, "dvc", "repro")
+    result = run_in(project, "dvc", "repro")
     return re.findall(r"^Running stage '([^']+)':", result.stdout + result.stderr, re.MULTILINE)
 
 
 def dvc_status(project: Path) -> dict:
     """`dvc status` as JSON: empty when every stage is up to date."""
-    return json.loads(run(project, "dvc", "status", "--json").stdout or "{}")
+    return json.loads(run_in(project, "dvc", "status", "--json").stdout or "{}")
 
 
 def copy_project(source: Path, destination: Path) -> Path:
@@ -84,7 +74,7 @@ def handed_over(local_workflow_run, tmp_path_factory, tiny_params_dict) -> Path:
             ignore=shutil.ignore_patterns("locks"),
         )
     assert not (project / "dvc.lock").exists()
-    run(project, "vocabscale", "dvc-commit")
+    run_in(project, "vocabscale", "dvc-commit")
     git(project, "add", "dvc.lock")
     git(project, "commit", "--quiet", "--message", "results of the Snakemake run")
     return project
@@ -96,14 +86,14 @@ def test_after_the_handover_dvc_has_nothing_to_run(handed_over, tmp_path, tiny_p
     assert dvc_status(project) == {}
     assert repro(project) == []
     # and Snakemake agrees: recording the results changed none of them
-    assert "Nothing to be done" in run(project, "snakemake", "--dry-run").stdout
+    assert "Nothing to be done" in run_in(project, "snakemake", "--dry-run").stdout
     locked = read_yaml(project / "dvc.lock")["stages"]
     runs = len(run_grid(tiny_params_dict))
     assert sum(name.startswith("train@") for name in locked) == runs
     # the cache holds every artifact
     expected = artifact_hashes(project)
     shutil.rmtree(project / "results")
-    run(project, "dvc", "checkout")
+    run_in(project, "dvc", "checkout")
     assert artifact_hashes(project) == expected
 
 
@@ -112,7 +102,7 @@ def test_the_handover_refuses_results_of_other_settings(handed_over, tmp_path):
     project = copy_project(handed_over, tmp_path / "project")
     lock = (project / "dvc.lock").read_text()
     edit_params(project, lambda p: p["normalize"].update(unigram_pseudocount=0.5))
-    result = run(project, "vocabscale", "dvc-commit", check=False)
+    result = run_in(project, "vocabscale", "dvc-commit", check=False)
     assert result.returncode == 1
     assert "Snakemake has jobs left to run for params.yaml" in result.stderr
     assert (project / "dvc.lock").read_text() == lock
@@ -153,14 +143,14 @@ def test_a_new_vocabulary_size_runs_its_stages_and_the_aggregates(
 @pytest.mark.slow
 def test_push_clone_pull_restores_every_artifact(handed_over, tmp_path):
     origin = copy_project(handed_over, tmp_path / "origin")
-    run(origin, "dvc", "remote", "add", "--default", "storage", str(tmp_path / "remote"))
+    run_in(origin, "dvc", "remote", "add", "--default", "storage", str(tmp_path / "remote"))
     git(origin, "commit", "--quiet", "--all", "--message", "a DVC remote")
-    run(origin, "dvc", "push")
+    run_in(origin, "dvc", "push")
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "--quiet", str(origin), str(clone))
     assert not (clone / "results/runs.csv").exists()
 
-    run(clone, "dvc", "pull")
+    run_in(clone, "dvc", "pull")
     expected = artifact_hashes(origin)
     assert any(path.startswith("results/runs/") for path in expected)
     assert artifact_hashes(clone) == expected
@@ -181,7 +171,7 @@ def test_checkpoints_survive_reruns_and_are_not_tracked(handed_over, tmp_path):
     project = copy_project(handed_over, tmp_path / "project")
     state = project / "results/checkpoints/a-v320/state.pt"
     before = state.read_bytes(), artifact_hashes(project)
-    result = run(project, "dvc", "repro", "--force", "--single-item", "train@a-320")
+    result = run_in(project, "dvc", "repro", "--force", "--single-item", "train@a-320")
     assert "Running stage 'train@a-320'" in result.stdout
     # DVC left the resume state alone; the run resumed from it at its last step and wrote the
     # same bytes, so nothing downstream changed
@@ -195,7 +185,7 @@ def test_checkpoints_survive_reruns_and_are_not_tracked(handed_over, tmp_path):
 
 @pytest.mark.slow
 def test_metrics_and_plots(handed_over, tmp_path, tiny_params_dict):
-    shown = json.loads(run(handed_over, "dvc", "metrics", "show", "--json").stdout)
+    shown = json.loads(run_in(handed_over, "dvc", "metrics", "show", "--json").stdout)
     (workspace,) = shown.values()
     metrics = workspace["data"]["results/report/summary.json"]["data"]
     for target in tiny_params_dict["report"]["targets"]:
@@ -205,7 +195,7 @@ def test_metrics_and_plots(handed_over, tmp_path, tiny_params_dict):
     assert metrics["runs"] == runs
     assert metrics["checkpoints"] == runs * tiny_params_dict["train"]["evals"]
 
-    shown = json.loads(run(handed_over, "dvc", "plots", "show", "--json").stdout)
+    shown = json.loads(run_in(handed_over, "dvc", "plots", "show", "--json").stdout)
     assert "errors" not in shown, shown.get("errors")
     plots = shown["data"]
     sources = {
@@ -219,7 +209,7 @@ def test_metrics_and_plots(handed_over, tmp_path, tiny_params_dict):
         assert len(values) == len(pd.read_csv(source)) > 0, name
         assert plot["content"]["encoding"]["x"]["field"] == "flops"
         assert plot["content"]["encoding"]["y"]["field"] == "loss_u"
-    run(handed_over, "dvc", "plots", "show", "--out", str(tmp_path / "plots"))
+    run_in(handed_over, "dvc", "plots", "show", "--out", str(tmp_path / "plots"))
     page = (tmp_path / "plots/index.html").read_text()
     assert "vegaEmbed" in page and "IsoFLOPs envelope" in page
 

@@ -6,11 +6,10 @@ here."""
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import git_project, subprocess_env
+from conftest import git_project, run_in
 from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 
@@ -27,15 +26,9 @@ def one_line(command: str) -> str:
 def snakemake_jobs(project: Path) -> list[dict]:
     """Every job of `snakemake --forceall --dry-run --printshellcmds`: its rule, command,
     inputs and outputs, read from what Snakemake prints."""
-    result = subprocess.run(
-        ["snakemake", "--forceall", "--dry-run", "--printshellcmds"],
-        cwd=project,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_in(
+        project, "snakemake", "--forceall", "--dry-run", "--printshellcmds", timeout=300
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     jobs: list[dict] = []
     for line in result.stdout.splitlines():
         if match := re.fullmatch(r"(?:local)?rule (\w+):", line):

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import slurm_cluster
 import yaml
-from conftest import copy_repo, git, subprocess_env, write_params
+from conftest import copy_repo, git_commit_all, run_in, subprocess_env, write_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -45,12 +45,15 @@ def cluster(tmp_path_factory):
 
 
 def snakemake(workdir, env, *extra, timeout=900):
-    return subprocess.run(
-        ["snakemake", "--profile", "cluster", *SNAKEMAKE_OVERRIDES, *extra],
-        cwd=workdir,
+    return run_in(
+        workdir,
+        "snakemake",
+        "--profile",
+        "cluster",
+        *SNAKEMAKE_OVERRIDES,
+        *extra,
+        check=False,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=timeout,
     )
 
@@ -91,12 +94,9 @@ def test_dvc_takes_the_slurm_run_over(slurm_run):
     """The hand-over after a SLURM run: `vocabscale dvc-commit` records it, then DVC has
     nothing to run. (Before the test below, which adds a run to params.yaml.)"""
     workdir, env, _ = slurm_run
-    git(workdir, "init", "--quiet")
-    git(workdir, "add", "--all")
-    git(workdir, "commit", "--quiet", "--message", "the project")
-    for argv in (["vocabscale", "dvc-commit"], ["dvc", "status", "--quiet"]):
-        result = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True)
-        assert result.returncode == 0, f"{argv}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
+    git_commit_all(workdir)
+    run_in(workdir, "vocabscale", "dvc-commit", env=env)
+    run_in(workdir, "dvc", "status", "--quiet", env=env)
 
 
 def test_a_cancelled_run_resumes_from_its_checkpoint(slurm_run, cluster):

@@ -1,11 +1,10 @@
 """The whole pipeline through Snakemake on a small config: every stage real, end to end."""
 
 import re
-import subprocess
 
 import pandas as pd
 import pytest
-from conftest import subprocess_env
+from conftest import run_in
 
 pytestmark = pytest.mark.slow
 
@@ -72,11 +71,5 @@ def test_every_rule_wrote_its_log(snakemake_run):
 
 
 def test_a_second_run_has_nothing_to_do(snakemake_run):
-    result = subprocess.run(
-        ["snakemake", "--cores", "2", "-n"],
-        cwd=snakemake_run,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-    )
+    result = run_in(snakemake_run, "snakemake", "--cores", "2", "-n", check=False)
     assert "Nothing to be done" in result.stdout + result.stderr
