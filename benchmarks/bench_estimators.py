@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 import scipy
+from machine import cpu_model, usable_cores
 
 from vocabscale.accounting import PAPER_TOKENS_PER_CHAR
 from vocabscale.config import DEFAULTS
@@ -29,17 +30,6 @@ from vocabscale.estimate import bootstrap_replicates, fit_approach
 from vocabscale.estimators import parametric, synthetic
 from vocabscale.estimators.runs import prepare_runs
 from vocabscale.predict import PAPER_COEFFICIENTS
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def objective_of(approach: str, fitted: dict) -> str:
@@ -61,8 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"machine: {cpu_model()}, {cores} cores available ({os.cpu_count()} online)")
+    print(f"machine: {cpu_model()}, {usable_cores()} cores available ({os.cpu_count()} online)")
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import yaml
+from machine import cpu_model, memory_gib, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,28 +46,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = "?"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                memory = f"{int(line.split()[1]) / 2**20:.1f} GiB"
-    except OSError:
-        pass
     import tokenizers
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "cpu": cpu,
-        "cores": f"{cores} usable of {os.cpu_count()}",
-        "memory": memory,
+        "cpu": cpu_model(),
+        "cores": f"{usable_cores()} usable of {os.cpu_count()}",
+        "memory": f"{memory_gib():.1f} GiB",
         "python": platform.python_version(),
         "tokenizers": tokenizers.__version__,
     }

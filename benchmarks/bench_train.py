@@ -27,21 +27,19 @@ The output, with date and device, goes to stdout and to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import gc
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import psutil
 import torch
 import torch.nn.functional as F
+from machine import cpu_model, memory_gib
 
 from vocabscale import accounting
 from vocabscale.accounting import PAPER_SHAPES
@@ -94,16 +92,9 @@ def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     return (
-        f"CPU only, no GPU: {model}, {os.cpu_count()} cores visible, "
-        f"{torch.get_num_threads()} torch threads, "
-        f"{psutil.virtual_memory().total / 2**30:.0f} GiB"
+        f"CPU only, no GPU: {cpu_model()}, {os.cpu_count()} cores visible, "
+        f"{torch.get_num_threads()} torch threads, {memory_gib():.0f} GiB"
     )
 
 
