@@ -24,12 +24,13 @@ import numpy as np
 import scipy
 from machine import cpu_model, usable_cores
 
-from vocabscale.accounting import PAPER_TOKENS_PER_CHAR
-from vocabscale.config import DEFAULTS
-from vocabscale.estimate import bootstrap_replicates, fit_approach
-from vocabscale.estimators import parametric, synthetic
-from vocabscale.estimators.runs import prepare_runs
-from vocabscale.predict import PAPER_COEFFICIENTS
+from vocabscale.config import defaults
+from vocabscale.estimate import parametric, synthetic
+from vocabscale.estimate.approaches import APPROACHES, fit_approach
+from vocabscale.estimate.bootstrap import bootstrap_replicates
+from vocabscale.estimate.published import PAPER_COEFFICIENTS
+from vocabscale.runs.table import prepare_runs
+from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
 
 
 def objective_of(approach: str, fitted: dict) -> str:
@@ -65,8 +66,8 @@ def main() -> None:
         f"noise {args.noise}"
     )
     f = PAPER_TOKENS_PER_CHAR
-    options = DEFAULTS["estimate"]
-    for approach in ("isoflops", "derivative", "parametric"):
+    options = defaults("estimate")
+    for approach in APPROACHES:
         times = []
         for _ in range(args.repeat):
             started = time.perf_counter()

@@ -68,7 +68,7 @@ def load() -> str:
 
 
 def sentences() -> list[str]:
-    from vocabscale.prepare_corpus import python_docs
+    from vocabscale.corpus.sources import python_docs
 
     out = []
     for doc in python_docs():
@@ -137,8 +137,8 @@ def raw_encode(corpus: Path, tokenizer_path: Path, batch_documents: int, batch_c
     the wall and CPU time inside each call is counted."""
     from tokenizers import Tokenizer
 
-    from vocabscale.prepare_corpus import train_shards
-    from vocabscale.tokenize_corpus import read_batches
+    from vocabscale.corpus.shards import train_shards
+    from vocabscale.tokenizer.tokenize import read_batches
 
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     seconds = dict.fromkeys(RAW_METHODS, 0.0)

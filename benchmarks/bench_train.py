@@ -7,8 +7,8 @@
 Each case builds the model and optimizer the `train` stage builds (`vocabscale.train`) and
 times full optimizer steps: forward and backward over the micro-batches of a step
 (`accumulate_gradients`), gradient clipping, AdamW. FLOPs per token are
-6 (Nnv + V d) + 12 n_layer context d (DESIGN.md section 4, attention included: the count MFU
-is usually quoted with). MFU = achieved FLOP/s / the device's stated dense bf16 peak.
+6 (Nnv + V d) + 12 n_layer context d (attention included, the count MFU is usually quoted with;
+docs/design.md, "The science"). MFU = achieved FLOP/s / the device's stated dense bf16 peak.
 
 The loss-head part measures forward + backward of the chunked head alone at V = 32,768 and
 V = 256,000 (and the plain all-logits head where it fits): its peak memory above what existed
@@ -43,16 +43,11 @@ from machine import cpu_model, memory_gib
 
 from vocabscale import accounting
 from vocabscale.accounting import PAPER_SHAPES
-from vocabscale.config import DEFAULTS, ModelSpec
-from vocabscale.model import Attention, head_chunk_rows, rope_tables, summed_cross_entropy
-from vocabscale.train import (
-    TrainConfig,
-    accumulate_gradients,
-    autocast_for,
-    build_model,
-    build_optimizer,
-    resolved_precision,
-)
+from vocabscale.config import defaults
+from vocabscale.sweep import ModelSpec
+from vocabscale.train.config import TrainConfig, autocast_for, resolved_precision
+from vocabscale.train.loop import accumulate_gradients, build_model, build_optimizer
+from vocabscale.train.model import Attention, head_chunk_rows, rope_tables, summed_cross_entropy
 
 GB = 1e9
 
@@ -163,9 +158,9 @@ def training_state_bytes(shape_name: str, vocab_size: int) -> float:
 
 def run_case(case: Case, args, device: torch.device) -> Case:
     shape = PAPER_SHAPES[case.shape][0]
-    spec = ModelSpec(case.shape, shape, train_tokens=1)
+    spec = ModelSpec(case.shape, shape, train_tokens=1, gpus=1)
     train = {
-        **DEFAULTS["train"],
+        **defaults("train"),
         "seed": 0,
         "context": case.context,
         "batch_tokens": case.micro_batch * case.accumulation * case.context,
@@ -234,7 +229,7 @@ class HeadCase:
     def rows(self) -> int:
         if self.plain:
             return self.tokens
-        most_tokens = DEFAULTS["train"]["head_chunk_tokens"]
+        most_tokens = defaults("train.head_chunk_tokens")
         return head_chunk_rows(self.vocab_size, most_tokens, self.chunk_logits)
 
 
@@ -314,7 +309,7 @@ def loss_head_section(args, device: torch.device) -> list[str]:
         f"## Loss head: forward + backward, {args.head_tokens} tokens, d = {args.head_width}",
         "",
         f"Chunk budget {args.head_chunk_logits:,} logits (--head-chunk-logits; the training "
-        f"default, train.head_chunk_logits, is {DEFAULTS['train']['head_chunk_logits']:,}). Peak: "
+        f"default, train.head_chunk_logits, is {defaults('train.head_chunk_logits'):,}). Peak: "
         "memory above what was held before the head ran. V x d buffers: the float32 gradient "
         "of the weight" + (" and its bf16 copy under autocast" if cast else "") + ", which "
         "any head holds. Working: the peak less those and the float32 gradient of the hidden "
@@ -381,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     args.compile = cuda if args.compile is None else args.compile
     args.head_width = args.head_width or (2048 if cuda else 512)
     args.head_tokens = args.head_tokens or (8192 if cuda else 2048)
-    default_budget = DEFAULTS["train"]["head_chunk_logits"] if cuda else 2**23
+    default_budget = defaults("train.head_chunk_logits") if cuda else 2**23
     args.head_chunk_logits = args.head_chunk_logits or default_budget
     if args.max_state_gb is None:
         memory = torch.cuda.get_device_properties(device).total_memory if cuda else 8 * GB

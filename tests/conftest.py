@@ -11,12 +11,26 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vocabscale.config import read_yaml
-from vocabscale.prepare_corpus import prepare_corpus
-from vocabscale.tokenize_corpus import tokenize_corpus
-from vocabscale.train_tokenizer import train_tokenizer
+from vocabscale.config import defaults, read_yaml
+from vocabscale.corpus.prepare import prepare_corpus
+from vocabscale.tokenizer.tokenize import tokenize_corpus
+from vocabscale.tokenizer.train import train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def tokenizer_settings(**overrides) -> dict:
+    """The `tokenizer` settings a tokenize or train-tokenizer call takes, defaults but for
+    `overrides`."""
+    keys = ("batch_documents", "batch_characters", "checkpoint_seconds")
+    return {key: defaults("tokenizer")[key] for key in keys} | overrides
+
+
+def train_tokenizer_with_defaults(sample: Path, vocab_size: int, out: Path, **overrides):
+    settings = defaults("tokenizer") | overrides
+    return train_tokenizer(
+        sample, vocab_size, out, settings["min_frequency"], settings["batch_documents"]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -78,8 +92,15 @@ def tokenized(tmp_path_factory, corpus_dir) -> dict[int, Path]:
     out = {}
     for vocab_size in (320, 640, 1280):
         tokenizer = root / f"v{vocab_size}" / "tokenizer.json"
-        train_tokenizer(corpus_dir / "tokenizer_sample.parquet", vocab_size, tokenizer)
-        tokenize_corpus(corpus_dir, tokenizer, root / f"tokens-v{vocab_size}", 256)
+        train_tokenizer_with_defaults(
+            corpus_dir / "tokenizer_sample.parquet", vocab_size, tokenizer
+        )
+        tokenize_corpus(
+            corpus_dir,
+            tokenizer,
+            root / f"tokens-v{vocab_size}",
+            **tokenizer_settings(batch_documents=256),
+        )
         out[vocab_size] = root / f"tokens-v{vocab_size}"
     return out
 

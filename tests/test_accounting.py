@@ -7,7 +7,8 @@ import torch
 
 from vocabscale import accounting
 from vocabscale.accounting import PAPER_SHAPES, ModelShape
-from vocabscale.model import Llama
+from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
+from vocabscale.train.model import Llama
 
 SHAPES = [ModelShape(2, 2, 48, 128), ModelShape(3, 4, 96, 256), ModelShape(1, 1, 8, 8)]
 
@@ -45,7 +46,7 @@ def test_flops_follow_the_paper_convention():
 
 
 def test_paper_tokens_per_char_falls_with_v_and_is_clamped():
-    f = accounting.PAPER_TOKENS_PER_CHAR
+    f = PAPER_TOKENS_PER_CHAR
     values = [f(v) for v in (4096, 16384, 65536, 131072)]
     assert values == sorted(values, reverse=True)
     assert f(10**6) == f(200_000)

@@ -7,7 +7,16 @@ import sys
 import pytest
 import yaml
 
-from vocabscale.config import ParamsError, load_params, run_grid, validate_params
+from vocabscale.config import (
+    ParamsError,
+    _resolve,
+    defaults,
+    describe,
+    load_params,
+    schema,
+    validate_params,
+)
+from vocabscale.sweep import run_grid
 
 
 def check(params: dict, *fragments: str) -> None:
@@ -90,3 +99,47 @@ def test_the_cli_stops_before_compute_with_the_key_named(tmp_path, default_param
     assert result.returncode == 2
     assert "train.contxt" in result.stderr and "did you mean 'context'" in result.stderr
     assert not (tmp_path / "corpus").exists()
+
+
+def optional_leaves(node: dict, path: str = ""):
+    """(dotted key, schema node) of every optional key that is not a section of its own, in
+    sections, in the entries of maps (`models.<name>`) and of lists (`report.targets[]`). Keys
+    that are alternatives of a `oneOf` (a model's preset or its explicit shape) have none."""
+    node = _resolve(node)
+    required = set(node.get("required", []))
+    alternatives = {key for option in node.get("oneOf", []) for key in option.get("required", [])}
+    for key, child in node.get("properties", {}).items():
+        child = _resolve(child)
+        where = f"{path}.{key}" if path else key
+        if "properties" in child or isinstance(child.get("additionalProperties"), dict):
+            yield from optional_leaves(child, where)
+        elif isinstance(child.get("items"), dict) and "properties" in _resolve(child["items"]):
+            yield from optional_leaves(child["items"], f"{where}[]")
+        elif key not in required | alternatives:
+            yield where, child
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        yield from optional_leaves(extra, f"{path}.<name>")
+
+
+def test_every_optional_key_has_its_default_in_the_schema():
+    """The schema is the one home of every default: each optional key declares one, and a
+    params file that leaves a key out gets exactly that value."""
+    missing = [where for where, node in optional_leaves(schema()) if "default" not in node]
+    assert not missing, f"optional keys without a default in the schema: {missing}"
+
+
+def test_left_out_keys_get_the_schema_defaults(default_params):
+    params = copy.deepcopy(default_params)
+    del params["train"]["beta2"], params["estimate"]["bootstrap"]
+    params["models"]["xs"].pop("gpus", None)
+    filled = validate_params(params)
+    assert filled["train"]["beta2"] == defaults("train.beta2") == 0.95
+    assert filled["estimate"]["bootstrap"] == defaults("estimate.bootstrap")
+    assert filled["models"]["xs"]["gpus"] == 1  # defaults reach the entries of a map too
+    assert filled["cluster"] == defaults("cluster")  # an absent section is filled whole
+
+
+def test_help_text_is_the_schema_description_and_default():
+    text = describe("estimate.parametric.min_flops")
+    assert "C >= this" in text and "2.18e+17" in text

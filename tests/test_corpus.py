@@ -17,14 +17,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
+from conftest import tokenizer_settings
 
 import vocabscale
-from vocabscale import prepare_corpus as prepare_module
-from vocabscale import tokenize_corpus as tokenize_module
 from vocabscale.config import validate_params
+from vocabscale.corpus import shards as shards_module
+from vocabscale.corpus.prepare import prepare_corpus
+from vocabscale.corpus.shards import read_texts, train_shards
+from vocabscale.corpus.sources import python_docs
 from vocabscale.io import read_json
-from vocabscale.prepare_corpus import prepare_corpus, python_docs, read_texts, train_shards
-from vocabscale.tokenize_corpus import read_batches, tokenize_corpus
+from vocabscale.tokenizer import tokenize as tokenize_module
+from vocabscale.tokenizer.tokenize import read_batches, tokenize_corpus
 
 
 def corpus_section(tiny_params_dict: dict, source, **overrides) -> dict:
@@ -108,7 +111,7 @@ def test_every_format_gives_identical_token_arrays(
         assert stats["skipped"] == {"empty": 0, "non_utf8": 0, "malformed": 0}, name
         assert stats["train_shards"] > 1
         tokens = tmp_path / "tokens" / name
-        tokenize_corpus(corpus, tokenizer, tokens, batch_documents=7)
+        tokenize_corpus(corpus, tokenizer, tokens, **tokenizer_settings(batch_documents=7))
         arrays[name] = {
             file: (tokens / file).read_bytes()
             for file in ("train.bin", "validation.bin", "unigram_counts.npy", "stats.json")
@@ -261,17 +264,17 @@ def test_the_tokenizer_sample_is_bounded_exactly(corpus_dir, tiny_params_dict):
 def test_reading_from_any_position_gives_the_rest(tmp_path, monkeypatch, documents):
     """Resuming reads from a (file, row) position: row groups before it are skipped, and the
     documents after it come out exactly once."""
-    monkeypatch.setattr(prepare_module, "ROW_GROUP_CHARACTERS", 3000)
+    monkeypatch.setattr(shards_module, "ROW_GROUP_CHARACTERS", 3000)
     paths = []
     for part in range(3):
         path = tmp_path / f"{part:05d}.parquet"
-        writer = prepare_module.TextWriter(path)
+        writer = shards_module.TextWriter(path)
         for text in documents[part * 50 : (part + 1) * 50]:
             writer.add(text)
         writer.close()
         paths.append(path)
     assert pq.ParquetFile(paths[0]).num_row_groups > 3
-    batches = list(read_batches(paths, batch_documents=9, batch_characters=5000))
+    batches = list(read_batches(paths, (0, 0), batch_documents=9, batch_characters=5000))
     assert [t for b in batches for t in b.texts] == documents
     for i, batch in enumerate(batches):
         rest = read_batches(paths, batch.position, batch_documents=4, batch_characters=10**9)
@@ -300,7 +303,12 @@ def test_an_interrupted_tokenization_resumes_byte_identical(
 
     monkeypatch.setattr(tokenize_module, "encode", failing_encode)
     with pytest.raises(Interrupted):
-        tokenize_corpus(corpus_dir, tokenizer, out, batch_documents=4, checkpoint_seconds=0)
+        tokenize_corpus(
+            corpus_dir,
+            tokenizer,
+            out,
+            **tokenizer_settings(batch_documents=4, checkpoint_seconds=0),
+        )
     assert not out.exists() and (work / "progress.json").exists()
     checkpoint = json.loads((work / "progress.json").read_text())
     assert checkpoint["documents"] == 4 * 5  # every batch written before the failure
@@ -312,7 +320,9 @@ def test_an_interrupted_tokenization_resumes_byte_identical(
         tokenize_module, "encode", lambda t, texts: counted.append(1) or real_encode(t, texts)
     )
     caplog.set_level(logging.INFO)
-    tokenize_corpus(corpus_dir, tokenizer, out, batch_documents=4, checkpoint_seconds=0)
+    tokenize_corpus(
+        corpus_dir, tokenizer, out, **tokenizer_settings(batch_documents=4, checkpoint_seconds=0)
+    )
     assert "resuming partial work" in caplog.text
     total = read_json(corpus_dir / "stats.json")["splits"]
     batches = -(-total["train"]["documents"] // 4) + -(-total["validation"]["documents"] // 4)
@@ -325,7 +335,7 @@ def test_an_interrupted_tokenization_resumes_byte_identical(
 
 KILLER = """
 import os, signal, sys
-from vocabscale import tokenize_corpus as module
+from vocabscale.tokenizer import tokenize as module
 real_write, writes = module.SplitWriter.write, []
 def write(self, batch, encodings):
     writes.append(1)
@@ -390,11 +400,18 @@ def test_partial_work_for_another_tokenizer_is_discarded(
 
     monkeypatch.setattr(tokenize_module, "encode", failing_encode)
     with pytest.raises(Interrupted):
-        tokenize_corpus(corpus_dir, tokenized[320].parent / "v320" / "tokenizer.json", out)
+        tokenize_corpus(
+            corpus_dir,
+            tokenized[320].parent / "v320" / "tokenizer.json",
+            out,
+            **tokenizer_settings(),
+        )
     assert (tmp_path / ".v.partial" / "progress.json").exists()
     monkeypatch.setattr(tokenize_module, "encode", real_encode)
     caplog.set_level(logging.INFO)
-    tokenize_corpus(corpus_dir, tokenized[640].parent / "v640" / "tokenizer.json", out)
+    tokenize_corpus(
+        corpus_dir, tokenized[640].parent / "v640" / "tokenizer.json", out, **tokenizer_settings()
+    )
     assert "discarding partial work" in caplog.text and "tokenizer changed" in caplog.text
     for name in ("train.bin", "validation.bin", "stats.json"):
         assert (out / name).read_bytes() == (tokenized[640] / name).read_bytes(), name

@@ -5,13 +5,18 @@ here."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
 import pytest
-from conftest import git_project, run_in
+from conftest import REPO, git_project, run_in
 from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
+
+from vocabscale.cli import COMMANDS, command_entry
+from vocabscale.config import read_yaml
+from vocabscale.estimate.approaches import APPROACHES
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +102,26 @@ def test_every_default_run_has_its_stages(project, default_params):
     for model in default_params["models"]:
         for vocab_size in default_params["tokenizer"]["vocab_sizes"]:
             assert {f"train@{model}-{vocab_size}", f"normalize@{model}-{vocab_size}"} <= names
+
+
+def test_dvc_yaml_estimates_every_registered_approach():
+    """dvc.yaml cannot read the approach registry, so this keeps its matrix in step with it."""
+    stages = read_yaml(REPO / "dvc.yaml")["stages"]
+    assert stages["estimate"]["matrix"]["approach"] == list(APPROACHES)
+
+
+def test_each_rules_file_runs_the_stages_of_its_package():
+    """The package mirrors the workflow: every command a rule of `workflow/rules/<group>.smk`
+    runs lives in `vocabscale.<group>`, and every command module has its two entry points."""
+    rules = sorted((REPO / "workflow/rules").glob("*.smk"))
+    commands = {}
+    for path in rules:
+        for command in re.findall(r'"vocabscale ([\w{}.-]+)', path.read_text()):
+            commands[command.replace("{wildcards.approach}", "isoflops")] = path.stem
+    assert len(set(commands.values())) == len(rules) - 1  # all but common.smk run commands
+    for command, group in commands.items():
+        module = command_entry(command)[0]
+        assert module.startswith(f"vocabscale.{group}."), (command, module, group)
+    for module, _ in COMMANDS.values():
+        imported = importlib.import_module(module)
+        assert callable(imported.add_arguments) and callable(imported.run), module

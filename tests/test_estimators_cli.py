@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from vocabscale.estimators import synthetic
-from vocabscale.predict import PAPER_COEFFICIENTS
+from vocabscale.estimate import synthetic
+from vocabscale.estimate.published import PAPER_COEFFICIENTS
 
 REPO = Path(__file__).resolve().parents[1]
 THEIR_NAMES = {"non_vocab_params": "nnv", "loss_u": "unigram_normalized_loss"}

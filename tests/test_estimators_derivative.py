@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from vocabscale.accounting import PAPER_TOKENS_PER_CHAR, TokensPerChar, width_for_nnv
-from vocabscale.estimators import derivative, synthetic
-from vocabscale.estimators.runs import RunsTableError, prepare_runs
-from vocabscale.predict import PAPER_COEFFICIENTS
+from vocabscale.accounting import width_for_nnv
+from vocabscale.estimate import derivative, synthetic
+from vocabscale.estimate.approaches import fit_approach
+from vocabscale.estimate.published import PAPER_COEFFICIENTS
+from vocabscale.runs.table import RunsTableError, prepare_runs
+from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR, TokensPerChar
 
 F = PAPER_TOKENS_PER_CHAR
 PAPER_NNV = [33e6, 85e6, 151e6, 302e6, 631e6, 1.13e9, 2.87e9]
@@ -55,7 +57,7 @@ def test_defaults_on_the_paper_grid_give_the_published_approach_2():
     the smallest model) on the paper's seven models and ten vocabularies, with L_u from the
     published approach-3 law: the published gamma, and the published anchor V = 6144."""
     frame = synthetic.runs_table(synthetic.parametric_law(LAW), synthetic.paper_models(7))
-    fitted = derivative.estimate_derivative(prepare_runs(frame, F), F)
+    fitted = fit_approach("derivative", prepare_runs(frame, F), F)
     assert fitted["gamma"] == pytest.approx(PAPER_COEFFICIENTS["derivative"]["gamma"], abs=1e-3)
     assert fitted["anchor"]["vocab_size"] == 6144
     assert fitted["anchor"]["flops"] == pytest.approx(2.7e17, rel=0.1)
@@ -87,7 +89,7 @@ def test_anchor_is_the_best_trained_vocabulary_of_the_smallest_model(paper_like_
 
 def test_estimate_records_options_and_widths(paper_like_runs):
     runs = paper_like_runs
-    fitted = derivative.estimate_derivative(runs, F)
+    fitted = fit_approach("derivative", runs, F)
     assert fitted["options"]["nnv_grid_source"] == "trained models"
     assert fitted["options"]["grid_widths"] == "runs"
     assert fitted["options"]["exponent_through_anchor"] is True
@@ -97,8 +99,16 @@ def test_estimate_records_options_and_widths(paper_like_runs):
     through = fitted["exponent_fit"]["through"]
     assert (through["nnv"], through["d_model"]) == (fitted["anchor"]["nnv"], 512)
     # an explicit anchor replaces the runs' one, and is recorded as given
-    given = derivative.estimate_derivative(
-        runs, F, PAPER_NNV, anchor={"nnv": 33e6, "vocab_size": 6144, "d_model": 512}
+    given = fit_approach(
+        "derivative",
+        runs,
+        F,
+        {
+            "nnv_grid": PAPER_NNV,
+            "anchor_nnv": 33e6,
+            "anchor_vocab_size": 6144,
+            "anchor_d_model": 512,
+        },
     )
     assert given["anchor"]["source"] == "given"
     assert given["anchor"]["vocab_params"] == 3_145_728
@@ -113,8 +123,8 @@ def test_paper_widths_are_wrong_for_tiny_models():
     models = synthetic.smooth_models(4, 5e4, 4e5, 20.0)
     frame = synthetic.runs_table(synthetic.parametric_law(LAW), models, (320, 640, 1280, 2560), 5)
     runs = prepare_runs(frame, f)
-    learnt = derivative.estimate_derivative(runs, f)
-    paper = derivative.estimate_derivative(runs, f, grid_widths="paper")
+    learnt = fit_approach("derivative", runs, f)
+    paper = fit_approach("derivative", runs, f, {"grid_widths": "paper"})
     assert {s["d_model"] for s in paper["exponent_fit"]["solutions"]} == {512}
     widths = [s["d_model"] for s in learnt["exponent_fit"]["solutions"]]
     assert widths == pytest.approx([m.d_model for m in models])
@@ -125,4 +135,4 @@ def test_paper_widths_are_wrong_for_tiny_models():
 def test_too_few_vocabularies_for_the_anchor_is_a_clear_error():
     frame = synthetic.runs_table(synthetic.parametric_law(LAW), synthetic.paper_models(2), (4096,))
     with pytest.raises(RunsTableError, match="1 vocabulary size"):
-        derivative.estimate_derivative(prepare_runs(frame, F), F)
+        fit_approach("derivative", prepare_runs(frame, F), F)

@@ -5,10 +5,11 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from vocabscale.accounting import PAPER_TOKENS_PER_CHAR
-from vocabscale.estimators import isoflops, synthetic
-from vocabscale.estimators.runs import RunsTableError, prepare_runs
-from vocabscale.predict import PAPER_COEFFICIENTS
+from vocabscale.estimate import isoflops, synthetic
+from vocabscale.estimate.approaches import fit_approach
+from vocabscale.estimate.published import PAPER_COEFFICIENTS
+from vocabscale.runs.table import RunsTableError, prepare_runs
+from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
 
 TRUTH = PAPER_COEFFICIENTS["isoflops"]
 F = PAPER_TOKENS_PER_CHAR
@@ -30,7 +31,7 @@ def test_known_envelope_is_recovered(profiles, densify):
     """K1 and gamma within 2%, and Nnv, Nv (hence V) within 3% at budgets across the range.
     K2 is judged through the Nv it predicts: it is ln Nv at C = 1 FLOP, about 19 decades below
     the data, so a 1% change in gamma moves it by 0.18, or 11% of its value."""
-    fitted = isoflops.estimate_isoflops(profiles, F, densify=densify)
+    fitted = fit_approach("isoflops", profiles, F, {"densify": densify})
     for key in ("K1", "gamma"):
         assert fitted[key] == pytest.approx(TRUTH[key], rel=0.02), key
     assert fitted["nnv_exponent"] == 0.5
@@ -45,7 +46,7 @@ def test_known_envelope_is_recovered(profiles, densify):
 
 
 def test_free_exponents_recover_one_half(profiles):
-    fitted = isoflops.estimate_isoflops(profiles, F, free_exponents=True)
+    fitted = fit_approach("isoflops", profiles, F, {"free_exponents": True})
     assert fitted["nnv_exponent"] == pytest.approx(0.5, rel=0.02)
     assert fitted["gamma"] == pytest.approx(TRUTH["gamma"], rel=0.02)
     assert fitted["options"]["free_exponents"] is True
@@ -78,7 +79,7 @@ def test_envelope_on_the_grid_edge_is_reported(caplog):
     """A paper-like grid whose smallest model is larger than the optimum at low budgets."""
     law = synthetic.separable_law(TRUTH["K1"], TRUTH["K2"], TRUTH["gamma"])
     frame = synthetic.runs_table(law, synthetic.paper_models(2), (4096, 8192, 16384), 10)
-    fitted = isoflops.estimate_isoflops(prepare_runs(frame, F), F, densify=False)
+    fitted = fit_approach("isoflops", prepare_runs(frame, F), F, {"densify": False})
     shares = fitted["fit"]["envelope_at_grid_edge"]
     assert shares["non_vocab_params"] == 1.0  # two models: every point is at an edge
     assert "smallest or largest trained Nnv" in caplog.text
@@ -88,7 +89,7 @@ def test_too_few_compute_levels_is_a_clear_error():
     law = synthetic.separable_law(TRUTH["K1"], TRUTH["K2"], TRUTH["gamma"])
     one_run = synthetic.runs_table(law, synthetic.paper_models(1), (4096,), 5)
     with pytest.raises(RunsTableError, match="same Nv"):
-        isoflops.estimate_isoflops(prepare_runs(one_run, F), F)
+        fit_approach("isoflops", prepare_runs(one_run, F), F)
     single_point = one_run.iloc[[0]]
     with pytest.raises(RunsTableError, match="1 distinct compute level"):
-        isoflops.estimate_isoflops(prepare_runs(single_point, F), F)
+        fit_approach("isoflops", prepare_runs(single_point, F), F)

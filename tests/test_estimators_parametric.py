@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from vocabscale.accounting import PAPER_TOKENS_PER_CHAR
-from vocabscale.estimate import predictions_table
-from vocabscale.estimators import parametric, synthetic
-from vocabscale.estimators.fitting import huber_objective
-from vocabscale.estimators.runs import RunsTableError, prepare_runs
-from vocabscale.predict import PAPER_COEFFICIENTS
+from vocabscale.estimate import parametric, synthetic
+from vocabscale.estimate.approaches import fit_approach
+from vocabscale.estimate.fitting import huber_objective
+from vocabscale.estimate.predict import predictions_table
+from vocabscale.estimate.published import PAPER_COEFFICIENTS
+from vocabscale.runs.table import RunsTableError, prepare_runs
+from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
 
 F = PAPER_TOKENS_PER_CHAR
 LAW = PAPER_COEFFICIENTS["parametric"]
@@ -28,7 +29,7 @@ def paper_like():
 
 @pytest.fixture(scope="module")
 def fitted(paper_like):
-    return parametric.estimate_parametric(paper_like, F)
+    return fit_approach("parametric", paper_like, F)
 
 
 def test_parameters_are_recovered(fitted):
@@ -81,7 +82,7 @@ def test_authors_tokenization_switch(paper_like, fitted, caplog):
     ) + np.random.default_rng(1).normal(0.0, 0.002, len(frame))
     runs = prepare_runs(frame.drop(columns=["run"]), F)
     with caplog.at_level(logging.WARNING):
-        compatible = parametric.estimate_parametric(runs, F, authors_tokenization=True)
+        compatible = fit_approach("parametric", runs, F, {"authors_tokenization": True})
     assert compatible["options"]["authors_tokenization"] is True
     for name in parametric.PARAMETERS:
         assert compatible[name] == pytest.approx(LAW[name], rel=0.02), name
@@ -98,7 +99,7 @@ def test_vocabulary_that_does_not_help_is_reported(caplog):
     law = {**LAW, "A2": 0.0}
     frame = synthetic.runs_table(synthetic.parametric_law(law), noise=0.002, seed=2)
     with caplog.at_level(logging.WARNING):
-        degenerate = parametric.estimate_parametric(prepare_runs(frame, F), F)
+        degenerate = fit_approach("parametric", prepare_runs(frame, F), F)
     assert "A2" in degenerate["fit"]["on_bound"]
     assert "A2 ended at 0" in caplog.text
     vocab_size, at_bound = parametric.optimal_vocab(degenerate, 302e6, 1024, 1e20)
@@ -112,7 +113,7 @@ def test_vocabulary_that_does_not_help_is_reported(caplog):
 
 def test_too_few_points_or_sizes_is_a_clear_error(paper_like):
     with pytest.raises(RunsTableError, match=r"0 rows have C >= 1e\+25 FLOPs.*min_flops"):
-        parametric.estimate_parametric(paper_like, F, min_flops=1e25)
+        fit_approach("parametric", paper_like, F, {"min_flops": 1e25})
     one_model = synthetic.runs_table(synthetic.parametric_law(LAW), synthetic.paper_models(1))
     with pytest.raises(RunsTableError, match="one of the model sizes"):
-        parametric.estimate_parametric(prepare_runs(one_model, F), F, min_flops=0)
+        fit_approach("parametric", prepare_runs(one_model, F), F, {"min_flops": 0})

@@ -6,16 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vocabscale.accounting import PAPER_TOKENS_PER_CHAR
-from vocabscale.estimators import derivative, synthetic
-from vocabscale.estimators.runs import (
+from vocabscale.estimate import derivative, synthetic
+from vocabscale.estimate.approaches import fit_approach
+from vocabscale.estimate.published import PAPER_COEFFICIENTS
+from vocabscale.runs.table import (
     RunsTableError,
     load_runs,
     parse_renames,
     prepare_runs,
     width_from_runs,
 )
-from vocabscale.predict import PAPER_COEFFICIENTS
+from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +87,8 @@ def test_runs_are_grouped_by_columns_not_row_order(table):
     anchor, anchor_mixed = (derivative.empirical_anchor(r) for r in (runs, mixed))
     assert anchor_mixed["vocab_size"] == anchor["vocab_size"]
     assert anchor_mixed["flops"] == anchor["flops"]
-    assert derivative.estimate_derivative(mixed, f)["gamma"] == pytest.approx(
-        derivative.estimate_derivative(runs, f)["gamma"], rel=1e-12
+    assert fit_approach("derivative", mixed, f)["gamma"] == pytest.approx(
+        fit_approach("derivative", runs, f)["gamma"], rel=1e-12
     )
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from vocabscale.accounting import PAPER_SHAPES, ModelShape
-from vocabscale.model import Llama, head_chunk_rows, summed_cross_entropy
+from vocabscale.train.model import Llama, head_chunk_rows, summed_cross_entropy
 
 
 def plain_cross_entropy(hidden, weight, targets):

@@ -10,16 +10,19 @@ import pytest
 import torch
 
 from vocabscale.accounting import ModelShape
-from vocabscale.config import DEFAULTS, ModelSpec
+from vocabscale.config import defaults
 from vocabscale.io import read_json, read_tokens
-from vocabscale.model import Llama
-from vocabscale.normalize import (
+from vocabscale.runs.normalize import (
     normalize_evals,
     normalize_run,
     unigram_cross_entropy_sum,
     unigram_log_probs,
 )
-from vocabscale.train import TrainConfig, evaluate, train_run
+from vocabscale.sweep import ModelSpec
+from vocabscale.train.config import TrainConfig
+from vocabscale.train.evaluate import evaluate
+from vocabscale.train.loop import train_run
+from vocabscale.train.model import Llama
 
 SHAPE = ModelShape(n_layer=2, n_head=2, d_model=32, ffn=64)
 
@@ -70,7 +73,7 @@ def test_a_unigram_model_has_zero_normalized_loss(tokenized):
 def test_a_trained_model_has_negative_normalized_loss_and_sane_bpc(tokenized, tmp_path):
     config = TrainConfig.from_params(
         {
-            **DEFAULTS["train"],
+            **defaults("train"),
             "seed": 0,
             "context": 32,
             "batch_tokens": 1024,
@@ -82,7 +85,7 @@ def test_a_trained_model_has_negative_normalized_loss_and_sane_bpc(tokenized, tm
             "precision": "fp32",
         }
     )
-    spec = ModelSpec("t", SHAPE, 96 * 1024)
+    spec = ModelSpec("t", SHAPE, 96 * 1024, gpus=1)
     train_run(spec, tokenized[640], config, tmp_path / "run", tmp_path / "ckpt")
     out = normalize_run(tmp_path / "run", tokenized[640], tmp_path / "n.csv", 1.0)
     assert (out["loss_u"] < 0).all()

@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from vocabscale.predict import PAPER_COEFFICIENTS, predict
+from vocabscale.estimate.predict import predict
+from vocabscale.estimate.published import PAPER_COEFFICIENTS
 
-# Nnv, d, approach 1, approach 2, approach 3 (DESIGN.md section 4)
+# Nnv, d, approach 1, approach 2, approach 3 (docs/design.md, "The paper's numbers")
 PUBLISHED = [
     (2.87e9, 3200, 37_942, 40_993, 35_271),
     (7e9, 4096, 62_280, 67_450, 59_547),

@@ -13,15 +13,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vocabscale.accounting import PAPER_SHAPES, PAPER_TOKENS_PER_CHAR, flops
-from vocabscale.config import DEFAULTS, validate_params
-from vocabscale.estimate import estimate_approach
-from vocabscale.estimators import parametric
-from vocabscale.estimators.runs import prepare_runs
-from vocabscale.figures import FIGURES
+from vocabscale.accounting import PAPER_SHAPES, flops
+from vocabscale.config import defaults, validate_params
+from vocabscale.estimate import parametric
+from vocabscale.estimate.approaches import APPROACHES
+from vocabscale.estimate.bootstrap import estimate_approach
+from vocabscale.estimate.predict import predict
+from vocabscale.estimate.published import PAPER_COEFFICIENTS
 from vocabscale.io import read_json, write_json
-from vocabscale.predict import APPROACHES, PAPER_COEFFICIENTS, predict
-from vocabscale.report import build_report, round_to_multiple
+from vocabscale.report.evidence import round_to_multiple
+from vocabscale.report.figures import FIGURES
+from vocabscale.report.stage import build_report
+from vocabscale.runs.table import prepare_runs
+from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
 
 SHAPES = ("33M", "85M", "151M", "302M")
 VOCABULARIES = (4096, 6144, 8192, 16384, 32768, 64512)
@@ -77,7 +81,7 @@ def clean(tmp_path_factory) -> dict[str, Path]:
     frame.to_csv(root / "runs.csv", index=False)
     f = PAPER_TOKENS_PER_CHAR
     runs = prepare_runs(frame, f, "synthetic")
-    options = copy.deepcopy(DEFAULTS["estimate"])
+    options = defaults("estimate")
     options["isoflops"].update(nnv_points=20, vocab_points=10)  # lighter densification
     for approach in APPROACHES:
         result = estimate_approach(

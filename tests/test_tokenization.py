@@ -7,13 +7,14 @@ import re
 
 import numpy as np
 import pytest
+from conftest import train_tokenizer_with_defaults
 from tokenizers import Tokenizer
 
-from vocabscale.config import END_OF_TEXT
-from vocabscale.fit_tokenization import fit_tokenization
+from vocabscale.corpus.shards import read_texts
 from vocabscale.io import read_json, read_tokens
-from vocabscale.prepare_corpus import read_texts
-from vocabscale.train_tokenizer import train_tokenizer
+from vocabscale.tokenizer.bpe import END_OF_TEXT
+from vocabscale.tokenizer.fit import fit_tokenization
+from vocabscale.tokenizer.train import train_tokenizer
 
 
 def test_corpus_splits_are_disjoint_and_counted_exactly(corpus_dir):
@@ -58,7 +59,9 @@ def test_tokenizer_training_is_deterministic_and_logs_time_and_memory(corpus_dir
 
 def test_a_vocabulary_the_sample_cannot_fill_is_an_error(corpus_dir, tmp_path):
     with pytest.raises(ValueError, match="supports only"):
-        train_tokenizer(corpus_dir / "tokenizer_sample.parquet", 2_000_000, tmp_path / "t.json")
+        train_tokenizer_with_defaults(
+            corpus_dir / "tokenizer_sample.parquet", 2_000_000, tmp_path / "t.json"
+        )
     assert not (tmp_path / "t.json").exists()
 
 

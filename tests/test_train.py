@@ -22,24 +22,19 @@ import yaml
 from conftest import write_params
 
 import vocabscale
-from vocabscale import train as train_module
 from vocabscale.accounting import ModelShape
-from vocabscale.config import DEFAULTS, ParamsError, model_specs, validate_params
+from vocabscale.config import ParamsError, defaults, validate_params
 from vocabscale.io import read_json, read_tokens
-from vocabscale.model import Llama
-from vocabscale.train import (
-    EXIT_PREEMPTED,
-    TrainConfig,
-    _read_state,
-    accumulate_gradients,
-    code_digest,
-    eval_steps,
-    evaluate,
-    fingerprint,
-    learning_rate,
-    sample_batch,
-    train_run,
-)
+from vocabscale.sweep import model_specs
+from vocabscale.train import checkpoint as checkpoint_module
+from vocabscale.train.checkpoint import code_digest, fingerprint, read_state
+from vocabscale.train.config import TrainConfig
+from vocabscale.train.data import sample_batch
+from vocabscale.train.evaluate import evaluate
+from vocabscale.train.loop import accumulate_gradients, train_run
+from vocabscale.train.model import Llama
+from vocabscale.train.schedule import eval_steps, learning_rate
+from vocabscale.train.stage import EXIT_PREEMPTED
 
 VOCAB = 320
 STEPS = 80  # long enough to be caught mid-run, short enough for a test
@@ -249,7 +244,7 @@ def test_gradient_accumulation_equals_one_large_batch():
 
 
 def test_schedule_and_evaluation_points():
-    settings = {**DEFAULTS["train"], "seed": 0, "context": 8, "batch_tokens": 8}
+    settings = {**defaults("train"), "seed": 0, "context": 8, "batch_tokens": 8}
     config = TrainConfig.from_params({**settings, "micro_batch_size": 1, "lr": 1.0, "evals": 20})
     rates = [learning_rate(step, 1000, config) for step in range(1000)]
     assert rates[0] == pytest.approx(0.01) and rates[99] == pytest.approx(1.0)  # 10% warmup
@@ -281,7 +276,7 @@ def test_a_change_to_the_training_code_means_starting_afresh(
     shutil.copytree(Path(vocabscale.__file__).parent, package)
     before = code_digest(package)
     assert before == code_digest()
-    with open(package / "model.py", "a") as source:
+    with open(package / "train" / "model.py", "a") as source:
         source.write("\n# a fix\n")
     assert code_digest(package) != before
     # and the digest is part of what a checkpoint must match
@@ -289,16 +284,16 @@ def test_a_change_to_the_training_code_means_starting_afresh(
     spec, config = model_specs(params)["a"], TrainConfig.from_params(params["train"])
     data = {"splits": {"train": {"tokens": 1000}}}
     same = fingerprint(spec, 320, config, data)
-    monkeypatch.setattr(train_module, "code_digest", lambda: code_digest(package))
+    monkeypatch.setattr(checkpoint_module, "code_digest", lambda: code_digest(package))
     assert fingerprint(spec, 320, config, data) != same
 
 
 def test_an_unreadable_checkpoint_means_starting_afresh(tmp_path):
     path = tmp_path / "state.pt"
     torch.save({"fingerprint": "x", "model": {"w": torch.zeros(1000)}}, path)
-    assert _read_state(path, mmap=False)["fingerprint"] == "x"
+    assert read_state(path, mmap=False)["fingerprint"] == "x"
     path.write_bytes(path.read_bytes()[:500])  # cut short, as by a full disk
-    assert _read_state(path, mmap=False) is None
+    assert read_state(path, mmap=False) is None
 
 
 def test_gpus_must_share_the_batch_evenly(tiny_params_dict):

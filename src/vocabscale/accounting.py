@@ -1,7 +1,8 @@
-"""Parameter, token and FLOPs accounting shared by every stage and estimator.
+"""Parameter and FLOPs accounting shared by every stage and estimator.
 
-All formulas follow DESIGN.md section 4: non-vocabulary parameters Nnv count everything but the
-input embedding and the output projection, Nv = V * d, C = 6 * (Nnv + Nv) * D.
+The paper's conventions (docs/design.md, "The science"): non-vocabulary parameters Nnv count
+everything but the input embedding and the output projection, Nv = V * d,
+C = 6 * (Nnv + Nv) * D. Tokens per character, f(V), is in `vocabscale.tokens_per_char`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import numpy as np
 
 #: A byte-level BPE holds at least the 256 byte tokens and the end-of-text token.
 MIN_VOCAB_SIZE = 257
-#: f(V) is evaluated with V clamped here (the paper's convention).
-TOKENS_PER_CHAR_MAX_VOCAB = 200_000
 
 
 @dataclass(frozen=True)
@@ -26,9 +25,9 @@ class ModelShape:
 
     @property
     def non_vocab_params(self) -> int:
-        """Closed-form Nnv of `vocabscale.model.Llama`: per block the four attention projections
-        (4 d^2), the three SwiGLU matrices (3 d ffn) and two RMSNorm gains (2 d); plus the final
-        RMSNorm gain (d)."""
+        """Closed-form Nnv of `vocabscale.train.model.Llama`: per block the four attention
+        projections (4 d^2), the three SwiGLU matrices (3 d ffn) and two RMSNorm gains (2 d);
+        plus the final RMSNorm gain (d)."""
         d = self.d_model
         per_block = 4 * d * d + 3 * d * self.ffn + 2 * d
         return self.n_layer * per_block + d
@@ -87,32 +86,6 @@ def flops_per_token_with_attention(
 ) -> float:
     """Training FLOPs per token including attention scores: 6 N + 12 n_layer seq_len d."""
     return 6.0 * (non_vocab + vocab_size * d_model) + 12.0 * n_layer * context * d_model
-
-
-@dataclass(frozen=True)
-class TokensPerChar:
-    """f(V) = a ln(V)^2 + b ln(V) + c tokens per character, V clamped at 200,000."""
-
-    a: float
-    b: float
-    c: float
-
-    def __call__(self, vocab_size):
-        log_v = np.log(np.minimum(vocab_size, TOKENS_PER_CHAR_MAX_VOCAB))
-        return self.a * log_v**2 + self.b * log_v + self.c
-
-    def derivative(self, vocab_size):
-        """df/dV (zero beyond the clamp)."""
-        v = np.asarray(vocab_size, dtype=float)
-        slope = (2 * self.a * np.log(v) + self.b) / v
-        return np.where(v < TOKENS_PER_CHAR_MAX_VOCAB, slope, 0.0)
-
-    def as_dict(self) -> dict[str, float]:
-        return {"a": self.a, "b": self.b, "c": self.c}
-
-
-#: The paper's fit on SlimPajama.
-PAPER_TOKENS_PER_CHAR = TokensPerChar(a=0.00639222, b=-0.15811069, c=1.20470122)
 
 
 def log_spaced(low: float, high: float, count: int) -> np.ndarray:

@@ -11,8 +11,10 @@ from the `cluster` section of params.yaml, so nobody edits a tracked file to sub
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +22,9 @@ from typing import Any
 import pandas as pd
 
 from vocabscale import accounting
-from vocabscale.config import ModelSpec, model_specs, run_id
+from vocabscale.config import add_params_argument, load_params
+from vocabscale.sweep import ModelSpec, model_specs, run_id
+from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
 
 ENVIRONMENT = {
     "partition": "VOCABSCALE_SLURM_PARTITION",
@@ -68,7 +72,7 @@ def run_cost(spec: ModelSpec, vocab_size: int, params: dict[str, Any]) -> RunCos
     eval_tokens = (
         train["evals"]
         * params["corpus"]["validation_characters"]
-        * float(accounting.PAPER_TOKENS_PER_CHAR(vocab_size))
+        * float(PAPER_TOKENS_PER_CHAR(vocab_size))
     )
     executed = per_token * (tokens + eval_tokens / 3)
     seconds = executed / (spec.gpus * cluster["gpu_peak_flops"] * cluster["expected_mfu"])
@@ -184,3 +188,20 @@ def format_plan(table: pd.DataFrame, params: dict[str, Any]) -> str:
         f"{cluster.get('account') or '(default)'}"
     )
     return "\n".join(lines)
+
+
+# --- vocabscale plan -------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_params_argument(parser)
+    parser.add_argument("--csv", action="store_true", help="print the table as CSV")
+
+
+def run(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    table = plan(params)
+    if args.csv:
+        table.to_csv(sys.stdout, index=False)
+    else:
+        print(format_plan(table, params))

@@ -1,8 +1,9 @@
-"""params.yaml: loading, schema validation with errors that name the key, defaults, run ids.
+"""params.yaml: loading, schema validation with errors that name the key, defaults.
 
 Every stage calls `load_params` first, so a misspelt key or an impossible value stops the
-pipeline before any compute is spent. Defaults live here, in one place; the schema says what
-is allowed.
+pipeline before any compute is spent. The schema (`schemas/params.schema.yaml`) says what is
+allowed and holds every default (`default:` entries); `defaults()` reads them from there, so
+the pipeline, `vocabscale estimate` and the report all fill in the same values.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import copy
 import difflib
 import functools
 import re
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,111 +19,80 @@ from typing import Any
 import jsonschema
 import yaml
 
-from vocabscale.accounting import MIN_VOCAB_SIZE, PAPER_SHAPES, ModelShape
-
-#: The token that separates documents; it is entry 0 of every tokenizer.
-END_OF_TEXT = "<|endoftext|>"
-
-DEFAULTS: dict[str, Any] = {
-    "corpus": {
-        "hub_config": None,
-        "split": "train",
-        "text_field": "text",
-        "validation_fraction": 0.01,
-        "validation_characters": 2_000_000,
-        "tokenizer_sample_characters": 200_000_000,
-        "max_characters": None,
-        "shard_characters": 100_000_000,
-    },
-    "tokenizer": {
-        "min_frequency": 2,
-        "batch_documents": 1000,
-        "batch_characters": 4_000_000,
-        "checkpoint_seconds": 60.0,
-    },
-    "train": {
-        "min_lr_ratio": 0.1,
-        "warmup_fraction": 0.1,
-        "weight_decay": 0.1,
-        "beta1": 0.9,
-        "beta2": 0.95,
-        "grad_clip": 1.0,
-        "eval_batch_size": 16,
-        "head_chunk_tokens": 8192,
-        # 128 Mi logits per chunk: 4096 tokens at V = 32,768, 524 at V = 256,000
-        "head_chunk_logits": 2**27,
-        "device": "auto",
-        "precision": "auto",
-        "compile": False,
-        "threads": 0,
-        "checkpoint_every": 0,
-    },
-    "normalize": {"unigram_pseudocount": 1.0},
-    "estimate": {
-        "tokenization": "pipeline",
-        "isoflops": {
-            "densify": True,
-            "free_exponents": False,
-            "huber_delta": 1e-3,
-            "nnv_points": 50,
-            "vocab_points": 20,
-        },
-        "derivative": {
-            "anchor_flops": None,
-            "anchor_vocab_size": None,
-            "anchor_nnv": None,
-            "anchor_d_model": None,
-            "nnv_grid": None,
-            "grid_widths": "runs",
-            "exponent_through_anchor": True,
-            "huber_delta": 1e-3,
-        },
-        "parametric": {"min_flops": 2.18e17, "huber_delta": 1e-3, "authors_tokenization": False},
-        "bootstrap": {"samples": 100, "seed": 0, "confidence": 0.9},
-    },
-    "report": {
-        "round_to": 128,
-        "public_models": [],  # empty: the table built into vocabscale.report
-        "extrapolation_warn": 10.0,
-        "disagreement_warn": 1.5,
-        "budget_range": [0.1, 10.0],
-    },
-    "cluster": {
-        "partition": None,
-        "account": None,
-        "qos": None,
-        "gpu_type": None,
-        "cpu_partition": None,
-        "gpu_peak_flops": 989e12,
-        "expected_mfu": 0.4,
-        "runtime_safety": 1.5,
-        "runtime_overhead_minutes": 10,
-        "max_runtime_minutes": 2880,
-        "cpus_per_gpu": 8,
-        "mem_mb_per_gpu": 64000,
-        "cpu_job_runtime_minutes": 240,
-    },
-}
+from vocabscale.accounting import MIN_VOCAB_SIZE, PAPER_SHAPES
+from vocabscale.sweep import resolve_model
 
 
 class ParamsError(ValueError):
     """params.yaml is malformed; the message names the file and the key."""
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model of the grid, resolved from a preset or an explicit shape."""
-
-    name: str
-    shape: ModelShape
-    train_tokens: int
-    gpus: int = 1
-
-
 @functools.cache
 def schema() -> dict[str, Any]:
     text = resources.files("vocabscale").joinpath("schemas/params.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    return yaml.load(text, Loader=_Loader)
+
+
+def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+    """A schema node with its `$ref` (to `#/$defs/...`) merged in."""
+    if "$ref" not in node:
+        return node
+    target = schema()
+    for part in node["$ref"].removeprefix("#/").split("/"):
+        target = target[part]
+    return {**_resolve(target), **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+def _fill_defaults(value: Any, node: dict[str, Any]) -> Any:
+    """`value` with the schema's defaults filled in wherever a key is absent, recursively
+    (into the entries of maps such as `models` and of lists such as `report.targets` too)."""
+    node = _resolve(node)
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        return [_fill_defaults(item, node["items"]) for item in value]
+    if not isinstance(value, dict):
+        return value
+    filled = dict(value)
+    properties = node.get("properties", {})
+    for key, child in properties.items():
+        child = _resolve(child)
+        if key in filled:
+            filled[key] = _fill_defaults(filled[key], child)
+        elif "default" in child:
+            filled[key] = copy.deepcopy(child["default"])
+        elif "properties" in child and key not in node.get("required", []):
+            filled[key] = _fill_defaults({}, child)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in set(filled) - set(properties):
+            filled[key] = _fill_defaults(filled[key], extra)
+    return filled
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    return _fill_defaults({key: {} for key in schema()["properties"]}, schema())
+
+
+def defaults(path: str = "") -> Any:
+    """The defaults of the schema under a dotted key path (`estimate.bootstrap.confidence`),
+    a fresh copy; `""` for all of them."""
+    value: Any = _defaults()
+    for part in filter(None, path.split(".")):
+        value = value[part]
+    return copy.deepcopy(value)
+
+
+def describe(path: str) -> str:
+    """The schema's description of a dotted key path, with its default: help text for options
+    that set the same value on the command line."""
+    node = schema()
+    for part in path.split("."):
+        node = _resolve(node)["properties"][part]
+    node = _resolve(node)
+    text = node.get("description", "")
+    if "default" in node:
+        text += f" (default: {node['default']})" if text else f"default: {node['default']}"
+    return text
 
 
 def _key_path(path) -> str:
@@ -133,15 +102,11 @@ def _key_path(path) -> str:
     return out or "(top level)"
 
 
-def _allowed_keys(node_schema: dict[str, Any]) -> list[str]:
-    return list(node_schema.get("properties", {}))
-
-
-def _describe(error: jsonschema.ValidationError) -> str:
+def _describe_error(error: jsonschema.ValidationError) -> str:
     """One line naming the key and saying what is wrong with it, with a spelling hint."""
     where = _key_path(error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = _allowed_keys(error.schema)
+        allowed = list(error.schema.get("properties", {}))
         unknown = [key for key in error.instance if key not in allowed]
         lines = []
         for key in unknown:
@@ -163,24 +128,6 @@ def _describe(error: jsonschema.ValidationError) -> str:
             f"which needs at least {MIN_VOCAB_SIZE} entries (256 bytes + end-of-text)"
         )
     return f"{where}: {error.message}"
-
-
-def _merge_defaults(params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(params)
-    for key, value in defaults.items():
-        if isinstance(value, dict):
-            merged[key] = _merge_defaults(merged.get(key) or {}, value)
-        else:
-            merged.setdefault(key, copy.deepcopy(value))
-    return merged
-
-
-def resolve_model(name: str, entry: dict[str, Any]) -> ModelSpec:
-    if "preset" in entry:
-        shape = PAPER_SHAPES[entry["preset"]][0]
-    else:
-        shape = ModelShape(entry["n_layer"], entry["n_head"], entry["d_model"], entry["ffn"])
-    return ModelSpec(name, shape, int(entry["train_tokens"]), int(entry.get("gpus", 1)))
 
 
 def _semantic_errors(params: dict[str, Any]) -> list[str]:
@@ -232,9 +179,9 @@ def validate_params(params: Any, source: str = "params.yaml") -> dict[str, Any]:
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = "\n".join(f"  - {_describe(error)}" for error in errors)
+        lines = "\n".join(f"  - {_describe_error(error)}" for error in errors)
         raise ParamsError(f"{source} is invalid:\n{lines}")
-    merged = _merge_defaults(params, DEFAULTS)
+    merged = _fill_defaults(copy.deepcopy(params), schema())
     semantic = _semantic_errors(merged)
     if semantic:
         raise ParamsError(f"{source} is invalid:\n" + "\n".join(f"  - {e}" for e in semantic))
@@ -269,17 +216,6 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     return validate_params(raw, str(path))
 
 
-def model_specs(params: dict[str, Any]) -> dict[str, ModelSpec]:
-    return {name: resolve_model(name, entry) for name, entry in params["models"].items()}
-
-
-def run_id(model: str, vocab_size: int) -> str:
-    """The name of one training run, used in every path: `<model>-v<V>`."""
-    return f"{model}-v{vocab_size}"
-
-
-def run_grid(params: dict[str, Any]) -> list[str]:
-    """Every run of the sweep: each model with each vocabulary size."""
-    return [
-        run_id(model, v) for model in params["models"] for v in params["tokenizer"]["vocab_sizes"]
-    ]
+def add_params_argument(parser) -> None:
+    """`--params`: the validated params file a stage reads its settings from."""
+    parser.add_argument("--params", default="params.yaml", help="validated params file")

@@ -10,6 +10,7 @@ must be clean, so that `dvc repro` runs nothing and `dvc push` shares the result
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import subprocess
@@ -57,3 +58,15 @@ def dvc_commit(root: str | Path = ".") -> None:
         details = "\n".join(f"  {stage}: {json.dumps(what)}" for stage, what in changed.items())
         raise HandOverError(f"`dvc status` is not clean after the commit:\n{details}")
     log.info("dvc.lock and the DVC cache hold every result: `dvc status` is clean")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vocabscale dvc-commit` runs at the repository root and takes no options."""
+
+
+def run(args: argparse.Namespace) -> None:
+    try:
+        dvc_commit()
+    except HandOverError as error:
+        log.error("%s", error)
+        sys.exit(1)

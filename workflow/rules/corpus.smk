@@ -2,6 +2,7 @@ rule prepare_corpus:
     output:
         directory("results/corpus"),
     params:
+        file=PARAMS_FILE,
         section=PARAMS["corpus"],
     threads: 4
     resources:
@@ -9,4 +10,4 @@ rule prepare_corpus:
     log:
         "logs/prepare_corpus.log",
     shell:
-        "vocabscale prepare-corpus --params {PARAMS_FILE} --out {output} --log {log}"
+        "vocabscale prepare-corpus --params {params.file} --out {output} --log {log}"

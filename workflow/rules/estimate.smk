@@ -5,15 +5,14 @@ rule estimate:
     output:
         "results/estimates/{approach}.json",
     params:
+        file=PARAMS_FILE,
         section=lambda wildcards: [
             PARAMS["estimate"][wildcards.approach],
             PARAMS["estimate"]["bootstrap"],
             PARAMS["estimate"]["tokenization"],
         ],
-    wildcard_constraints:
-        approach="isoflops|derivative|parametric",
     log:
         "logs/estimate/{approach}.log",
     shell:
-        "vocabscale estimate-{wildcards.approach} --params {PARAMS_FILE} --runs {input.runs} "
+        "vocabscale estimate-{wildcards.approach} --params {params.file} --runs {input.runs} "
         "--tokenization {input.tokenization} --out {output} --log {log}"

@@ -2,16 +2,17 @@ rule report:
     input:
         estimates=expand(
             "results/estimates/{approach}.json",
-            approach=["isoflops", "derivative", "parametric"],
+            approach=APPROACHES,
         ),
         runs="results/runs.csv",
         tokenization="results/tokenization/fit.json",
     output:
         directory("results/report"),
     params:
+        file=PARAMS_FILE,
         section=PARAMS["report"],
     log:
         "logs/report.log",
     shell:
-        "vocabscale report --params {PARAMS_FILE} --estimates results/estimates "
+        "vocabscale report --params {params.file} --estimates results/estimates "
         "--runs {input.runs} --tokenization {input.tokenization} --out {output} --log {log}"

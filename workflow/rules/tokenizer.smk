@@ -4,6 +4,7 @@ rule train_tokenizer:
     output:
         "results/tokenizers/v{vocab}/tokenizer.json",
     params:
+        file=PARAMS_FILE,
         section=PARAMS["tokenizer"]["min_frequency"],
     threads: 8
     resources:
@@ -11,7 +12,7 @@ rule train_tokenizer:
     log:
         "logs/train_tokenizer/v{vocab}.log",
     shell:
-        "vocabscale train-tokenizer --params {PARAMS_FILE} --corpus {input} "
+        "vocabscale train-tokenizer --params {params.file} --corpus {input} "
         "--vocab-size {wildcards.vocab} --out {output} --log {log}"
 
 
@@ -24,10 +25,12 @@ rule tokenize:
     threads: 8
     resources:
         **CPU_JOB_RESOURCES,
+    params:
+        file=PARAMS_FILE,
     log:
         "logs/tokenize/v{vocab}.log",
     shell:
-        "vocabscale tokenize --params {PARAMS_FILE} --corpus {input.corpus} "
+        "vocabscale tokenize --params {params.file} --corpus {input.corpus} "
         "--tokenizer {input.tokenizer} --out {output} --log {log}"
 
 
@@ -36,8 +39,10 @@ rule fit_tokenization:
         expand("results/tokens/v{vocab}", vocab=VOCAB_SIZES),
     output:
         "results/tokenization/fit.json",
+    params:
+        file=PARAMS_FILE,
     log:
         "logs/fit_tokenization.log",
     shell:
-        "vocabscale fit-tokenization --params {PARAMS_FILE} --tokens-dir results/tokens "
+        "vocabscale fit-tokenization --params {params.file} --tokens-dir results/tokens "
         "--out {output} --log {log}"

@@ -1,17 +1,20 @@
-"""Stage collect: the runs table, one row per evaluation checkpoint of one run (DESIGN.md s.5).
+"""Stage collect: the runs table, one row per evaluation checkpoint of one run.
 
 This table is the estimators' only input, so a table made by another training stack with the
-same columns works just as well.
+same columns works just as well (`vocabscale.runs.table` reads and checks one).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
 import pandas as pd
 
+from vocabscale.config import add_params_argument, load_params
 from vocabscale.io import read_json, write_csv
+from vocabscale.sweep import run_grid
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +72,14 @@ def collect_runs(
         out,
     )
     return runs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_params_argument(parser)
+    parser.add_argument("--runs-dir", required=True, help="holds <model>-v<V>/run.json")
+    parser.add_argument("--normalized-dir", required=True, help="holds <model>-v<V>.csv")
+    parser.add_argument("--out", required=True, help="the runs table (CSV) to write")
+
+
+def run(args: argparse.Namespace) -> None:
+    collect_runs(run_grid(load_params(args.params)), args.runs_dir, args.normalized_dir, args.out)

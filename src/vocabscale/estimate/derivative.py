@@ -2,7 +2,7 @@
 dC/dV = 0 for C(V) = 6 (Nnv + V d) H f(V), solved over a grid of Nnv (d learnt from the trained
 models, or the paper's width mapping), a power law Nv ∝ Nnv^gamma through the solutions, and
 the curve anchored at the empirically best Nv of the smallest model at one compute budget
-(DESIGN.md section 4)."""
+(docs/design.md, "Approach 2")."""
 
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import brentq
 
-from vocabscale.accounting import TOKENS_PER_CHAR_MAX_VOCAB, TokensPerChar, width_for_nnv
-from vocabscale.estimators.fitting import huber_least_squares, r_squared
-from vocabscale.estimators.runs import RunsTable, RunsTableError, width_from_runs
+from vocabscale.accounting import width_for_nnv
+from vocabscale.estimate.fitting import huber_least_squares, r_squared
+from vocabscale.runs.table import RunsTable, RunsTableError, width_from_runs
+from vocabscale.tokens_per_char import TOKENS_PER_CHAR_MAX_VOCAB, TokensPerChar
 
 log = logging.getLogger(__name__)
 
+#: The fitted coefficients (all a prediction needs).
+COEFFICIENTS = ("gamma", "anchor")
 #: Search interval for the stationary point of C(V).
 SEARCH_VOCAB = (16.0, float(TOKENS_PER_CHAR_MAX_VOCAB))
 
@@ -201,19 +204,38 @@ def empirical_anchor(runs: RunsTable, budget: float | None = None) -> dict[str, 
     }
 
 
+def explicit_anchor(
+    nnv: float | None, vocab_size: float | None, d_model: int | None
+) -> dict[str, float] | None:
+    """The anchor that `anchor_nnv`, `anchor_vocab_size` and `anchor_d_model` give (all three,
+    or none: then the anchor comes from the runs)."""
+    given = {"nnv": nnv, "vocab_size": vocab_size, "d_model": d_model}
+    if all(value is None for value in given.values()):
+        return None
+    missing = [f"anchor_{key}" for key, value in given.items() if value is None]
+    if missing:
+        raise ValueError(f"estimate.derivative: an explicit anchor needs {', '.join(missing)} too")
+    return given
+
+
 def estimate_derivative(
     runs: RunsTable | None,
     f: TokensPerChar,
-    nnv_grid=None,
-    anchor_flops: float | None = None,
-    anchor: dict[str, float] | None = None,
-    huber_delta: float = 1e-3,
-    grid_widths: str = "runs",
-    exponent_through_anchor: bool = True,
+    *,
+    nnv_grid,
+    anchor_flops: float | None,
+    anchor_nnv: float | None,
+    anchor_vocab_size: float | None,
+    anchor_d_model: int | None,
+    huber_delta: float,
+    grid_widths: str,
+    exponent_through_anchor: bool,
 ) -> dict[str, Any]:
-    """gamma from f(V) over `nnv_grid` (default: the trained models' Nnv, as the paper solved at
-    its seven models); the anchor from `anchor` (nnv, vocab_size, d_model) when given, else the
-    smallest model's best Nv in the runs."""
+    """Approach 2 with the options of `estimate.derivative`. gamma from f(V) over `nnv_grid`
+    (None: the trained models' Nnv, as the paper solved at its seven models); the anchor given
+    explicitly (anchor_nnv, anchor_vocab_size, anchor_d_model), else the smallest model's best
+    Nv in the runs."""
+    anchor = explicit_anchor(anchor_nnv, anchor_vocab_size, anchor_d_model)
     if anchor is not None:
         point = {
             **{key: float(anchor[key]) for key in ("nnv", "vocab_size", "d_model")},
@@ -260,3 +282,11 @@ def estimate_derivative(
 def predict_vocab_params(coefficients: dict[str, Any], nnv: float) -> float:
     anchor = coefficients["anchor"]
     return float(anchor["vocab_params"] * (nnv / anchor["nnv"]) ** coefficients["gamma"])
+
+
+def predict(
+    fitted: dict[str, Any], nnv: float, d_model: float, budget: float | None, optimal: float | None
+) -> dict[str, float | None]:
+    """V and Nv on the anchored curve; the budget shown is approach 1's optimum for Nnv."""
+    nv = predict_vocab_params(fitted, nnv)
+    return {"vocab_size": nv / d_model, "vocab_params": nv, "flops": optimal}

@@ -2,7 +2,8 @@
 
 A figure function takes the `Evidence` the report gathered and a PNG path, and raises
 `Skipped` (with a sentence the report prints in the figure's place) when the data it needs is
-absent, so a report rebuilt from a bare coefficients file still builds.
+absent, so a report rebuilt from a bare coefficients file still builds. `FIGURES` lists them
+in report order with their titles and captions.
 
 Every compute axis uses the paper's convention C = 6 (Nnv + V d) D (attention FLOPs left out).
 """
@@ -10,7 +11,7 @@ Every compute axis uses the paper's convention C = 6 (Nnv + V d) D (attention FL
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,81 +24,30 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.ticker import FuncFormatter
 
-from vocabscale.accounting import (
+from vocabscale.accounting import log_spaced, width_for_nnv
+from vocabscale.estimate import parametric
+from vocabscale.estimate.approaches import APPROACHES
+from vocabscale.estimate.isoflops import optimal_flops
+from vocabscale.estimate.predict import predict_one
+from vocabscale.estimate.published import PAPER_COEFFICIENTS
+from vocabscale.report.evidence import TRUE_TOKENS, Evidence, Skipped, isoflops_envelope, title
+from vocabscale.report.numbers import human
+from vocabscale.tokens_per_char import (
     PAPER_TOKENS_PER_CHAR,
     TOKENS_PER_CHAR_MAX_VOCAB,
     TokensPerChar,
-    log_spaced,
-    width_for_nnv,
 )
-from vocabscale.estimators import parametric
-from vocabscale.estimators.isoflops import optimal_flops
-from vocabscale.predict import APPROACHES, PAPER_COEFFICIENTS, predict_one
 
 FLOPS_LABEL = "training compute C = 6 (Nnv + V d) D  [FLOPs]"
-TITLES = {
-    "isoflops": "IsoFLOPs",
-    "derivative": "Derivative",
-    "parametric": "Parametric",
-    "parametric_true_tokens": "Parametric (true D)",
-}
-COLOURS = {
-    "isoflops": "tab:blue",
-    "derivative": "tab:orange",
-    "parametric": "tab:green",
-    "parametric_true_tokens": "tab:olive",
-}
 DPI = 130
 
 
-def tokens_per_char_of(coefficients: dict[str, Any]) -> TokensPerChar | None:
-    """The f(V) the estimators used (absent from some hand-made coefficient files)."""
-    spec = coefficients.get("tokenization") or {}
-    if all(isinstance(spec.get(k), (int, float)) for k in "abc"):
-        return TokensPerChar(float(spec["a"]), float(spec["b"]), float(spec["c"]))
-    return None
-
-
-class Skipped(Exception):
-    """The figure cannot be drawn from the inputs given; the message says what is missing."""
-
-
-@dataclass
-class Evidence:
-    """Everything the figures and the doubt checks read, gathered once by the report stage."""
-
-    coefficients: dict[str, Any]
-    targets: list[dict[str, Any]]
-    predictions: pd.DataFrame
-    runs: pd.DataFrame | None = None  # usable rows, as the estimators saw them
-    diverged: pd.DataFrame | None = None  # rows excluded as diverged
-    runs_note: str = "no runs table was given"
-    tokenization_points: pd.DataFrame | None = None  # vocab_size, tokens_per_character
-    tokenization_points_source: str = ""
-    public_models: list[dict[str, Any]] = field(default_factory=list)
-    budget_range: tuple[float, float] = (0.1, 10.0)
-
-    @property
-    def tokens_per_char(self) -> TokensPerChar | None:
-        return tokens_per_char_of(self.coefficients)
-
-    def fitted(self, approach: str) -> dict[str, Any] | None:
-        value = self.coefficients.get(approach)
-        return value if value and "error" not in value else None
-
-
-def _need_runs(evidence: Evidence) -> pd.DataFrame:
-    if evidence.runs is None or evidence.runs.empty:
-        raise Skipped(f"needs the runs table ({evidence.runs_note})")
-    return evidence.runs
-
-
-def _need(evidence: Evidence, approach: str) -> dict[str, Any]:
-    fitted = evidence.fitted(approach)
-    if fitted is None:
-        reason = (evidence.coefficients.get("failed") or {}).get(approach, "absent from the input")
-        raise Skipped(f"needs approach {TITLES[approach]}, which was not fitted ({reason})")
-    return fitted
+def colour(name: str) -> str:
+    """One colour per approach, in registry order (the true-token variant of approach 3 in
+    olive beside its green)."""
+    if name == TRUE_TOKENS:
+        return "tab:olive"
+    return f"C{list(APPROACHES).index(name)}"
 
 
 def vocab_colours(vocab_sizes) -> dict[float, Any]:
@@ -141,14 +91,6 @@ def _plain_log_ticks(axis, minor_labels: bool = True) -> None:
 def _save(fig, path: Path) -> None:
     fig.savefig(path, dpi=DPI, bbox_inches="tight")  # legends outside the axes stay whole
     plt.close(fig)
-
-
-def human(value: float) -> str:
-    """1.23B, 85M, 500K: parameter counts as people say them."""
-    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.3g}"
 
 
 # --- the data --------------------------------------------------------------------------------
@@ -235,7 +177,7 @@ def figure_tokens_per_char(evidence: Evidence, path: Path) -> None:
 
 def figure_loss_vs_compute(evidence: Evidence, path: Path) -> None:
     """Every run's checkpoints, L_u against C, coloured by V; diverged rows marked."""
-    runs = _need_runs(evidence)
+    runs = evidence.need_runs()
     colours = vocab_colours(runs["vocab_size"])
     markers = model_markers(runs["non_vocab_params"])
     fig, ax = plt.subplots(figsize=(8, 4.8), layout="constrained")
@@ -281,18 +223,6 @@ def figure_loss_vs_compute(evidence: Evidence, path: Path) -> None:
 
 
 # --- approach 1 ------------------------------------------------------------------------------
-
-
-def isoflops_envelope(evidence: Evidence) -> pd.DataFrame:
-    fitted = _need(evidence, "isoflops")
-    envelope = pd.DataFrame(fitted.get("envelope") or [])
-    if envelope.empty:
-        raise Skipped("the IsoFLOPs coefficients carry no envelope points")
-    if "vocab_params" not in envelope:
-        envelope["vocab_params"] = envelope["vocab_size"] * envelope["d_model"]
-    if "kind" not in envelope:
-        envelope["kind"] = "observed"
-    return envelope.sort_values("flops")
 
 
 def figure_isoflops_envelope(evidence: Evidence, path: Path) -> None:
@@ -385,9 +315,9 @@ def _replicate_band(replicates: list[dict], key: str, exponent: str, grid: np.nd
 def figure_isoflops_power_laws(evidence: Evidence, path: Path) -> None:
     """Nnv, Nv and H of the envelope points against C, the fitted power laws, their bootstrap
     bands, extended (dashed) to the targets' budgets."""
-    fitted = _need(evidence, "isoflops")
+    fitted = evidence.need("isoflops")
     envelope = isoflops_envelope(evidence)
-    level = float(fitted.get("bootstrap_confidence", 0.9))
+    level = evidence.confidence
     replicates = fitted.get("bootstrap") or []
     low, high = fitted.get("flops_range") or [envelope["flops"].min(), envelope["flops"].max()]
     rows = evidence.predictions[evidence.predictions["approach"] == "isoflops"]
@@ -465,8 +395,8 @@ def parametric_tokens(fitted: dict[str, Any], runs: pd.DataFrame, f: TokensPerCh
 
 def figure_parametric_fit(evidence: Evidence, path: Path) -> None:
     """Approach 3's L_u against the observed L_u of every checkpoint, and the residuals."""
-    fitted = _need(evidence, "parametric")
-    runs = _need_runs(evidence)
+    fitted = evidence.need("parametric")
+    runs = evidence.need_runs()
     min_flops = float((fitted.get("options") or {}).get("min_flops", 0.0))
     predicted = parametric.loss_u(
         fitted,
@@ -536,8 +466,8 @@ def budget_reference(evidence: Evidence, target: dict[str, Any]) -> float | None
 
 def figure_budget_multiple(evidence: Evidence, path: Path) -> None:
     """Approach 3's optimal V for each target when it is under- or over-trained."""
-    _need(evidence, "parametric")
-    multiples = log_spaced(*evidence.budget_range, 41)
+    evidence.need("parametric")
+    multiples = log_spaced(*sorted(evidence.settings["budget_range"]), 41)
     fig, ax = plt.subplots(figsize=(8, 4.8), layout="constrained")
     cmap = plt.get_cmap("plasma")
     drawn, all_values, any_edge, all_edges, any_own = 0, [], False, True, False
@@ -602,10 +532,10 @@ def figure_budget_multiple(evidence: Evidence, path: Path) -> None:
         else "budget / the target's `flops` (no approach 1: the compute-optimal budget is unknown)"
     )
     ax.set_ylabel("approach 3 optimal V  [tokens, log]")
-    title = "Optimal vocabulary against the training budget (approach 3)"
+    heading = "Optimal vocabulary against the training budget (approach 3)"
     if all_edges:
-        title += "\nevery answer is at the edge of the V search: the fit has no interior optimum"
-    ax.set_title(title, fontsize=10)
+        heading += "\nevery answer is at the edge of the V search: the fit has no interior optimum"
+    ax.set_title(heading, fontsize=10)
     _legend_outside(ax, title="target")
     _save(fig, path)
 
@@ -681,17 +611,15 @@ def figure_vocab_vs_nnv(evidence: Evidence, path: Path) -> None:
     for approach in approaches:
         fitted = _curve(evidence.coefficients, approach, grid, width)
         if np.isfinite(fitted).any():  # approach 3 needs approach 1's budget
-            ax.plot(
-                grid, fitted, color=COLOURS[approach], lw=2, label=f"{TITLES[approach]} (fitted)"
-            )
+            ax.plot(grid, fitted, color=colour(approach), lw=2, label=f"{title(approach)} (fitted)")
         ax.plot(
             grid,
             _curve(PAPER_COEFFICIENTS, approach, grid, width),
-            color=COLOURS[approach],
+            color=colour(approach),
             lw=1,
             ls="--",
             alpha=0.7,
-            label=f"{TITLES[approach]} (published)",
+            label=f"{title(approach)} (published)",
         )
     if evidence.runs is not None:
         sweep = evidence.runs.groupby(["non_vocab_params", "vocab_size"])["vocab_params"].first()
@@ -708,7 +636,7 @@ def figure_vocab_vs_nnv(evidence: Evidence, path: Path) -> None:
         rows["nnv"],
         rows["vocab_params"],
         s=28,
-        c=[COLOURS[a] for a in rows["approach"]],
+        c=[colour(a) for a in rows["approach"]],
         edgecolors="black",
         linewidths=0.5,
         zorder=4,
@@ -738,10 +666,10 @@ def figure_vocab_vs_nnv(evidence: Evidence, path: Path) -> None:
         ax.set_xlim(min(nnv_values) / 3, max(nnv_values) * 30)
     ax.set_xlabel("non-vocabulary parameters Nnv  [log]")
     ax.set_ylabel("vocabulary parameters Nv = V d  [log]")
-    title = "Compute-optimal Nv against Nnv"
+    heading = "Compute-optimal Nv against Nnv"
     if evidence.fitted("isoflops"):
-        title += ", at approach 1's optimal budget"
-    ax.set_title(title, fontsize=10)
+        heading += ", at approach 1's optimal budget"
+    ax.set_title(heading, fontsize=10)
     _legend_outside(ax)
     _save(fig, path)
 

@@ -1,5 +1,5 @@
 """Approach 1 (IsoFLOPs): the lower envelope of L_u against compute, and power laws of the
-optimal Nnv, Nv and H in C along it (DESIGN.md section 4).
+optimal Nnv, Nv and H in C along it (docs/design.md, "Approach 1").
 
 Points are every (run, checkpoint). By default they are densified as the authors did: per V, a
 cubic interpolation of L_u over the (Nnv, H) plane at log-spaced pairs; per model, a quadratic
@@ -19,12 +19,15 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import griddata, interp1d
 
-from vocabscale.accounting import TokensPerChar, flops, log_spaced
-from vocabscale.estimators.fitting import huber_least_squares, r_squared
-from vocabscale.estimators.runs import RunsTable, RunsTableError, width_from_runs
+from vocabscale.accounting import flops, log_spaced
+from vocabscale.estimate.fitting import huber_least_squares, r_squared
+from vocabscale.runs.table import RunsTable, RunsTableError, width_from_runs
+from vocabscale.tokens_per_char import TokensPerChar
 
 log = logging.getLogger(__name__)
 
+#: The fitted coefficients (all a prediction needs).
+COEFFICIENTS = ("K1", "K2", "K3", "gamma", "nnv_exponent", "characters_exponent")
 POINT_COLUMNS = ["non_vocab_params", "vocab_size", "d_model", "characters", "flops", "loss_u"]
 
 
@@ -169,12 +172,14 @@ def isoflops_points(
 def estimate_isoflops(
     runs: RunsTable,
     f: TokensPerChar,
-    densify: bool = True,
-    free_exponents: bool = False,
-    huber_delta: float = 1e-3,
-    nnv_points: int = 50,
-    vocab_points: int = 20,
+    *,
+    densify: bool,
+    free_exponents: bool,
+    huber_delta: float,
+    nnv_points: int,
+    vocab_points: int,
 ) -> dict[str, Any]:
+    """Approach 1 on the runs, with the options of `estimate.isoflops`."""
     points = isoflops_points(runs, f, densify, nnv_points, vocab_points)
     envelope = lower_envelope(points)
     needed = 3 if free_exponents else 2
@@ -242,3 +247,13 @@ def optimal_flops(coefficients: dict[str, Any], nnv: float) -> float:
 
 def predict_vocab_params(coefficients: dict[str, Any], flops_budget: float) -> float:
     return float(np.exp(coefficients["K2"]) * flops_budget ** coefficients["gamma"])
+
+
+def predict(
+    fitted: dict[str, Any], nnv: float, d_model: float, budget: float | None, optimal: float | None
+) -> dict[str, float]:
+    """V and Nv at this fit's own compute-optimal budget for Nnv (`budget` is not used: the
+    power laws answer only on the optimal path)."""
+    own_budget = optimal_flops(fitted, nnv)
+    nv = predict_vocab_params(fitted, own_budget)
+    return {"vocab_size": nv / d_model, "vocab_params": nv, "flops": own_budget}

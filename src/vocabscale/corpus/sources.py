@@ -1,14 +1,4 @@
-"""Stage prepare_corpus: read the source corpus once, split it by document, write text shards.
-
-Outputs (one directory):
-  train/NNNNN.parquet       training documents (column `text`), sharded by characters
-  validation.parquet        the held-out documents: the fixed evaluation text of every run
-  tokenizer_sample.parquet  the first `tokenizer_sample_characters` of training text
-  stats.json                documents and exact character counts per split, skipped input
-
-The source is streamed: memory holds one parquet row group per output file, never the corpus.
-The train/validation split is a hash of each document's text, so it does not depend on the
-order in which a streaming source yields documents.
+"""Reading a corpus source: every document it holds, in a fixed order, streaming.
 
 Sources and how they are read:
   builtin:python-docs   the documentation that ships inside Python (the embedded default)
@@ -19,22 +9,20 @@ Sources and how they are read:
   .json holding one JSON array: through `datasets`' json builder
 Text files may be compressed (.gz, .bz2, .xz, .zst; .lz4 with the `lz4` package installed).
 
-Input that cannot be a document is skipped and counted in stats.json under `skipped`:
+Input that cannot be a document is a `Skip` of one of three kinds:
   empty      no text, or only whitespace (a blank jsonl line, `"text": ""`, `null`)
   non_utf8   bytes that are not UTF-8, or text that is not valid Unicode (lone surrogates)
   malformed  a jsonl line that is not a JSON object with a string in the text field
-The first offending file and line of each kind is logged and kept in `first_skipped`.
+`SkipCounter` counts them and names the first file and line of each kind.
 """
 
 from __future__ import annotations
 
 import ast
 import glob
-import hashlib
 import io
 import json
 import logging
-import sys
 import sysconfig
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,11 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
-
-from vocabscale.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +53,6 @@ _UNSTABLE_STDLIB_PARTS = {
     "config-3",
 }
 _MIN_DOCSTRING_CHARACTERS = 200
-#: Documents are written in parquet row groups of about this many characters: readers
-#: downstream hold one row group at a time, so this bounds their memory.
-ROW_GROUP_CHARACTERS = 4_000_000
 SKIP_KINDS = ("empty", "non_utf8", "malformed")
 _READ_BUFFER = 1 << 20
 
@@ -96,9 +77,6 @@ def python_docs() -> Iterator[str]:
                 docstring = ast.get_docstring(node)
                 if docstring and len(docstring) >= _MIN_DOCSTRING_CHARACTERS:
                     yield docstring
-
-
-# --- reading the source -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -326,7 +304,7 @@ def _local_documents(files: list[str], text_field: str) -> Iterator[Item]:
             yield from _text_documents(path)
 
 
-def _problem(value: Any) -> tuple[str, str] | None:
+def problem_with(value: Any) -> tuple[str, str] | None:
     """Why a field value cannot be a document, as (kind, reason); None when it can."""
     if value is None:
         return "empty", "null text"
@@ -357,175 +335,3 @@ class SkipCounter:
 
     def summary(self) -> str:
         return ", ".join(f"{count} {kind}" for kind, count in self.counts.items())
-
-
-# --- writing ------------------------------------------------------------------------------
-
-
-_SCHEMA = pa.schema([("text", pa.large_string())])
-
-
-class TextWriter:
-    """A parquet file of documents written incrementally, one row group per
-    `ROW_GROUP_CHARACTERS`, so neither this stage nor its readers hold more than that."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.writer = pq.ParquetWriter(path, _SCHEMA)
-        self.buffer: list[str] = []
-        self.buffered = 0
-
-    def add(self, text: str) -> None:
-        self.buffer.append(text)
-        self.buffered += len(text)
-        if self.buffered >= ROW_GROUP_CHARACTERS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self.buffer:
-            self.writer.write_table(pa.Table.from_pydict({"text": self.buffer}, schema=_SCHEMA))
-            self.buffer, self.buffered = [], 0
-
-    def close(self) -> None:
-        self._flush()
-        self.writer.close()
-
-
-@dataclass
-class _ShardWriter:
-    """Training documents in parquet shards of about `shard_characters` each."""
-
-    directory: Path
-    shard_characters: int
-    current: TextWriter | None = None
-    written: int = 0
-    shards: int = 0
-
-    def add(self, text: str) -> None:
-        if self.current is None:
-            self.current = TextWriter(self.directory / f"{self.shards:05d}.parquet")
-            self.shards += 1
-        self.current.add(text)
-        self.written += len(text)
-        if self.written >= self.shard_characters:
-            self.close()
-
-    def close(self) -> None:
-        if self.current is not None:
-            self.current.close()
-            self.current, self.written = None, 0
-
-
-def read_texts(path: str | Path) -> Iterator[str]:
-    """Documents of one parquet shard written by this stage, in order, a row group at a time."""
-    for batch in pq.ParquetFile(path).iter_batches(columns=["text"], batch_size=1024):
-        yield from batch.column(0).to_pylist()
-
-
-def train_shards(corpus_dir: str | Path) -> list[Path]:
-    shards = sorted(Path(corpus_dir, "train").glob("*.parquet"))
-    if not shards:
-        raise FileNotFoundError(f"{corpus_dir}/train: no shards; run prepare-corpus first")
-    return shards
-
-
-def is_validation(data: bytes, fraction: float) -> bool:
-    """Deterministic split by document content (its UTF-8 bytes): the first 8 bytes of
-    BLAKE2b as a fraction."""
-    digest = hashlib.blake2b(data, digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 < fraction
-
-
-# --- the stage ----------------------------------------------------------------------------
-
-
-def prepare_corpus(corpus: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
-    """Run the stage; returns the stats it wrote."""
-    counts = {
-        split: {"documents": 0, "characters": 0}
-        for split in ("train", "validation", "tokenizer_sample")
-    }
-    skipped = SkipCounter()
-    sample_cap = corpus["tokenizer_sample_characters"]
-    validation_cap = corpus["validation_characters"]
-    max_characters = corpus["max_characters"]
-    fraction = corpus["validation_fraction"]
-    items = iter_documents(corpus)
-    with atomic_dir(out_dir) as tmp:
-        shards = _ShardWriter(tmp / "train", corpus["shard_characters"])
-        writers = {
-            "validation": TextWriter(tmp / "validation.parquet"),
-            "tokenizer_sample": TextWriter(tmp / "tokenizer_sample.parquet"),
-        }
-        progress = tqdm(desc="prepare_corpus", unit=" chars", unit_scale=True, mininterval=2)
-        total = 0
-        for item in items:
-            if isinstance(item, Skip):
-                skipped.add(item)
-                continue
-            value, prefix, number = item
-            problem = _problem(value)
-            if problem is not None:
-                skipped.add(Skip(problem[0], f"{prefix}{number}", problem[1]))
-                continue
-            try:
-                data = value.encode("utf-8")
-            except UnicodeEncodeError as error:
-                reason = f"not valid Unicode at character {error.start}: {error.reason}"
-                skipped.add(Skip("non_utf8", f"{prefix}{number}", reason))
-                continue
-            if max_characters and total >= max_characters:
-                break
-            characters = len(value)
-            total += characters
-            progress.update(characters)
-            if counts["validation"]["characters"] < validation_cap and is_validation(
-                data, fraction
-            ):
-                split = "validation"
-                writers["validation"].add(value)
-            else:
-                split = "train"
-                shards.add(value)
-                room = sample_cap - counts["tokenizer_sample"]["characters"]
-                if room > 0:  # a prefix of the training text, cut to exactly the cap
-                    piece = value[:room]
-                    writers["tokenizer_sample"].add(piece)
-                    counts["tokenizer_sample"]["documents"] += 1
-                    counts["tokenizer_sample"]["characters"] += len(piece)
-            counts[split]["documents"] += 1
-            counts[split]["characters"] += characters
-        progress.close()
-        shards.close()
-        for writer in writers.values():
-            writer.close()
-        for split in ("train", "validation"):
-            if not counts[split]["documents"]:
-                documents = counts["train"]["documents"] + counts["validation"]["documents"]
-                first = "; ".join(f"first {k}: {w}" for k, w in skipped.first.items())
-                raise ValueError(
-                    f"corpus: the {split} split is empty; the source has {documents} usable "
-                    f"documents and {skipped.summary()} skipped ones"
-                    + (f" ({first})" if first else "")
-                    + " (check corpus.source, corpus.text_field and corpus.validation_fraction)"
-                )
-        stats = {
-            "source": corpus["source"],
-            "splits": counts,
-            "train_shards": shards.shards,
-            "skipped": skipped.counts,
-            "first_skipped": skipped.first,
-        }
-        if corpus["source"] == BUILTIN_PYTHON_DOCS:
-            stats["python"] = ".".join(map(str, sys.version_info[:3]))
-        write_json(tmp / "stats.json", stats)
-    log.info(
-        "corpus: %d train documents (%d characters), %d validation documents (%d characters); "
-        "skipped: %s",
-        counts["train"]["documents"],
-        counts["train"]["characters"],
-        counts["validation"]["documents"],
-        counts["validation"]["characters"],
-        skipped.summary(),
-    )
-    return stats

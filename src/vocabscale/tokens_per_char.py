@@ -1,19 +1,52 @@
-"""Stage fit_tokenization: f(V) = a ln(V)^2 + b ln(V) + c tokens per character, from the
-measured token and character counts of every tokenizer's training split."""
+"""f(V): tokens per character of a tokenizer with V entries, f(V) = a ln(V)^2 + b ln(V) + c.
+
+Every conversion between characters H and tokens D = H f(V) goes through it: the estimators,
+the derivative approach (which rests on f alone) and the report. The paper fitted it on
+SlimPajama; the pipeline fits its own on the tokenizers' measured counts (`fit-tokenization`).
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import statsmodels.api as sm
 
-from vocabscale.accounting import PAPER_TOKENS_PER_CHAR, TokensPerChar
-from vocabscale.io import read_json, write_json
+from vocabscale.io import read_json
 
 log = logging.getLogger(__name__)
+
+#: f(V) is evaluated with V clamped here (the paper's convention).
+TOKENS_PER_CHAR_MAX_VOCAB = 200_000
+
+
+@dataclass(frozen=True)
+class TokensPerChar:
+    """f(V) = a ln(V)^2 + b ln(V) + c tokens per character, V clamped at 200,000."""
+
+    a: float
+    b: float
+    c: float
+
+    def __call__(self, vocab_size):
+        log_v = np.log(np.minimum(vocab_size, TOKENS_PER_CHAR_MAX_VOCAB))
+        return self.a * log_v**2 + self.b * log_v + self.c
+
+    def derivative(self, vocab_size):
+        """df/dV (zero beyond the clamp)."""
+        v = np.asarray(vocab_size, dtype=float)
+        slope = (2 * self.a * np.log(v) + self.b) / v
+        return np.where(v < TOKENS_PER_CHAR_MAX_VOCAB, slope, 0.0)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"a": self.a, "b": self.b, "c": self.c}
+
+
+#: The paper's fit on SlimPajama.
+PAPER_TOKENS_PER_CHAR = TokensPerChar(a=0.00639222, b=-0.15811069, c=1.20470122)
 
 
 def fit_tokens_per_char(vocab_sizes, tokens_per_char) -> tuple[TokensPerChar, dict[str, Any]]:
@@ -39,31 +72,8 @@ def fit_tokens_per_char(vocab_sizes, tokens_per_char) -> tuple[TokensPerChar, di
     return f, quality
 
 
-def fit_tokenization(stats_paths: list[str | Path], out: str | Path) -> dict[str, Any]:
-    points = []
-    for path in stats_paths:
-        stats = read_json(path)
-        train = stats["splits"]["train"]
-        points.append(
-            {
-                "vocab_size": stats["vocab_size"],
-                "tokens": train["tokens"],
-                "characters": train["characters"],
-                "tokens_per_character": stats["tokens_per_character"],
-            }
-        )
-    points.sort(key=lambda point: point["vocab_size"])
-    f, quality = fit_tokens_per_char(
-        [p["vocab_size"] for p in points], [p["tokens_per_character"] for p in points]
-    )
-    result = {**f.as_dict(), **quality, "points": points}
-    write_json(out, result)
-    log.info("f(V) = %.6g ln(V)^2 + %.6g ln(V) + %.6g", f.a, f.b, f.c)
-    return result
-
-
 def load_tokens_per_char(path_or_name: str | Path) -> TokensPerChar:
-    """`paper` for the published SlimPajama fit, else a fit.json written by this stage."""
+    """`paper` for the published SlimPajama fit, else a fit.json of `fit-tokenization`."""
     if str(path_or_name) == "paper":
         return PAPER_TOKENS_PER_CHAR
     data = read_json(path_or_name)

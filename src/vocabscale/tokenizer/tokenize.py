@@ -28,6 +28,7 @@ the part of train.bin it keeps again from the file, so the counts always agree w
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import itertools
 import json
@@ -47,9 +48,10 @@ import pyarrow.parquet as pq
 from tokenizers import Encoding, Tokenizer
 from tqdm import tqdm
 
-from vocabscale.config import END_OF_TEXT
+from vocabscale.config import add_params_argument, load_params
+from vocabscale.corpus.shards import train_shards
 from vocabscale.io import token_dtype, write_json
-from vocabscale.prepare_corpus import train_shards
+from vocabscale.tokenizer.bpe import END_OF_TEXT, check_parallelism, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -57,37 +59,6 @@ log = logging.getLogger(__name__)
 PARTIAL_FORMAT = 1
 SPLITS = ("train", "validation")
 _READ_ROWS = 1024
-
-
-def set_threads(threads: int | None) -> None:
-    """Cap the threads of tokenizers' pool (RAYON_NUM_THREADS); 0 or None: every core.
-
-    Only effective before the pool starts, i.e. before the first parallel call in the process,
-    which is how the CLI uses it."""
-    if threads:
-        os.environ["RAYON_NUM_THREADS"] = str(threads)
-
-
-def available_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def check_parallelism() -> None:
-    """Log how many threads `encode_batch` can use and warn when tokenizers' parallelism is
-    switched off (TOKENIZERS_PARALLELISM=false, often set to silence fork warnings)."""
-    cores = available_cores()
-    threads = int(os.environ.get("RAYON_NUM_THREADS") or 0) or cores
-    setting = os.environ.get("TOKENIZERS_PARALLELISM", "")
-    if setting.strip().lower() in ("0", "false", "f", "off", "no", "n"):
-        log.warning(
-            "TOKENIZERS_PARALLELISM=%s: encode_batch runs on one core (unset it to use %d)",
-            setting,
-            cores,
-        )
-        return
-    log.info("encode_batch on %d threads (%d cores available to this process)", threads, cores)
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -104,9 +75,9 @@ class Batch:
 
 def read_batches(
     paths: list[Path],
-    start: tuple[int, int] = (0, 0),
-    batch_documents: int = 1000,
-    batch_characters: int = 4_000_000,
+    start: tuple[int, int],
+    batch_documents: int,
+    batch_characters: int,
 ) -> Iterator[Batch]:
     """Documents of parquet `paths` from `start` on, in batches of at most `batch_documents`
     documents or (one document more than) `batch_characters` characters. Row groups wholly
@@ -424,9 +395,9 @@ def tokenize_corpus(
     corpus_dir: str | Path,
     tokenizer_path: str | Path,
     out_dir: str | Path,
-    batch_documents: int = 1000,
-    batch_characters: int = 4_000_000,
-    checkpoint_seconds: float = 60.0,
+    batch_documents: int,
+    batch_characters: int,
+    checkpoint_seconds: float,
 ) -> dict[str, Any]:
     """Run the stage (resuming partial work of an earlier run); returns the stats it wrote."""
     corpus_dir, out_dir, tokenizer_path = Path(corpus_dir), Path(out_dir), Path(tokenizer_path)
@@ -490,3 +461,24 @@ def tokenize_corpus(
         (time.process_time() - cpu_started) / wall if wall else 0.0,
     )
     return stats
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_params_argument(parser)
+    parser.add_argument("--corpus", required=True, help="the corpus directory")
+    parser.add_argument("--tokenizer", required=True, help="the tokenizer.json")
+    parser.add_argument("--out", required=True, help="the token directory to write")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+
+
+def run(args: argparse.Namespace) -> None:
+    section = load_params(args.params)["tokenizer"]
+    set_threads(args.threads)
+    tokenize_corpus(
+        args.corpus,
+        args.tokenizer,
+        args.out,
+        section["batch_documents"],
+        section["batch_characters"],
+        section["checkpoint_seconds"],
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vocabscale.accounting import TokensPerChar
+from vocabscale.tokens_per_char import TokensPerChar
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,21 @@ class RunsTable:
         labels = [f"{run}#{copy}" for copy, run in enumerate(runs)]
         frame["run"] = np.repeat(labels, [len(rows) for rows in positions])
         return RunsTable(frame, self.source, dict(self.excluded))
+
+
+def diverged_mask(frame: pd.DataFrame) -> pd.Series:
+    """Rows whose `diverged` column says so (true, 1 or yes, in any case)."""
+    return frame["diverged"].astype(str).str.lower().isin(["true", "1", "yes"])
+
+
+def diverged_rows(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """The rows excluded as diverged, flops and loss_u as numbers (None without the column)."""
+    if "diverged" not in frame.columns:
+        return None
+    diverged = frame[diverged_mask(frame)].copy()
+    for column in ("flops", "loss_u"):
+        diverged[column] = pd.to_numeric(diverged.get(column), errors="coerce")
+    return diverged
 
 
 def parse_renames(pairs: list[str] | None) -> dict[str, str]:
@@ -93,7 +108,7 @@ def prepare_runs(
         frame[column] = converted
     excluded: dict[str, int] = {}
     if "diverged" in frame.columns:
-        diverged = frame["diverged"].astype(str).str.lower().isin(["true", "1", "yes"])
+        diverged = diverged_mask(frame)
         excluded["diverged"] = int(diverged.sum())
         frame = frame[~diverged]
     values = frame[list(REQUIRED_COLUMNS)].to_numpy(dtype=float)

@@ -8,12 +8,14 @@ has probability zero. A model that predicts exactly p_uni has L_u = 0; better mo
 
 from __future__ import annotations
 
+import argparse
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from vocabscale.config import add_params_argument, load_params
 from vocabscale.io import read_json, read_tokens, write_csv
 
 
@@ -48,6 +50,8 @@ def normalize_evals(
 def normalize_run(
     run_dir: str | Path, tokens_dir: str | Path, out: str | Path, pseudocount: float
 ) -> pd.DataFrame:
+    """One run's evaluations with loss, L_u and bpc, from its run directory and the token
+    directory of its V."""
     run_dir, tokens_dir = Path(run_dir), Path(tokens_dir)
     run = read_json(run_dir / "run.json")
     stats = read_json(tokens_dir / "stats.json")
@@ -65,3 +69,15 @@ def normalize_run(
     )
     write_csv(out, normalized)
     return normalized
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_params_argument(parser)
+    parser.add_argument("--run", required=True, help="the run directory")
+    parser.add_argument("--tokens", required=True, help="the token directory of its V")
+    parser.add_argument("--out", required=True, help="the CSV to write")
+
+
+def run(args: argparse.Namespace) -> None:
+    pseudocount = load_params(args.params)["normalize"]["unigram_pseudocount"]
+    normalize_run(args.run, args.tokens, args.out, pseudocount)

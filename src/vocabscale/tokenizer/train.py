@@ -1,11 +1,13 @@
-"""Stage train_tokenizer: a byte-level BPE (HF `tokenizers`) with exactly V entries.
+"""Stage train-tokenizer: a byte-level BPE (HF `tokenizers`) with exactly V entries.
 
 Entry 0 is the end-of-text token, then the 256 byte symbols, then V - 257 merges learnt from
-the corpus's tokenizer sample. Training is deterministic for a given sample.
+the corpus's tokenizer sample (`vocabscale.tokenizer.bpe`). Training is deterministic for a
+given sample.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import resource
 import sys
@@ -14,30 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 
-from vocabscale.config import END_OF_TEXT
+from vocabscale.config import add_params_argument, load_params
+from vocabscale.corpus.shards import read_texts
 from vocabscale.io import atomic_path
-from vocabscale.prepare_corpus import read_texts
+from vocabscale.tokenizer.bpe import END_OF_TEXT, build_trainer, empty_tokenizer, set_threads
 
 log = logging.getLogger(__name__)
-
-
-def build_trainer(vocab_size: int, min_frequency: int) -> trainers.BpeTrainer:
-    return trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=[END_OF_TEXT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=True,
-    )
-
-
-def empty_tokenizer() -> Tokenizer:
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tokenizer.decoder = decoders.ByteLevel()
-    return tokenizer
 
 
 def peak_rss_mib() -> float:
@@ -50,8 +36,8 @@ def train_tokenizer(
     sample: str | Path,
     vocab_size: int,
     out: str | Path,
-    min_frequency: int = 2,
-    batch_documents: int = 1000,
+    min_frequency: int,
+    batch_documents: int,
 ) -> Tokenizer:
     """Train on the documents of the parquet `sample` and write `tokenizer.json` to `out`.
 
@@ -101,3 +87,23 @@ def train_tokenizer(
         peak_rss_mib(),
     )
     return tokenizer
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_params_argument(parser)
+    parser.add_argument("--corpus", required=True, help="the corpus directory")
+    parser.add_argument("--vocab-size", type=int, required=True)
+    parser.add_argument("--out", required=True, help="the tokenizer.json to write")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+
+
+def run(args: argparse.Namespace) -> None:
+    section = load_params(args.params)["tokenizer"]
+    set_threads(args.threads)
+    train_tokenizer(
+        Path(args.corpus) / "tokenizer_sample.parquet",
+        args.vocab_size,
+        args.out,
+        section["min_frequency"],
+        section["batch_documents"],
+    )

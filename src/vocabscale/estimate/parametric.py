@@ -2,7 +2,7 @@
     L_u(Nnv, Nv, D) = -E + A1 / Nnv^alpha1 + A2 / Nv^alpha2 + B / D^beta,  alpha1 = beta,
 in scaled units (Nnv and Nv in millions, D in billions of tokens) with a Huber loss on raw
 residuals over the points with C >= min_flops, then predict the V that minimises L_u at fixed
-Nnv, d and C with D = C / (6 (Nnv + V d)) (DESIGN.md section 4).
+Nnv, d and C with D = C / (6 (Nnv + V d)) (docs/design.md, "Approach 3").
 
 Fitting is fast because the model is linear in (E, A1, A2, B) once the exponents are fixed: a
 grid over (alpha1, alpha2) is scored with bounded linear least squares, and the best few grid
@@ -17,18 +17,21 @@ from typing import Any
 import numpy as np
 from scipy.optimize import lsq_linear, minimize_scalar
 
-from vocabscale.accounting import MIN_VOCAB_SIZE, TokensPerChar
-from vocabscale.estimators.fitting import (
+from vocabscale.accounting import MIN_VOCAB_SIZE
+from vocabscale.estimate.fitting import (
     HuberFit,
     huber_least_squares,
     huber_objective,
     r_squared,
 )
-from vocabscale.estimators.runs import RunsTable, RunsTableError
+from vocabscale.runs.table import RunsTable, RunsTableError
+from vocabscale.tokens_per_char import TokensPerChar
 
 log = logging.getLogger(__name__)
 
 PARAMETERS = ("E", "A1", "A2", "B", "alpha1", "alpha2")
+#: The fitted coefficients (all a prediction needs).
+COEFFICIENTS = (*PARAMETERS, "beta")
 UNITS = {"non_vocab_params": 1e6, "vocab_params": 1e6, "tokens": 1e9}
 EXPONENT_GRID = np.linspace(0.05, 1.5, 15)
 EXPONENT_BOUNDS = (1e-3, 3.0)
@@ -132,9 +135,10 @@ def _fit_summary(fit: HuberFit, y: np.ndarray) -> dict[str, Any]:
 def estimate_parametric(
     runs: RunsTable,
     f: TokensPerChar,
-    min_flops: float = 2.18e17,
-    huber_delta: float = 1e-3,
-    authors_tokenization: bool = False,
+    *,
+    min_flops: float,
+    huber_delta: float,
+    authors_tokenization: bool,
 ) -> dict[str, Any]:
     """Fit on the runs; with `authors_tokenization`, D = H f(V / 1000) in the fit (the authors'
     published behaviour) and the fit with true token counts is reported beside it."""
@@ -196,3 +200,22 @@ def optimal_vocab(
     )
     at_bound = bool(result.x - low < 1e-3 or high - result.x < 1e-3)
     return float(np.exp(result.x)), at_bound
+
+
+def predict(
+    fitted: dict[str, Any], nnv: float, d_model: float, budget: float | None, optimal: float | None
+) -> dict[str, Any]:
+    """The V that minimises L_u at `budget`, which approach 3 needs (any budget, not only the
+    compute-optimal one)."""
+    if budget is None:
+        raise ValueError(
+            "the parametric approach needs a budget (give --flops, or coefficients that include "
+            "approach 1)"
+        )
+    vocab_size, at_bound = optimal_vocab(fitted, nnv, d_model, budget)
+    return {
+        "vocab_size": vocab_size,
+        "vocab_params": vocab_size * d_model,
+        "flops": budget,
+        "at_search_bound": at_bound,
+    }

@@ -2,7 +2,7 @@
 
 `vocabscale train` for a model with `gpus: N > 1` reruns itself under
 `torchrun --standalone --nproc-per-node N`, so the Snakemake rule and the DVC stage keep one
-command line. Each worker takes its share of every global batch (see `train.sample_batch`) and
+command line. Each worker takes its share of every global batch (see `data.sample_batch`) and
 its share of the evaluation batches; DDP averages the gradients. On CUDA the processes talk
 over NCCL, one GPU each; on CPU (`train.device: cpu`, used by the tests) over gloo.
 """

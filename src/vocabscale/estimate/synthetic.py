@@ -1,5 +1,5 @@
 """Runs tables generated from known laws, so that tests and benchmarks can check that the
-estimators recover what was put in (DESIGN.md section 5 columns, paper-like scales).
+estimators recover what was put in (the columns of the runs table, paper-like scales).
 
 Two laws are offered:
 
@@ -16,8 +16,9 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from vocabscale.accounting import PAPER_SHAPES, PAPER_TOKENS_PER_CHAR, TokensPerChar, flops
-from vocabscale.estimators import parametric
+from vocabscale.accounting import PAPER_SHAPES, flops
+from vocabscale.estimate import parametric
+from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR, TokensPerChar
 
 #: loss_u as a function of (Nnv, Nv, tokens, C), all in natural units.
 Law = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -30,7 +31,7 @@ class Model(NamedTuple):
     max_tokens: float
 
 
-#: The paper's vocabulary grid (DESIGN.md section 4).
+#: The paper's vocabulary grid.
 PAPER_VOCAB_SIZES = (4096, 6144, 8192, 10240, 16384, 24576, 32768, 48128, 64512, 96256)
 
 

@@ -1,0 +1,147 @@
+"""The three approaches of Tao et al. 2024, registered in one place.
+
+Each approach declares its name (the key in params' `estimate` section, in coefficients.json
+and in every table), the title the report gives it, its fit, its prediction, the coefficients
+a bootstrap replicate keeps and the options `vocabscale estimate` offers for it. Estimation,
+prediction, the report, the Snakefile and the tests read this registry: a fourth approach is
+one more entry here (and its section in the params schema).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from vocabscale.config import defaults, describe
+from vocabscale.estimate import derivative, isoflops, parametric
+from vocabscale.runs.table import RunsTable
+from vocabscale.tokens_per_char import TokensPerChar
+
+#: (fitted, nnv, d_model, requested budget or None, approach 1's optimal budget or None)
+#: -> {vocab_size, vocab_params, flops, ...}
+Predict = Callable[[dict[str, Any], float, float, float | None, float | None], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A `vocabscale estimate` flag that sets keys of the approach's params section. Its help
+    text and default are the schema's; `value` makes it a switch that sets that value."""
+
+    flag: str
+    keys: tuple[str, ...]
+    value: Any = None
+    type: Callable[[str], Any] = float
+    nargs: int | str | None = None
+    choices: tuple[str, ...] | None = None
+    metavar: str | tuple[str, ...] | None = None
+    help: str | None = None
+    casts: tuple[Callable[[Any], Any], ...] | None = None  # one per key, after parsing
+
+    def add_to(self, parser: argparse.ArgumentParser, section: str) -> None:
+        text = self.help or describe(f"{section}.{self.keys[0]}")
+        if self.value is not None:
+            parser.add_argument(self.flag, action="store_const", const=self.value, help=text)
+        else:
+            parser.add_argument(
+                self.flag,
+                type=self.type,
+                nargs=self.nargs,
+                choices=self.choices,
+                metavar=self.metavar,
+                help=text,
+            )
+
+    def values(self, given: Any) -> dict[str, Any]:
+        """The keys this option sets from what the command line gave."""
+        values = (given,) if len(self.keys) == 1 else tuple(given)
+        casts = self.casts or (lambda value: value,) * len(self.keys)
+        return {key: cast(value) for key, cast, value in zip(self.keys, casts, values, strict=True)}
+
+
+@dataclass(frozen=True)
+class Approach:
+    name: str
+    title: str
+    fit: Callable[..., dict[str, Any]]  # (runs, f, **options of estimate.<name>)
+    predict: Predict
+    coefficients: tuple[str, ...]  # what a bootstrap replicate keeps: all a prediction needs
+    options: tuple[Option, ...]
+
+    def replicate(self, fitted: dict[str, Any]) -> dict[str, Any]:
+        """The part of a refit that predictions need; records lose their tables."""
+        return {
+            key: {k: v for k, v in value.items() if not isinstance(v, list)}
+            if isinstance(value, dict)
+            else value
+            for key, value in ((key, fitted[key]) for key in self.coefficients)
+        }
+
+
+APPROACHES: dict[str, Approach] = {
+    approach.name: approach
+    for approach in (
+        Approach(
+            name="isoflops",
+            title="IsoFLOPs",
+            fit=isoflops.estimate_isoflops,
+            predict=isoflops.predict,
+            coefficients=isoflops.COEFFICIENTS,
+            options=(
+                Option("--no-densify", ("densify",), value=False, help="the plain envelope"),
+                Option("--free-exponents", ("free_exponents",), value=True),
+            ),
+        ),
+        Approach(
+            name="derivative",
+            title="Derivative",
+            fit=derivative.estimate_derivative,
+            predict=derivative.predict,
+            coefficients=derivative.COEFFICIENTS,
+            options=(
+                Option("--derivative-anchor-flops", ("anchor_flops",)),
+                Option(
+                    "--derivative-anchor",
+                    ("anchor_nnv", "anchor_vocab_size", "anchor_d_model"),
+                    nargs=3,
+                    metavar=("NNV", "V", "D"),
+                    casts=(float, float, int),
+                    help="an explicit anchor instead of the runs' best V of the smallest model",
+                ),
+                Option(
+                    "--derivative-grid-widths",
+                    ("grid_widths",),
+                    type=str,
+                    choices=("runs", "paper"),
+                ),
+                Option("--derivative-nnv-grid", ("nnv_grid",), nargs="+", metavar="NNV"),
+                Option(
+                    "--derivative-free-intercept",
+                    ("exponent_through_anchor",),
+                    value=False,
+                    help="fit gamma with a free intercept instead of through the anchor model",
+                ),
+            ),
+        ),
+        Approach(
+            name="parametric",
+            title="Parametric",
+            fit=parametric.estimate_parametric,
+            predict=parametric.predict,
+            coefficients=parametric.COEFFICIENTS,
+            options=(
+                Option("--min-flops", ("min_flops",)),
+                Option("--authors-tokenization", ("authors_tokenization",), value=True),
+            ),
+        ),
+    )
+}
+
+
+def fit_approach(
+    name: str, runs: RunsTable, f: TokensPerChar, options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One approach's fit; `options` as in params.yaml's `estimate.<name>` section, any key
+    left out taking the schema's default."""
+    return APPROACHES[name].fit(runs, f, **{**defaults(f"estimate.{name}"), **(options or {})})

@@ -1,0 +1,145 @@
+"""`vocabscale estimate`: every approach fitted on any runs table, from this pipeline or any
+other training stack, with coefficients.json and predictions.csv written to one directory.
+
+Options start from the params schema's defaults (the paper's choices); each approach's flags
+are declared in its registry entry (`vocabscale.estimate.approaches`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vocabscale.config import defaults
+from vocabscale.estimate.approaches import APPROACHES, Option
+from vocabscale.estimate.bootstrap import estimate_approach
+from vocabscale.estimate.predict import predictions_table
+from vocabscale.io import write_csv, write_json
+from vocabscale.runs.table import (
+    RunsTable,
+    RunsTableError,
+    parse_renames,
+    prepare_runs,
+    read_runs_csv,
+    tokens_per_char_from_table,
+)
+from vocabscale.tokens_per_char import TokensPerChar, fit_tokens_per_char, load_tokens_per_char
+
+log = logging.getLogger(__name__)
+
+#: Targets of the predictions table: the paper's.
+DEFAULT_TARGETS = (2.87e9, 7e9, 13e9, 30e9, 70e9, 130e9, 300e9)
+
+#: Flags of the `estimate.bootstrap` section.
+BOOTSTRAP_OPTIONS = (
+    Option("--bootstrap", ("samples",), type=int),
+    Option("--confidence", ("confidence",)),
+    Option("--seed", ("seed",), type=int),
+)
+
+
+def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The `estimate` section of the defaults with what the command line gives; an option not
+    given changes nothing."""
+    options = copy.deepcopy(defaults("estimate"))
+    sections = [(name, approach.options) for name, approach in APPROACHES.items()]
+    for section, declared in [*sections, ("bootstrap", BOOTSTRAP_OPTIONS)]:
+        for option in declared:
+            given = getattr(args, option.flag.lstrip("-").replace("-", "_"))
+            if given is not None:
+                options[section].update(option.values(given))
+    if args.huber_delta is not None:
+        for name in APPROACHES:
+            if "huber_delta" in options[name]:
+                options[name]["huber_delta"] = args.huber_delta
+    return options
+
+
+def resolve_tokenization(
+    spec: str | None, runs_frame: pd.DataFrame, source: str
+) -> tuple[TokensPerChar, dict[str, Any]]:
+    """f(V) from `paper`, a fit.json, or (spec None) the table's own tokens and characters."""
+    if spec is not None:
+        f = load_tokens_per_char(spec)
+        return f, {**f.as_dict(), "source": str(spec)}
+    measured = tokens_per_char_from_table(runs_frame)
+    if measured is None or len(measured[0]) < 3:
+        raise RunsTableError(
+            f"{source}: cannot fit f(V) from the table (it needs 'tokens' and 'characters' for at "
+            "least 3 vocabulary sizes); pass --tokenization paper or --tokenization FIT.json"
+        )
+    f, quality = fit_tokens_per_char(*measured)
+    return f, {**f.as_dict(), **quality, "source": f"fitted on {source}"}
+
+
+def estimate_all(
+    runs: RunsTable,
+    f: TokensPerChar,
+    tokenization: dict[str, Any],
+    options: dict[str, Any],
+    out_dir: str | Path,
+    targets: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Every approach, coefficients.json and predictions.csv in out_dir. An approach that
+    cannot be fitted on this table is reported and left out."""
+    out_dir = Path(out_dir)
+    coefficients: dict[str, Any] = {"tokenization": tokenization}
+    failures = {}
+    for approach in APPROACHES:
+        try:
+            coefficients[approach] = estimate_approach(
+                approach, runs, f, options[approach], options["bootstrap"]
+            )
+        except (RunsTableError, RuntimeError) as error:
+            failures[approach] = str(error)
+            log.error("%s: %s", approach, error)
+    if len(failures) == len(APPROACHES):
+        raise RunsTableError(
+            "no approach could be fitted:\n" + "\n".join(f"  {a}: {e}" for a, e in failures.items())
+        )
+    if failures:
+        coefficients["failed"] = failures
+    targets = targets or [{"name": f"{n:.3g}", "nnv": n} for n in DEFAULT_TARGETS]
+    table = predictions_table(coefficients, targets)
+    write_json(out_dir / "coefficients.json", coefficients)
+    write_csv(out_dir / "predictions.csv", table)
+    return coefficients
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs", required=True, help="runs table (CSV)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument(
+        "--column",
+        action="append",
+        metavar="THEIRS=OURS",
+        help="rename a column of the table (repeatable)",
+    )
+    parser.add_argument(
+        "--tokenization", help="paper or a fit.json; default: fit f(V) on the table"
+    )
+    for name, approach in APPROACHES.items():
+        group = parser.add_argument_group(f"approach {approach.title} (estimate.{name})")
+        for option in approach.options:
+            option.add_to(group, f"estimate.{name}")
+    group = parser.add_argument_group("every approach, and the bootstrap (estimate.bootstrap)")
+    group.add_argument(
+        "--huber-delta",
+        type=float,
+        help="the Huber delta of every approach's fits (default: each approach's huber_delta)",
+    )
+    for option in BOOTSTRAP_OPTIONS:
+        option.add_to(group, "estimate.bootstrap")
+
+
+def run(args: argparse.Namespace) -> None:
+    frame = read_runs_csv(args.runs, parse_renames(args.column))
+    f, tokenization = resolve_tokenization(args.tokenization, frame, args.runs)
+    runs = prepare_runs(frame, f, args.runs)
+    estimate_all(runs, f, tokenization, options_from_args(args), args.out)
+    print(f"wrote {Path(args.out) / 'coefficients.json'} and {Path(args.out) / 'predictions.csv'}")

@@ -1,0 +1,48 @@
+"""Stage estimate-<approach>: one approach fitted on the pipeline's runs table.
+
+The JSON holds the approach's coefficients, fit quality, the options it ran with and
+`bootstrap`: the same fit repeated on runs resampled with replacement, from which the report
+draws an interval for any target. An approach that cannot be fitted on these runs writes
+`{"approach": ..., "error": ...}` instead, so that the others still reach the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from vocabscale.config import add_params_argument, load_params
+from vocabscale.estimate.approaches import APPROACHES
+from vocabscale.estimate.bootstrap import estimate_approach
+from vocabscale.io import write_json
+from vocabscale.runs.table import RunsTableError, load_runs
+from vocabscale.tokens_per_char import load_tokens_per_char
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_params_argument(parser)
+    parser.add_argument("--runs", required=True, help="the runs table (CSV)")
+    parser.add_argument("--tokenization", required=True, help="fit.json of fit-tokenization")
+    parser.add_argument("--out", required=True, help="the approach's JSON to write")
+
+
+def run(args: argparse.Namespace) -> None:
+    approach = args.command.removeprefix("estimate-")
+    if approach not in APPROACHES:
+        raise ValueError(
+            f"vocabscale {args.command}: no such approach; the approaches are "
+            + ", ".join(f"estimate-{name}" for name in APPROACHES)
+        )
+    section = load_params(args.params)["estimate"]
+    spec = "paper" if section["tokenization"] == "paper" else args.tokenization
+    f = load_tokens_per_char(spec)
+    runs = load_runs(args.runs, f)
+    try:
+        result = estimate_approach(approach, runs, f, section[approach], section["bootstrap"])
+    except (RunsTableError, RuntimeError) as error:
+        log.error("%s could not be fitted: %s", approach, error)
+        result = {"approach": approach, "error": str(error)}
+    result["tokenization"] = {**f.as_dict(), "source": str(spec)}
+    write_json(args.out, result)

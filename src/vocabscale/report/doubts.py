@@ -1,0 +1,339 @@
+"""What to doubt: every finding in the data that should lower trust in the predictions.
+
+Each kind of doubt is one check function, registered with `@check(kind, title, meaning)`: it
+reads the Evidence and yields findings, `(message, target)` pairs (target None when the
+finding concerns the whole fit). The report lists the kinds in the order they are registered
+here, each with its title and meaning; `doubts.json` holds every finding. A new doubt is one
+more function below.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vocabscale.estimate.approaches import APPROACHES
+from vocabscale.estimate.derivative import common_budget_range, vocab_losses_at_budget
+from vocabscale.report.evidence import Evidence, target_distances, title
+from vocabscale.report.numbers import human, range_text, sci, times
+from vocabscale.tokens_per_char import TOKENS_PER_CHAR_MAX_VOCAB
+
+#: A finding: its message and the target it concerns (None: the whole fit).
+Finding = tuple[str, str | None]
+
+#: A fit explaining less of the variance than this is flagged.
+WEAK_FIT_R_SQUARED = 0.9
+
+
+@dataclass(frozen=True)
+class Check:
+    kind: str
+    title: str
+    meaning: str  # may name {far} and {apart}, the report's thresholds
+    find: Callable[[Evidence], Iterator[Finding]]
+
+
+CHECKS: list[Check] = []
+
+
+def check(kind: str, title_text: str, meaning: str = "") -> Callable:
+    """Register a check function under `kind`, in report order."""
+
+    def register(find: Callable[[Evidence], Iterator[Finding]]) -> Callable:
+        CHECKS.append(Check(kind, title_text, meaning, find))
+        return find
+
+    return register
+
+
+def find_doubts(evidence: Evidence) -> list[dict[str, Any]]:
+    """Every finding of every check: {kind, target, message}, in report order."""
+    return [
+        {"kind": registered.kind, "target": target, "message": message}
+        for registered in CHECKS
+        for message, target in registered.find(evidence)
+    ]
+
+
+def meaning_of(registered: Check, evidence: Evidence) -> str:
+    settings = evidence.settings
+    return registered.meaning.format(
+        far=float(settings["extrapolation_warn"]), apart=float(settings["disagreement_warn"])
+    )
+
+
+# --- the checks, in report order -------------------------------------------------------------
+
+
+@check("failed_approach", "An approach could not be fitted")
+def failed_approaches(evidence: Evidence) -> Iterator[Finding]:
+    for approach, error in (evidence.coefficients.get("failed") or {}).items():
+        yield f"{title(approach)}: {error}", None
+
+
+def excluded_counts(evidence: Evidence) -> dict[str, int]:
+    """Rows excluded from the fits, by reason: the most any approach excluded, and at least
+    the diverged rows of the runs table."""
+    excluded: dict[str, int] = {}
+    for approach in APPROACHES:
+        for reason, count in ((evidence.fitted(approach) or {}).get("excluded_rows") or {}).items():
+            excluded[reason] = max(excluded.get(reason, 0), int(count))
+    if evidence.diverged is not None and not evidence.diverged.empty:
+        excluded["diverged"] = max(excluded.get("diverged", 0), len(evidence.diverged))
+    return excluded
+
+
+@check(
+    "diverged",
+    "Runs excluded as diverged",
+    "The fits never saw these rows; if divergence is likelier at some V or size, the "
+    "surviving runs are a biased sample.",
+)
+def diverged_runs(evidence: Evidence) -> Iterator[Finding]:
+    count = excluded_counts(evidence).get("diverged")
+    if not count:
+        return
+    runs = []
+    diverged = evidence.diverged
+    if diverged is not None and not diverged.empty and "run_id" in diverged.columns:
+        runs = sorted(diverged["run_id"].astype(str).unique())
+    which = f" of runs {', '.join(runs)}" if runs else ""
+    yield f"{count} checkpoint rows{which}.", None
+
+
+@check("excluded_rows", "Rows excluded from the fits")
+def excluded_rows(evidence: Evidence) -> Iterator[Finding]:
+    excluded = excluded_counts(evidence)
+    for reason in ("non_finite", "non_positive"):
+        if excluded.get(reason):
+            yield f"{excluded[reason]} {reason.replace('_', '-')} rows.", None
+
+
+@check(
+    "extrapolation",
+    "Far extrapolation",
+    "The target's budget is more than {far:g}x the largest compute fitted; the power laws "
+    "are read that far beyond the data.",
+)
+def far_extrapolation(evidence: Evidence) -> Iterator[Finding]:
+    far = float(evidence.settings["extrapolation_warn"])
+    for row in target_distances(evidence).itertuples(index=False):
+        if np.isfinite(row.extrapolation) and row.extrapolation > far:
+            message = (
+                f"**{row.target}**: {sci(row.flops)} FLOPs, {times(row.extrapolation)} the "
+                "largest compute fitted."
+            )
+            yield message, row.target
+
+
+@check(
+    "disagreement",
+    "The approaches disagree",
+    "Their V differ by more than {apart:g}x. Each rests on different assumptions; none is "
+    "known to be the right one here.",
+)
+def disagreement(evidence: Evidence) -> Iterator[Finding]:
+    apart = float(evidence.settings["disagreement_warn"])
+    for row in target_distances(evidence).itertuples(index=False):
+        if np.isfinite(row.disagreement) and row.disagreement > apart:
+            message = (
+                f"**{row.target}**: {row.disagreement:.2f}x ({title(row.lowest)} lowest, "
+                f"{title(row.highest)} highest)."
+            )
+            yield message, row.target
+
+
+def on_bound_names(fit: Any) -> list[str]:
+    """Every `on_bound` list in a fit-quality record, however nested."""
+    found: list[str] = []
+    if isinstance(fit, dict):
+        for key, value in fit.items():
+            if key == "on_bound" and isinstance(value, list):
+                found += [str(v) for v in value]
+            else:
+                found += on_bound_names(value)
+    return found
+
+
+@check(
+    "on_bound",
+    "Fitted parameters on a bound",
+    "The best fit lies at or beyond the allowed range, so the law was not freely fitted "
+    "(a coefficient at 0 switches its term off).",
+)
+def parameters_on_bound(evidence: Evidence) -> Iterator[Finding]:
+    for approach in APPROACHES:
+        fitted = evidence.fitted(approach) or {}
+        true_tokens = (fitted.get("true_tokenization") or {}).get("fit")
+        for fit, label in (
+            (fitted.get("fit"), title(approach)),
+            (true_tokens, f"{title(approach)} (true D)"),
+        ):
+            names = sorted(set(on_bound_names(fit)))
+            if names:
+                yield f"{label}: {', '.join(names)}.", None
+
+
+@check(
+    "search_bound",
+    "Approach 3's optimum at the edge of its search",
+    "The fitted law has no optimum inside the V it searched: it only says 'this small or "
+    "smaller' or 'this large or larger'.",
+)
+def at_search_bound(evidence: Evidence) -> Iterator[Finding]:
+    predictions = evidence.predictions
+    for row in predictions[predictions["at_search_bound"].astype(bool)].itertuples(index=False):
+        yield f"**{row.target}**: {title(row.approach)} V = {row.vocab_size:,.0f}.", row.target
+
+
+@check(
+    "unstable",
+    "Estimate outside its own bootstrap interval",
+    "Refits on resampled runs land elsewhere: the estimate hinges on a few runs.",
+)
+def outside_interval(evidence: Evidence) -> Iterator[Finding]:
+    predictions = evidence.predictions
+    outside = (predictions["vocab_size"] < 0.99 * predictions["vocab_size_low"]) | (
+        predictions["vocab_size"] > 1.01 * predictions["vocab_size_high"]
+    )
+    for row in predictions[outside].itertuples(index=False):
+        interval = range_text(row.vocab_size_low, row.vocab_size_high)
+        message = (
+            f"**{row.target}**: {title(row.approach)} V = {row.vocab_size:,.0f}, interval "
+            f"{interval}."
+        )
+        yield message, row.target
+
+
+@check("compatibility_switch", "Approach 3 fitted with the authors' compatibility switch")
+def compatibility_switch(evidence: Evidence) -> Iterator[Finding]:
+    parametric = evidence.fitted("parametric") or {}
+    if (parametric.get("options") or {}).get("authors_tokenization"):
+        yield (
+            (
+                "Token counts in the fit were H f(V/1000), as in the published code, while "
+                "predictions use true token counts. The table also shows approach 3 fitted with "
+                "true token counts ('Parametric (true D)'); trust that one unless you are "
+                "reproducing the paper."
+            ),
+            None,
+        )
+
+
+def best_vocab_at_common_budget(model: pd.DataFrame) -> tuple[float, list[float]] | None:
+    """The V with the lowest L_u at the largest budget every run of one model reaches."""
+    low, high = common_budget_range(model)
+    if high < low:
+        return None
+    table = vocab_losses_at_budget(model, high)
+    best = table.loc[table["loss_u"].idxmin(), "vocab_size"]
+    return float(best), table["vocab_size"].tolist()
+
+
+@check(
+    "sweep_edge",
+    "Optimum at the edge of the V sweep",
+    "The best trained vocabulary is the smallest or largest one tried; the optimum may lie "
+    "outside the sweep. Extend the sweep on that side.",
+)
+def sweep_edge(evidence: Evidence) -> Iterator[Finding]:
+    """Models whose best trained V (at a budget all their runs reach) is the sweep's edge, and
+    the derivative anchor if it is one."""
+    runs = evidence.runs
+    if runs is not None and not runs.empty:
+        for nnv, model in runs.groupby("non_vocab_params"):
+            found = best_vocab_at_common_budget(model)
+            if found is None or len(found[1]) < 3:
+                continue
+            best, sweep = found
+            if best in (sweep[0], sweep[-1]):
+                side = "smallest" if best == sweep[0] else "largest"
+                yield (
+                    (
+                        f"Nnv = {human(nnv)}: V = {best:,.0f}, the {side} trained, has the lowest "
+                        "L_u at the largest budget all its runs reach."
+                    ),
+                    None,
+                )
+    anchor = (evidence.fitted("derivative") or {}).get("anchor") or {}
+    swept = [row["vocab_size"] for row in anchor.get("losses") or []]
+    if len(swept) >= 3 and anchor.get("vocab_size") in (min(swept), max(swept)):
+        yield (
+            (
+                f"Derivative: its anchor, V = {anchor['vocab_size']:,.0f}, is at the edge, so "
+                "the whole approach-2 curve may be shifted."
+            ),
+            None,
+        )
+
+
+@check("tokenization", "f(V) used where it was not measured")
+def tokenization(evidence: Evidence) -> Iterator[Finding]:
+    """f(V) read where it was not measured, or where the quadratic turns the wrong way."""
+    f = evidence.tokens_per_char
+    if f is None or evidence.predictions.empty:
+        return
+    largest = float(np.nanmax(evidence.predictions["vocab_size"].to_numpy(float)))
+    if f.a > 0:
+        vertex = math.exp(-f.b / (2 * f.a))
+        if vertex < min(largest, TOKENS_PER_CHAR_MAX_VOCAB):
+            yield (
+                (
+                    f"The fitted f(V) has its minimum at V = {vertex:,.0f} and rises beyond it, "
+                    f"but predictions reach V = {largest:,.0f}. Larger vocabularies do not "
+                    "make text longer: above that point f(V) is an artefact of the quadratic, "
+                    "and what is computed from it there (the derivative approach, token "
+                    "counts) is unreliable. Measure larger vocabularies."
+                ),
+                None,
+            )
+    if f(min(largest, TOKENS_PER_CHAR_MAX_VOCAB)) <= 0:
+        yield (
+            f"The fitted f(V) is not positive at V = {largest:,.0f}: it cannot be used there.",
+            None,
+        )
+    points = evidence.tokenization_points
+    if points is not None and not points.empty:
+        measured = float(points["vocab_size"].max())
+        if largest / measured > float(evidence.settings["extrapolation_warn"]):
+            yield (
+                (
+                    f"Predictions reach V = {largest:,.0f}, {largest / measured:.0f}x the largest "
+                    f"tokenizer measured (V = {measured:,.0f}); f(V) is extrapolated that far."
+                ),
+                None,
+            )
+
+
+@check("weak_fit", "Weak fit", "See approach 3's residuals for where it misses.")
+def weak_fit(evidence: Evidence) -> Iterator[Finding]:
+    # Only the loss fit: approach 1's R² on the envelope is low even on clean data (the
+    # envelope hops between the discrete V of the sweep); its bootstrap interval says more.
+    r_squared = ((evidence.fitted("parametric") or {}).get("fit") or {}).get("r_squared")
+    if r_squared is not None and np.isfinite(r_squared) and r_squared < WEAK_FIT_R_SQUARED:
+        yield (
+            (
+                f"Parametric: the loss law explains R² = {r_squared:.2f} of the variance of L_u "
+                f"(below {WEAK_FIT_R_SQUARED})."
+            ),
+            None,
+        )
+
+
+@check("no_intervals", "No intervals")
+def no_intervals(evidence: Evidence) -> Iterator[Finding]:
+    for approach in APPROACHES:
+        fitted = evidence.fitted(approach)
+        if fitted is not None and "bootstrap" in fitted and len(fitted["bootstrap"]) < 2:
+            yield (
+                (
+                    f"{title(approach)}: fewer than two bootstrap refits succeeded, so its "
+                    "predictions have no interval."
+                ),
+                None,
+            )

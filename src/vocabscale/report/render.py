@@ -1,0 +1,366 @@
+"""The report's formats: Markdown (report.md), one self-contained HTML page (report.html), the
+flat numbers of summary.json for `dvc metrics` and the envelope of isoflops_envelope.csv for
+`dvc plots`. Everything here formats what `evidence` and `doubts` computed; nothing is fitted.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vocabscale.estimate.approaches import APPROACHES
+from vocabscale.estimate.predict import predict
+from vocabscale.report.doubts import CHECKS, meaning_of
+from vocabscale.report.evidence import Evidence, Skipped, isoflops_envelope, target_distances, title
+from vocabscale.report.figures import FIGURES
+from vocabscale.report.numbers import human, range_text, sci, times
+
+
+def _glance_markdown(table: pd.DataFrame, doubts: list[dict[str, Any]]) -> list[str]:
+    """One line per target: the range of rounded V the approaches give, and how many of the
+    warnings below concern it."""
+    general = sum(1 for d in doubts if d["target"] is None)
+    lines = []
+    for name, group in table[table["approach"].isin(APPROACHES)].groupby("target", sort=False):
+        inside = group[~group["at_search_bound"]]
+        if inside.empty:
+            answer = "no interior optimum"
+        else:
+            low, high = inside["vocab_size_rounded"].min(), inside["vocab_size_rounded"].max()
+            answer = f"V = {low:,}" if low == high else f"V = {low:,} to {high:,}"
+            answer += f" across {len(inside)} approach{'es' if len(inside) > 1 else ''}"
+        if len(inside) < len(group):
+            answer += (
+                " ("
+                + ", ".join(title(a) for a in group.loc[group["at_search_bound"], "approach"])
+                + " at its search bound, left out)"
+            )
+        own = sum(1 for d in doubts if d["target"] == name)
+        lines.append(
+            f"- **{name}** (Nnv {human(group['nnv'].iloc[0])}, d {int(group['d_model'].iloc[0])}, "
+            f"C {sci(group['flops'].max())}): {answer}; "
+            f"{own} warning(s) about this target"
+            + (f", {general} about the whole fit" if general else "")
+            + "."
+        )
+    return lines
+
+
+def _predictions_markdown(evidence: Evidence) -> list[str]:
+    table, level = evidence.predictions, evidence.confidence
+    lines = [
+        f"V is rounded to a multiple of {evidence.settings['round_to']} in brackets. Intervals are "
+        f"{level:.0%} bootstrap percentiles over runs resampled with replacement (n/a: no "
+        "refits). *paper V* is the same approach with the published coefficients of Tao et "
+        "al. 2024, at the paper's own compute-optimal budget. Approaches 1 and 2 answer for the "
+        "compute-optimal budget; C is approach 1's optimum unless the target names a budget. "
+        "Approach 2's interval reflects only which swept V its anchor picks; its exponent "
+        "comes from f(V) alone.",
+        "",
+        "| target | Nnv | d | approach | C (FLOPs) | V (rounded) | V interval | Nv | "
+        "Nv interval | paper V |",
+        "|---|--:|--:|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    flagged = False
+    for row in table.itertuples(index=False):
+        mark = " †" if row.at_search_bound else ""
+        flagged |= bool(row.at_search_bound)
+        paper = row.paper_vocab_size
+        lines.append(
+            f"| {row.target} | {human(row.nnv)} | {int(row.d_model)} | {title(row.approach)} | "
+            f"{sci(row.flops)} | {row.vocab_size:,.0f} ({row.vocab_size_rounded:,}){mark} | "
+            f"{range_text(row.vocab_size_low, row.vocab_size_high)} | {human(row.vocab_params)} | "
+            f"{range_text(row.vocab_params_low, row.vocab_params_high, human)} | "
+            f"{'n/a' if pd.isna(paper) else f'{paper:,.0f}'} |"
+        )
+    if flagged:
+        lines += ["", "† at the edge of the V range approach 3 searched: not a true optimum."]
+    return lines
+
+
+def _doubts_markdown(evidence: Evidence, doubts: list[dict[str, Any]]) -> list[str]:
+    """The doubts grouped by kind: a bold title and its meaning, then each finding."""
+    far = float(evidence.settings["extrapolation_warn"])
+    apart = float(evidence.settings["disagreement_warn"])
+    lines = []
+    if doubts:
+        lines += [f"{len(doubts)} warning(s), found in the data:", ""]
+        for registered in CHECKS:
+            found = [d["message"] for d in doubts if d["kind"] == registered.kind]
+            if not found:
+                continue
+            meaning = meaning_of(registered, evidence)
+            head = f"- **{registered.title}.**" + (f" {meaning}" if meaning else "")
+            if len(found) == 1:
+                lines.append(f"{head} {found[0]}")
+            else:
+                lines.append(head)
+                lines += [f"  - {message}" for message in found]
+    else:
+        lines += [
+            f"No warning fired: no runs excluded, every target within {far:g}x of the compute "
+            f"fitted, the approaches within {apart:g}x of each other, no parameter on a bound, "
+            "every optimum inside its search range and inside the sweep."
+        ]
+    lines += [
+        "",
+        "How far each target is from the evidence (extrapolation: the target's budget over the "
+        "largest compute fitted; spread: largest over smallest V of the three approaches):",
+        "",
+        "| target | C (FLOPs) | extrapolation | spread |",
+        "|---|--:|--:|--:|",
+    ]
+    for row in target_distances(evidence).itertuples(index=False):
+        spread = f"{row.disagreement:.2f}x" if np.isfinite(row.disagreement) else "n/a"
+        lines.append(f"| {row.target} | {sci(row.flops)} | {times(row.extrapolation)} | {spread} |")
+    return lines
+
+
+def _derivative_markdown(evidence: Evidence) -> list[str]:
+    fitted = evidence.fitted("derivative")
+    if fitted is None:
+        return []
+    anchor = fitted.get("anchor") or {}
+    lines = [
+        "### Approach 2: the derivative",
+        "",
+        f"gamma = {fitted['gamma']:.4g} is the slope of Nv against Nnv through the V that "
+        "minimise the compute to process a fixed text, dC/dV = 0 with C = 6 (Nnv + V d) H f(V) "
+        "(so it rests entirely on f(V), above). The curve is anchored at "
+        f"Nv = {anchor.get('vocab_params', math.nan):,.0f} (V = "
+        f"{anchor.get('vocab_size', math.nan):,.0f}, d = {anchor.get('d_model', math.nan):,.0f}, "
+        f"Nnv = {human(anchor.get('nnv', math.nan))}), "
+        + (
+            f"the best vocabulary of the smallest model at C = {sci(anchor['flops'])}."
+            if anchor.get("flops")
+            else "given on the command line."
+        ),
+    ]
+    losses = anchor.get("losses") or []
+    if losses:
+        lines += ["", "| V | L_u at the anchor budget |", "|--:|--:|"]
+        for row in sorted(losses, key=lambda r: r["vocab_size"]):
+            best = " (best)" if row["vocab_size"] == anchor.get("vocab_size") else ""
+            lines.append(f"| {row['vocab_size']:,.0f}{best} | {row['loss_u']:.4f} |")
+    return [*lines, ""]
+
+
+def _public_models_markdown(evidence: Evidence) -> list[str]:
+    if not evidence.public_models:
+        return []
+    approaches = [a for a in APPROACHES if evidence.fitted(a)]
+    header = " | ".join(f"{title(a)} V" for a in approaches)
+    lines = [
+        "What well-known models chose, beside what the fitted approaches would recommend for "
+        "their Nnv and width at the compute-optimal budget:",
+        "",
+        f"| model | Nnv | d | their V | {header} |",
+        "|---|--:|--:|--:|" + "--:|" * len(approaches),
+    ]
+    for model in evidence.public_models:
+        try:
+            answer = predict(evidence.coefficients, model["nnv"], model["d_model"])["approaches"]
+        except ValueError:
+            answer = {}
+        cells = " | ".join(
+            f"{answer[a]['vocab_size']:,.0f}" if a in answer else "n/a" for a in approaches
+        )
+        lines.append(
+            f"| {model['name']} | {human(model['nnv'])} | {model['d_model']} | "
+            f"{model['vocab_size']:,} | {cells} |"
+        )
+    return [*lines, ""]
+
+
+def _fit_quality(fit: dict[str, Any]) -> str:
+    """R², RMSE and points of a fit record; of each of its parts when it has several (approach
+    1 fits three power laws)."""
+    if any(isinstance(part, dict) and "r_squared" in part for part in fit.values()):
+        return ", ".join(
+            f"R²({name}) = {part['r_squared']:.3f}"
+            for name, part in fit.items()
+            if isinstance(part, dict) and part.get("r_squared") is not None
+        )
+    quality = ", ".join(
+        f"{k} = {fit[k]:.3g}" for k in ("r_squared", "rmse") if fit.get(k) is not None
+    )
+    return quality + (f", {fit['points']} points" if fit.get("points") else "")
+
+
+def _coefficients_markdown(coefficients: dict[str, Any]) -> list[str]:
+    lines = ["| approach | coefficients | fit quality | options |", "|---|---|---|---|"]
+    for name, approach in APPROACHES.items():
+        fitted = coefficients.get(name)
+        if not fitted or "error" in fitted:
+            reason = (coefficients.get("failed") or {}).get(name, "absent")
+            lines.append(f"| {approach.title} | not fitted: {reason} | | |")
+            continue
+        values = ", ".join(
+            f"{k} = {fitted[k]:.4g}"
+            for k in approach.coefficients
+            if isinstance(fitted.get(k), (int, float))
+        )
+        fit = fitted.get("fit") or (fitted.get("exponent_fit") or {}).get("fit") or {}
+        options = ", ".join(
+            f"{k} = {v}"
+            for k, v in (fitted.get("options") or {}).items()
+            if not isinstance(v, dict)
+        )
+        lines.append(f"| {approach.title} | {values} | {_fit_quality(fit)} | {options} |")
+    tokenization = coefficients.get("tokenization") or {}
+    if all(k in tokenization for k in "abc"):
+        lines.append(
+            f"| f(V) | a = {tokenization['a']:.5g}, b = {tokenization['b']:.5g}, "
+            f"c = {tokenization['c']:.5g} | "
+            + (f"R² = {tokenization['r_squared']:.4f}" if "r_squared" in tokenization else "")
+            + f" | source: {tokenization.get('source', 'n/a')} |"
+        )
+    return lines
+
+
+def render_markdown(
+    evidence: Evidence, doubts: list[dict[str, Any]], figures: dict[str, str | None]
+) -> str:
+    """report.md: the answer first, then what to doubt, the evidence, the coefficients."""
+    runs = evidence.runs
+    lines = ["# Vocabulary-size prediction report", ""]
+    if runs is not None:
+        data = (
+            f"Fitted on {runs['run'].nunique()} runs ({runs['non_vocab_params'].nunique()} model "
+            f"shapes x {runs['vocab_size'].nunique()} vocabulary sizes from "
+            f"{runs['vocab_size'].min():,.0f} to {runs['vocab_size'].max():,.0f}), "
+            f"{len(runs)} evaluation checkpoints, compute {sci(runs['flops'].min())} to "
+            f"{sci(runs['flops'].max())} FLOPs."
+        )
+    else:
+        data = (
+            f"The runs behind the coefficients are not part of this report ({evidence.runs_note})."
+        )
+    lines += [
+        "Which vocabulary size V should each target model use, given its non-vocabulary "
+        "parameters Nnv, its width d and its compute budget? Three estimators of Tao et al. 2024 "
+        "(*Scaling Laws with Vocabulary*) answer from the runs: 1. IsoFLOPs (power laws on the "
+        "lowest loss at each compute), 2. the derivative of the compute needed for a fixed text, "
+        "3. a parametric loss L_u(Nnv, Nv, D). " + data,
+        "",
+        "Compute everywhere is the paper's convention **C = 6 (Nnv + V d) D** (D tokens; "
+        "attention FLOPs are not counted). Losses are unigram-normalized, L_u = CE − unigram "
+        "CE of the same tokens (0 for a model that only knows token frequencies; lower is "
+        "better), so that models with different V are comparable.",
+        "",
+        "## Predicted vocabulary size",
+        "",
+        *_glance_markdown(evidence.predictions, doubts),
+        "",
+        *_predictions_markdown(evidence),
+        "",
+        "## What to doubt",
+        "",
+        *_doubts_markdown(evidence, doubts),
+        "",
+        "## The evidence",
+        "",
+    ]
+    for spec in FIGURES:
+        lines += [f"### {spec.title}", ""]
+        if figures.get(spec.name) is None:
+            lines += [f"![{spec.title}](figures/{spec.name}.png)", "", spec.caption, ""]
+        else:
+            lines += [f"*Not drawn: {figures[spec.name]}.*", ""]
+        if spec.name == "isoflops_power_laws":
+            lines += _derivative_markdown(evidence)
+        if spec.name == "vocab_vs_nnv":
+            lines += _public_models_markdown(evidence)
+    lines += ["## Coefficients", "", *_coefficients_markdown(evidence.coefficients), ""]
+    lines += ["## Inputs", ""]
+    lines += [f"- {name}: `{value}`" for name, value in evidence.sources.items()]
+    lines.append("")
+    return "\n".join(lines)
+
+
+HTML_STYLE = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1100px;
+       margin: 2em auto; padding: 0 1em; line-height: 1.45; color: #1f2328; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.88em; }
+th, td { border: 1px solid #d0d7de; padding: 4px 8px; }
+th { background: #f6f8fa; }
+img { max-width: 100%; border: 1px solid #eee; }
+code { background: #f6f8fa; padding: 1px 4px; border-radius: 4px; }
+h2 { border-bottom: 1px solid #d0d7de; padding-bottom: 0.2em; margin-top: 1.6em; }
+"""
+
+
+def render_html(markdown_text: str, figures_dir: Path) -> str:
+    """The Markdown rendered to one self-contained HTML page: every image inlined as a data URI
+    so the file can be mailed or attached on its own."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown_text)
+
+    def inline(match: re.Match) -> str:
+        path = figures_dir / Path(html.unescape(match.group(1))).name
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="figures/([^"]+\.png)"', inline, body)
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        "<title>vocabscale prediction report</title>\n"
+        f"<style>{HTML_STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n"
+    )
+
+
+def summary_metrics(evidence: Evidence, doubts: list[dict[str, Any]]) -> dict[str, float | int]:
+    """Flat numbers for `dvc metrics show` (which compares them across commits)."""
+    summary: dict[str, float | int] = {"doubts": len(doubts)}
+    for row in evidence.predictions.itertuples(index=False):
+        key = f"{row.target}.{row.approach}"
+        summary[f"vocab_size.{key}"] = round(float(row.vocab_size), 1)
+        summary[f"vocab_size_rounded.{key}"] = int(row.vocab_size_rounded)
+    for row in target_distances(evidence).itertuples(index=False):
+        if np.isfinite(row.extrapolation):
+            summary[f"extrapolation.{row.target}"] = float(f"{row.extrapolation:.4g}")
+        if np.isfinite(row.disagreement):
+            summary[f"disagreement.{row.target}"] = round(float(row.disagreement), 4)
+    isoflops = ((evidence.fitted("isoflops") or {}).get("fit") or {}).get("vocab_params") or {}
+    parametric = (evidence.fitted("parametric") or {}).get("fit") or {}
+    for key, value in (
+        ("r_squared.isoflops_vocab_params", isoflops.get("r_squared")),
+        ("r_squared.parametric", parametric.get("r_squared")),
+    ):
+        if value is not None and np.isfinite(value):
+            summary[key] = round(float(value), 5)
+    if evidence.runs is not None:
+        summary["runs"] = int(evidence.runs["run"].nunique())
+        summary["checkpoints"] = len(evidence.runs)
+    summary["diverged_rows"] = 0 if evidence.diverged is None else len(evidence.diverged)
+    return summary
+
+
+#: The columns of isoflops_envelope.csv.
+ENVELOPE_COLUMNS = (
+    "flops",
+    "loss_u",
+    "vocab_size",
+    "vocab_params",
+    "non_vocab_params",
+    "d_model",
+    "characters",
+    "kind",
+)
+
+
+def envelope_points(evidence: Evidence) -> pd.DataFrame:
+    """Approach 1's envelope points by compute, for `dvc plots show` (no rows if not fitted)."""
+    try:
+        envelope = isoflops_envelope(evidence)
+    except Skipped:
+        envelope = pd.DataFrame()
+    return envelope.reindex(columns=list(ENVELOPE_COLUMNS))

@@ -1,0 +1,107 @@
+"""A run's resume state: what it holds, when it may be resumed, and how it is written.
+
+The state (model, optimizer, schedule position, RNG states, records so far) is saved
+atomically to `<checkpoint dir>/state.pt`, a directory of its own that survives reruns and
+that neither engine tracks. It is resumed only when its fingerprint matches: the same shape,
+vocabulary, settings that change the arithmetic, data and training code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+import random
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vocabscale.io import atomic_path
+from vocabscale.sweep import ModelSpec
+from vocabscale.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+#: Settings that change neither the data nor the arithmetic: a checkpoint written under other
+#: values of these is resumed.
+NOT_FINGERPRINTED = ("threads", "device", "compile", "checkpoint_every")
+
+#: The vocabscale package, whose training code (this package and the parameter accounting)
+#: the fingerprint covers.
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def code_digest(package: Path = PACKAGE) -> str:
+    """sha256 over the source of the training code in `package`: every module of `train/` and
+    `accounting.py`. A checkpoint written by other code is not resumed, so a fix to the
+    training code trains again instead of reusing state the old code wrote."""
+    digest = hashlib.sha256()
+    for path in [*sorted((package / "train").glob("*.py")), package / "accounting.py"]:
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def fingerprint(spec: ModelSpec, vocab_size: int, config: TrainConfig, data: dict) -> str:
+    """What a checkpoint must match to be resumed (anything else means: start afresh). The
+    number of processes is not part of it: a run may resume on more or fewer GPUs."""
+    relevant = {
+        "code": code_digest(),
+        "shape": asdict(spec.shape),
+        "train_tokens": spec.train_tokens,
+        "vocab_size": vocab_size,
+        "config": {k: v for k, v in asdict(config).items() if k not in NOT_FINGERPRINTED},
+        "train_tokens_in_corpus": data["splits"]["train"]["tokens"],
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """Every random generator's state, in types `torch.load(weights_only=True)` accepts."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, keys.tolist(), position, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+    random.setstate(state["python"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def read_state(path: Path, mmap: bool) -> dict[str, Any] | None:
+    """The saved state, or None (with a warning) when it cannot be read. On CUDA the file is
+    memory-mapped so that the workers of a node share one copy in host memory; on CPU it is
+    read outright, or the optimizer state would alias the mapping."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        log.warning("%s cannot be read (%s); starting from step 0", path, error)
+        return None
+
+
+def remove_stale_temporaries(out_dir: Path, state_path: Path) -> None:
+    """A SIGKILL during an atomic write leaves its temporary behind; clear this run's."""
+    for stale in state_path.parent.glob(f".{state_path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)

@@ -1,0 +1,46 @@
+"""Evaluation: the summed cross-entropy of a model over the whole evaluation text."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from vocabscale.train import distributed
+from vocabscale.train.data import eval_batches
+from vocabscale.train.distributed import Process
+from vocabscale.train.model import Llama
+
+
+@torch.no_grad()
+def evaluate(
+    model: Llama,
+    tokens: np.ndarray,
+    context: int,
+    batch_size: int,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager,
+    chunk_tokens: int,
+    proc: Process | None = None,
+) -> tuple[float, int]:
+    """Summed cross-entropy (nats) over every target of `tokens`, and the number of targets.
+
+    The batches are the same whatever the number of processes; batch i is computed by process
+    i mod world and the per-batch sums are added in batch order, so several processes give
+    exactly the numbers one would.
+    """
+    proc = proc or Process(0, 1, device)
+    model.eval()
+    batches = eval_batches(len(tokens), context, batch_size)
+    sums = torch.zeros(len(batches), dtype=torch.float64, device=device)
+    for index in range(proc.rank, len(batches), proc.world):
+        length, starts = batches[index]
+        batch = torch.from_numpy(
+            np.stack([tokens[s : s + length] for s in starts]).astype(np.int64)
+        ).to(device)
+        with autocast:
+            sums[index] = model(batch[:, :-1], batch[:, 1:], chunk_tokens=chunk_tokens).double()
+    per_batch = distributed.all_sum(sums, proc).tolist()
+    model.train()
+    return sum(per_batch), sum(len(starts) * (length - 1) for length, starts in batches)

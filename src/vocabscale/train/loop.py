@@ -1,0 +1,498 @@
+"""The training loop of one run = one model shape x one tokenizer, evaluated at fixed checkpoints.
+
+AdamW with linear warmup then cosine decay (`schedule`), gradient accumulation to
+`batch_tokens` per step, evaluation of the summed cross-entropy over the whole evaluation text
+at `evals` checkpoints evenly spaced in tokens (`evaluate`). Batches are a pure function of
+(seed, step) (`data`), so a run resumed from its last checkpoint sees exactly the data an
+uninterrupted run would, and so does each process of a multi-GPU run (it takes its rows of the
+same global batch).
+
+On CUDA: bf16 autocast, flash attention through `scaled_dot_product_attention`, fused AdamW,
+optional `torch.compile` of each block, and a loss head that never holds more than
+`head_chunk_logits` logits (`model.summed_cross_entropy`). Several GPUs: DDP under torchrun
+(`distributed`).
+
+Safe to kill: the state is saved atomically at every evaluation and every `checkpoint_every`
+steps (`checkpoint`); SIGKILL loses at most the steps since; SIGTERM finishes the current step,
+saves, and raises Preempted.
+
+Outputs (one directory per run, written at the end, atomically):
+  evals.csv    one row per checkpoint: step, tokens, characters, flops, eval CE sum, eval tokens
+  history.csv  training loss, gradient norm and learning rate along the run
+  run.json     shape, exact Nnv and Nv, budgets, whether the run diverged
+  model.pt     final weights
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from vocabscale import accounting
+from vocabscale.io import atomic_dir, write_csv, write_json
+from vocabscale.sweep import ModelSpec
+from vocabscale.train import distributed
+from vocabscale.train.checkpoint import (
+    fingerprint,
+    read_state,
+    remove_stale_temporaries,
+    rng_state,
+    save_state,
+    set_rng_state,
+)
+from vocabscale.train.config import TrainConfig, autocast_for, resolved_precision
+from vocabscale.train.data import RunData, sample_batch
+from vocabscale.train.distributed import Process
+from vocabscale.train.evaluate import evaluate
+from vocabscale.train.model import Llama, head_chunk_rows
+from vocabscale.train.schedule import eval_steps, learning_rate
+
+log = logging.getLogger(__name__)
+
+EVAL_COLUMNS = (
+    "step",
+    "tokens",
+    "characters",
+    "flops",
+    "flops_with_attention",
+    "eval_ce_sum",
+    "eval_tokens",
+)
+HISTORY_COLUMNS = ("step", "tokens", "lr", "train_loss", "grad_norm")
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived; the state was checkpointed."""
+
+
+@dataclass
+class RunState:
+    """How far a run has got. The step is also the data position: batches are a function of
+    it. `records` are the evaluations so far, `history` the training loss along the way."""
+
+    step: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    diverged_at: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "records": self.records, "history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.records, self.history = state["step"], state["records"], state["history"]
+
+
+def build_model(
+    spec: ModelSpec, vocab_size: int, config: TrainConfig, device: torch.device
+) -> Llama:
+    """The run's model, seeded by `config.seed`; each block compiled when `config.compile`
+    (regional compilation: one graph reused by every block, the chunked head left eager)."""
+    torch.manual_seed(config.seed)
+    rows = head_chunk_rows(vocab_size, config.head_chunk_tokens, config.head_chunk_logits)
+    model = Llama(spec.shape, vocab_size, config.context, head_chunk_tokens=rows).to(device)
+    if config.compile:
+        for block in model.blocks:
+            block.compile()
+    return model
+
+
+def build_optimizer(model: Llama, config: TrainConfig, device: torch.device):
+    """AdamW; weight decay on matrices only (not on norm gains); fused kernel on CUDA."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=device.type == "cuda"
+    )
+
+
+def accumulate_gradients(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    micro_batch_size: int,
+    autocast: contextlib.AbstractContextManager,
+    loss_scale: float,
+) -> torch.Tensor:
+    """Forward and backward over this process's sequences, `micro_batch_size` at a time, so
+    the gradients add up to those of loss_scale x (summed CE). Returns the summed CE as a
+    tensor on the device (reading it waits for the GPU: the caller does that once a step).
+    Under DDP the gradients are all-reduced once, after the last micro-batch."""
+    device = next(model.parameters()).device
+    total = torch.zeros((), dtype=torch.float32, device=device)
+    firsts = range(0, len(inputs), micro_batch_size)
+    for first in firsts:
+        x = inputs[first : first + micro_batch_size].to(device, non_blocking=True)
+        y = targets[first : first + micro_batch_size].to(device, non_blocking=True)
+        last = first == firsts[-1]
+        no_sync = isinstance(model, DistributedDataParallel) and not last
+        with model.no_sync() if no_sync else contextlib.nullcontext():
+            with autocast:
+                loss = model(x, y)
+            (loss * loss_scale).backward()
+        total += loss.detach()
+    return total
+
+
+class SigtermFlag:
+    """Turns SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    def __enter__(self) -> SigtermFlag:
+        self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.raised = True
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGTERM, self.previous)
+
+
+class Trainer:
+    """One run on this process: its model, optimizer and state, and the steps that advance
+    them. `train()` runs to the end (or to divergence, or raises Preempted); `outputs()` is
+    what the run writes."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        data: RunData,
+        config: TrainConfig,
+        proc: Process,
+        checkpoint_dir: Path,
+        inject_nan_at_step: int | None = None,
+    ) -> None:
+        self.spec, self.data, self.config, self.proc = spec, data, config, proc
+        self.sequences = config.batch_tokens // config.context
+        if self.sequences % proc.world:
+            raise ValueError(
+                f"train.batch_tokens / train.context = {self.sequences} sequences per step do "
+                f"not split evenly over {proc.world} processes (models.{spec.name}.gpus)"
+            )
+        self.total_steps = spec.train_tokens // config.batch_tokens
+        self.eval_at = eval_steps(self.total_steps, config.evals)
+        self.autocast = autocast_for(proc.device, config.precision)
+        self.model = build_model(spec, data.vocab_size, config, proc.device)
+        self.non_vocab = self.model.non_vocab_parameters()
+        if self.non_vocab != spec.shape.non_vocab_params:
+            raise AssertionError(
+                f"Nnv {self.non_vocab} != closed form {spec.shape.non_vocab_params}"
+            )
+        self.optimizer = build_optimizer(self.model, config, proc.device)
+        self.fingerprint = fingerprint(spec, data.vocab_size, config, data.stats)
+        self.flops_per_token = accounting.flops_per_token_with_attention(
+            self.non_vocab, data.vocab_size, spec.shape.d_model, spec.shape.n_layer, config.context
+        )
+        self.state = RunState()
+        self.state_path = checkpoint_dir / "state.pt"
+        self.inject_nan_at_step = inject_nan_at_step
+        self.train_model: torch.nn.Module = self.model
+
+    # --- resume state ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        step = self.state.step
+        return {
+            "fingerprint": self.fingerprint,
+            "total_steps": self.total_steps,
+            "schedule": {"step": step, "lr": learning_rate(step, self.total_steps, self.config)},
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(self.proc.device),
+            **self.state.state_dict(),
+            "processes": self.proc.world,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"], self.proc.device)
+        self.state.load_state_dict(state)
+
+    def resume(self, out_dir: Path) -> None:
+        """Continue from the saved state when it belongs to this run, else start at step 0."""
+        if self.proc.main:
+            remove_stale_temporaries(out_dir, self.state_path)
+        if not self.state_path.exists():
+            return
+        state = read_state(self.state_path, mmap=self.proc.device.type == "cuda")
+        if state is None:
+            return
+        if state["fingerprint"] == self.fingerprint:
+            self.load_state_dict(state)
+            log.info("resuming %s from step %d of %d", out_dir, self.state.step, self.total_steps)
+        else:
+            log.warning("%s belongs to other settings; starting from step 0", self.state_path)
+
+    def save_checkpoint(self) -> None:
+        """Rank 0 writes the state (every rank holds the same weights under DDP)."""
+        if self.proc.main:
+            save_state(self.state_path, self.state_dict())
+
+    # --- one step ----------------------------------------------------------------------------
+
+    def train_step(self, stop_requested: bool) -> bool:
+        """One optimizer step on the global batch of the current step. Returns whether any
+        process has been asked to stop; sets `state.diverged_at` (and changes nothing) when
+        the loss or the gradient norm is not finite."""
+        config, proc, step = self.config, self.proc, self.state.step
+        lr = learning_rate(step, self.total_steps, config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        inputs, targets = sample_batch(
+            self.data.train,
+            config.seed,
+            step,
+            self.sequences,
+            config.context,
+            proc.rank,
+            proc.world,
+        )
+        if proc.device.type == "cuda":
+            inputs, targets = inputs.pin_memory(), targets.pin_memory()
+        if step == self.inject_nan_at_step:  # tests: a blown-up update
+            with torch.no_grad():
+                self.model.output.weight[0, 0] = float("nan")
+        # DDP averages gradients over processes: scale so they sum to d(mean CE).
+        local_ce = accumulate_gradients(
+            self.train_model,
+            inputs,
+            targets,
+            config.micro_batch_size,
+            self.autocast,
+            proc.world / config.batch_tokens,
+        )
+        clip = config.grad_clip if config.grad_clip > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        stop_flag = torch.tensor(float(stop_requested), device=proc.device)
+        summed = distributed.all_sum(torch.stack([local_ce, stop_flag]), proc)
+        ce_sum, stop, grad_norm = torch.cat([summed, norm.reshape(1).float()]).tolist()
+        loss = ce_sum / config.batch_tokens
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            self.state.diverged_at = step
+            log.error(
+                "step %d: training loss %s, gradient norm %s: the run diverged",
+                step,
+                loss,
+                grad_norm,
+            )
+            return bool(stop)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.last_loss = loss
+        self.record_history(lr, loss, grad_norm)
+        return bool(stop)
+
+    def record_history(self, lr: float, loss: float, grad_norm: float) -> None:
+        """Keep about a hundred points of the training curve, and the last step."""
+        step = self.state.step
+        if step % self.log_every == 0 or step == self.total_steps:
+            self.state.history.append(
+                {
+                    "step": step,
+                    "tokens": step * self.config.batch_tokens,
+                    "lr": lr,
+                    "train_loss": loss,
+                    "grad_norm": grad_norm,
+                }
+            )
+
+    # --- evaluation --------------------------------------------------------------------------
+
+    def evaluate_checkpoint(self) -> None:
+        """Evaluate at the current step and record it; sets `state.diverged_at` instead when
+        the evaluation loss is not finite."""
+        config, step = self.config, self.state.step
+        ce_sum, count = evaluate(
+            self.model,
+            self.data.validation,
+            config.context,
+            config.eval_batch_size,
+            self.proc.device,
+            self.autocast,
+            self.model.head_chunk_tokens,
+            self.proc,
+        )
+        if not math.isfinite(ce_sum):
+            self.state.diverged_at = step
+            log.error("evaluation loss is %s at step %d: the run diverged", ce_sum, step)
+            return
+        tokens = step * config.batch_tokens
+        shape = self.spec.shape
+        self.state.records.append(
+            {
+                "step": step,
+                "tokens": tokens,
+                "characters": tokens * self.data.characters_per_token,
+                "flops": accounting.flops(
+                    self.non_vocab, self.data.vocab_size, shape.d_model, tokens
+                ),
+                "flops_with_attention": tokens * self.flops_per_token,
+                "eval_ce_sum": ce_sum,
+                "eval_tokens": count,
+            }
+        )
+        tokens_per_second = (tokens - self.tokens_at_start) / max(
+            time.perf_counter() - self.started, 1e-9
+        )
+        log.info(
+            "step %d/%d: eval loss %.4f, train loss %.4f, %.0f tokens/s, %.3g FLOP/s",
+            step,
+            self.total_steps,
+            ce_sum / count,
+            self.last_loss,
+            tokens_per_second,
+            tokens_per_second * self.flops_per_token,
+        )
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def train(self) -> None:
+        """Step until the end of the run or divergence; at SIGTERM, checkpoint and raise
+        Preempted."""
+        if self.proc.world > 1:
+            # DDP broadcasts rank 0's weights and averages gradients (in place in its
+            # communication buckets); `model` stays the plain module used for evaluation and
+            # checkpoints. The only buffers are the RoPE tables, the same everywhere.
+            self.train_model = DistributedDataParallel(
+                self.model, broadcast_buffers=False, gradient_as_bucket_view=True
+            )
+        if self.proc.main:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_start()
+        self.log_every = max(1, self.total_steps // 100)
+        self.started = time.perf_counter()
+        self.tokens_at_start = self.state.step * self.config.batch_tokens
+        progress = tqdm(
+            total=self.total_steps,
+            initial=self.state.step,
+            desc=f"train {self.spec.name} V={self.data.vocab_size}",
+            unit="step",
+            mininterval=2,
+            disable=not self.proc.main,
+        )
+        with SigtermFlag() as sigterm, progress:
+            while self.state.step < self.total_steps:
+                stop = self.train_step(sigterm.raised)
+                if self.state.diverged_at is not None:
+                    break
+                progress.update(1)
+                if self.state.step in self.eval_at:
+                    self.evaluate_checkpoint()
+                    if self.state.diverged_at is not None:
+                        break
+                    self.save_checkpoint()
+                elif self.config.checkpoint_every and not (
+                    self.state.step % self.config.checkpoint_every
+                ):
+                    self.save_checkpoint()
+                if stop:
+                    self.save_checkpoint()
+                    raise Preempted(
+                        f"SIGTERM at step {self.state.step}: state saved to {self.state_path}"
+                    )
+
+    def log_start(self) -> None:
+        config = self.config
+        log.info(
+            "%s V=%d: Nnv %d, Nv %d, %d steps of %d tokens (%d per micro-batch x %d processes), "
+            "%s on %s, loss head %d tokens per chunk",
+            self.spec.name,
+            self.data.vocab_size,
+            self.non_vocab,
+            self.data.vocab_size * self.spec.shape.d_model,
+            self.total_steps,
+            config.batch_tokens,
+            config.micro_batch_size * config.context,
+            self.proc.world,
+            resolved_precision(self.proc.device, config.precision),
+            self.proc.device,
+            self.model.head_chunk_tokens,
+        )
+
+    # --- outputs -----------------------------------------------------------------------------
+
+    def summary(self, run_name: str) -> dict[str, Any]:
+        """run.json: what was trained, on how much data, and how it ended."""
+        spec, config, data = self.spec, self.config, self.data
+        return {
+            "run_id": run_name,
+            "model": spec.name,
+            "vocab_size": data.vocab_size,
+            **asdict(spec.shape),
+            "context": config.context,
+            "non_vocab_params": self.non_vocab,
+            "vocab_params": accounting.vocab_params(data.vocab_size, spec.shape.d_model),
+            "total_params": sum(p.numel() for p in self.model.parameters()),
+            "train_tokens": self.total_steps * config.batch_tokens,
+            "steps": self.total_steps,
+            "seed": config.seed,
+            "diverged": self.state.diverged_at is not None,
+            "diverged_at_step": self.state.diverged_at,
+            "eval_tokens": int(len(data.validation) - 1),
+            "eval_characters": data.stats["splits"]["validation"]["characters"],
+            "precision": resolved_precision(self.proc.device, config.precision),
+            "processes": self.proc.world,
+        }
+
+    def write_outputs(self, out_dir: Path) -> dict[str, Any]:
+        """The run's directory, written atomically by rank 0; returns run.json's content."""
+        run = self.summary(out_dir.name)
+        if self.proc.main:
+            with atomic_dir(out_dir) as tmp:
+                records = pd.DataFrame(self.state.records, columns=list(EVAL_COLUMNS))
+                write_csv(tmp / "evals.csv", records)
+                history = pd.DataFrame(self.state.history, columns=list(HISTORY_COLUMNS))
+                write_csv(tmp / "history.csv", history)
+                write_json(tmp / "run.json", run)
+                weights = {k: v.cpu() for k, v in self.model.state_dict().items()}
+                torch.save(weights, tmp / "model.pt")
+        return run
+
+
+def train_run(
+    spec: ModelSpec,
+    tokens_dir: str | Path,
+    config: TrainConfig,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    inject_nan_at_step: int | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) one run and write its outputs; returns run.json's content.
+
+    `inject_nan_at_step` (tests) puts a NaN into the output head before that step, as a
+    blown-up update would.
+    """
+    out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
+    data = RunData.load(tokens_dir, config.context)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    proc = distributed.setup(config.device)
+    try:
+        if proc.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # what fp32 matmuls remain
+            torch.backends.cudnn.allow_tf32 = True
+        trainer = Trainer(spec, data, config, proc, checkpoint_dir, inject_nan_at_step)
+        trainer.resume(out_dir)
+        trainer.train()
+        return trainer.write_outputs(out_dir)
+    finally:
+        distributed.teardown()

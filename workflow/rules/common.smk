@@ -1,0 +1,26 @@
+# Read by every step of the workflow: the params file the stages are given, validated (a bad
+# key stops here, before any job runs), and what the steps and their resources are made from.
+
+from vocabscale.cluster import job_resources, train_resource_callables, train_retries
+from vocabscale.config import load_params
+from vocabscale.estimate.approaches import APPROACHES
+from vocabscale.sweep import run_grid
+
+
+def params_file():
+    """The params file the stages read: the last --configfile, else params.yaml."""
+    given = list(workflow.overwrite_configfiles or [])
+    if workflow.config_settings.overwrite_config and not given:
+        raise WorkflowError(
+            "--config overrides are not seen by the stages, which read a params file: put the "
+            "settings in a copy of params.yaml and pass it with --configfile"
+        )
+    return str(given[-1]) if given else "params.yaml"
+
+
+PARAMS_FILE = params_file()
+PARAMS = load_params(PARAMS_FILE)  # validated; a bad key stops here, before any job runs
+VOCAB_SIZES = PARAMS["tokenizer"]["vocab_sizes"]
+MODELS = list(PARAMS["models"])
+RUNS = run_grid(PARAMS)
+CPU_JOB_RESOURCES = job_resources(PARAMS)
