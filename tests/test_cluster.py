@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO, subprocess_env, write_params
 
 from vocabscale.cluster import (
+    CPU_JOBS,
     cpu_job_characters,
     cpu_job_resources,
     format_plan,
@@ -149,22 +150,20 @@ def test_cpu_jobs_are_sized_by_the_characters_they_read(corpus_dir, tiny_params_
     stats = read_json(corpus_dir / "stats.json")["splits"]
     read = stats["train"]["characters"] + stats["validation"]["characters"]
     assert cpu_job_characters(params, "tokenize", corpus_dir) == read
-    twice = copy.deepcopy(params)
-    twice["cluster"]["tokenize_chars_per_cpu_s"] = read / 60 / 8 / 100  # 100 minutes on 8 CPUs
+    cpus = CPU_JOBS["tokenize"].threads
+    cluster["tokenize_chars_per_cpu_s"] = read / 60 / cpus / 100  # 100 minutes
+    resources = cpu_job_resources(params, "tokenize", corpus_dir)
     minutes = math.ceil(100 * cluster["runtime_safety"]) + cluster["runtime_overhead_minutes"]
-    assert cpu_job_resources(twice, "tokenize", 8, corpus_dir)["runtime"] == minutes
-    assert cpu_job_resources(twice, "tokenize", 16, corpus_dir)["runtime"] < minutes
+    assert (resources["runtime"], resources["cpus_per_task"]) == (minutes, cpus)
     # tokenizer training: memory grows with its sample
-    small = cpu_job_resources(params, "train_tokenizer", 8)["mem_mb"]
+    small = cpu_job_resources(params, "train_tokenizer")["mem_mb"]
     params["corpus"]["tokenizer_sample_characters"] *= 1000
-    assert cpu_job_resources(params, "train_tokenizer", 8)["mem_mb"] > small
-    # a source of unknown size: the partition's limit; settings override
+    assert cpu_job_resources(params, "train_tokenizer")["mem_mb"] > small
+    # a source of unknown size gets the partition's limit; the settings override
     params["corpus"]["max_characters"] = None
-    assert (
-        cpu_job_resources(params, "prepare_corpus", 4)["runtime"] == cluster["max_runtime_minutes"]
-    )
-    params["cluster"].update(cpu_job_runtime_minutes=7, cpu_job_mem_mb=999)
-    resources = cpu_job_resources(params, "tokenize", 8, corpus_dir)
+    assert cpu_job_resources(params, "prepare_corpus")["runtime"] == cluster["max_runtime_minutes"]
+    cluster.update(cpu_job_runtime_minutes=7, cpu_job_mem_mb=999)
+    resources = cpu_job_resources(params, "tokenize", corpus_dir)
     assert (resources["runtime"], resources["mem_mb"]) == (7, 999)
 
 
@@ -185,3 +184,10 @@ def test_dry_run_of_the_paper_preset_lists_every_job_with_resources():
     for resources in train_jobs:
         assert re.search(r"\bgpu=\d", resources) and "slurm_partition=gpu" in resources
         assert re.search(r"runtime=\d+", resources)
+    # the CPU jobs: their CPUs, and a time limit from the characters they will read
+    tokenize = re.findall(r"rule tokenize:.*?resources: ([^\n]+)", out, flags=re.S)
+    expected = cpu_job_resources(load_params(PAPER), "tokenize")
+    assert len(tokenize) == 10
+    for resources in tokenize:
+        assert f"cpus_per_task={expected['cpus_per_task']}," in resources
+        assert f"runtime={expected['runtime']}," in resources

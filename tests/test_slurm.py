@@ -202,7 +202,7 @@ def gpu_sweep(slurm_run, cluster):
         comment = f"rule_train_wildcards_{name}_320"  # the executor's label of the job
         shown = [job for job in cluster.show_jobs() if job.get("Comment") == comment]
         assert len(shown) == 1, f"{run}: {len(shown)} SLURM jobs"
-        (sbatch,) = re.findall(rf"sbatch call: (sbatch .*? --comment {comment} .*?) -D ", out)
+        (sbatch,) = re.findall(rf"sbatch call: (sbatch .*? --comment {comment} .*?) --wrap", out)
         jobs[name] = {
             "scontrol": shown[0],
             "sbatch": sbatch,

@@ -262,18 +262,19 @@ def cpu_job_characters(
 
 
 def cpu_job_resources(
-    params: dict[str, Any], step: str, cpus: int, corpus_dir: Path | None = None
+    params: dict[str, Any], step: str, corpus_dir: Path | None = None
 ) -> dict[str, Any]:
-    """Time limit and memory of a CPU job, from the characters it reads and the measured
-    throughput (a source of unknown size gets `max_runtime_minutes`); `cluster.
-    cpu_job_runtime_minutes` and `cluster.cpu_job_mem_mb` override them."""
+    """CPUs, time limit and memory of a CPU job. Time from the characters it reads at the
+    measured throughput (a source of unknown size gets `max_runtime_minutes`), memory from
+    what it holds; `cluster.cpu_job_runtime_minutes` and `cluster.cpu_job_mem_mb` override
+    them. The CPUs are explicit: under a cluster profile Snakemake gives a job 1 thread."""
     cluster, job = cluster_settings(params), CPU_JOBS[step]
     characters = cpu_job_characters(params, step, corpus_dir)
     runtime = cluster["cpu_job_runtime_minutes"]
     if runtime is None and characters is None:
         runtime = cluster["max_runtime_minutes"]
     elif runtime is None:
-        rate = cluster[job.throughput] * (cpus if job.per_cpu else 1)
+        rate = cluster[job.throughput] * (job.threads if job.per_cpu else 1)
         runtime, _ = time_limit(characters / rate / 60, 0, cluster, step)
     memory = cluster["cpu_job_mem_mb"]
     if memory is None:
@@ -281,7 +282,12 @@ def cpu_job_resources(
         if step == "train_tokenizer":
             sample = params["corpus"]["tokenizer_sample_characters"]
             memory += math.ceil(sample * cluster["tokenizer_train_bytes_per_char"] / 1e6)
-    return {"runtime": runtime, "mem_mb": memory, **placement(cluster, cpu=True)}
+    return {
+        "cpus_per_task": job.threads,
+        "runtime": runtime,
+        "mem_mb": memory,
+        **placement(cluster, cpu=True),
+    }
 
 
 def cpu_job_resource_callables(params: dict[str, Any], step: str) -> dict[str, Any]:
@@ -289,16 +295,13 @@ def cpu_job_resource_callables(params: dict[str, Any], step: str) -> dict[str, A
     job is ready to run, when its input (the prepared corpus) exists and says its size."""
 
     def resource(name: str) -> Callable:
-        def value(wildcards, input, threads):
+        def value(wildcards, input):
             corpus = next((Path(f) for f in input if (Path(f) / "stats.json").is_file()), None)
-            return cpu_job_resources(params, step, threads, corpus)[name]
+            return cpu_job_resources(params, step, corpus)[name]
 
         return value
 
-    static = cpu_job_resources(params, step, CPU_JOBS[step].threads)
-    return {
-        name: resource(name) if name in ("runtime", "mem_mb") else v for name, v in static.items()
-    }
+    return {name: resource(name) for name in cpu_job_resources(params, step)}
 
 
 def placement(cluster: dict[str, Any], cpu: bool = False) -> dict[str, Any]:
@@ -353,7 +356,7 @@ def format_cpu_jobs(params: dict[str, Any]) -> list[str]:
     vocab_sizes = len(params["tokenizer"]["vocab_sizes"])
     lines = [f"{'CPU job':<22} {'count':>5} {'CPUs':>5} {'mem':>8} {'limit':>7} {'characters':>11}"]
     for step, job in CPU_JOBS.items():
-        resources = cpu_job_resources(params, step, job.threads)
+        resources = cpu_job_resources(params, step)
         characters = cpu_job_characters(params, step)
         count = 1 if step == "prepare_corpus" else vocab_sizes
         read = "unknown" if characters is None else f"{characters:.3g}"
