@@ -267,7 +267,8 @@ def cpu_job_resources(
     """CPUs, time limit and memory of a CPU job. Time from the characters it reads at the
     measured throughput (a source of unknown size gets `max_runtime_minutes`), memory from
     what it holds; `cluster.cpu_job_runtime_minutes` and `cluster.cpu_job_mem_mb` override
-    them. The CPUs are explicit: under a cluster profile Snakemake gives a job 1 thread."""
+    them. The CPUs are explicit, the rule's threads, so that the limit is made for the CPUs
+    the job gets whatever `--cores` or `--max-threads` say."""
     cluster, job = cluster_settings(params), CPU_JOBS[step]
     characters = cpu_job_characters(params, step, corpus_dir)
     runtime = cluster["cpu_job_runtime_minutes"]
