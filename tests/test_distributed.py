@@ -27,7 +27,7 @@ from vocabscale.sweep import model_specs
 from vocabscale.train.distributed import PREEMPTED, torchrun_command
 from vocabscale.train.stage import EXIT_PREEMPTED
 
-STEPS = 60  # the two-process run SIGTERM interrupts
+STEPS = 40  # the two-process run SIGTERM interrupts
 
 
 @pytest.fixture(scope="module")
