@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-DAEMONS = (
+#: What the tests run: the daemons and the commands that talk to them.
+COMMANDS = (
     "munged",
     "slurmctld",
     "slurmd",
@@ -49,7 +50,7 @@ MARKER = "# written by the vocabscale tests"
 
 def missing_reason() -> str | None:
     """Why a SLURM cluster cannot be started here (None when it can)."""
-    absent = [name for name in DAEMONS if shutil.which(name) is None]
+    absent = [name for name in COMMANDS if shutil.which(name) is None]
     if absent:
         return f"SLURM is not installed ({', '.join(absent)} not found)"
     if os.geteuid() != 0:
@@ -159,7 +160,7 @@ def _make_gpu_devices(root: Path) -> bool:
                 devices / f"nvidia{index}", 0o600 | stat.S_IFCHR, os.makedev(NVIDIA_MAJOR, index)
             )
         return True
-    except (PermissionError, OSError):
+    except OSError:
         for index in range(GPUS_PER_NODE):
             (devices / f"nvidia{index}").unlink(missing_ok=True)
             (devices / f"nvidia{index}").touch()
@@ -172,7 +173,8 @@ def _munge_works(env: dict[str, str]) -> bool:
 
 
 def start(root: Path, timeout: float = 60) -> SlurmCluster:
-    """Start munged (unless one answers already), slurmctld and slurmd; wait for the node."""
+    """Start munged (unless one answers already), slurmctld and a slurmd per node; wait for
+    the nodes."""
     host = socket.gethostname()
     config = _write_config(root, host)
     gpu_devices = _make_gpu_devices(root)
