@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import copy
+import math
 import re
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO, subprocess_env
+from conftest import REPO, subprocess_env, write_params
 
-from vocabscale.cluster import plan, train_resources
-from vocabscale.config import load_params
+from vocabscale.cluster import (
+    CPU_JOBS,
+    cpu_job_characters,
+    cpu_job_resources,
+    format_plan,
+    plan,
+    train_resources,
+)
+from vocabscale.config import ParamsError, load_params, read_yaml, validate_params
+from vocabscale.io import read_json
+from vocabscale.preemption import state_bytes
+from vocabscale.sweep import model_specs
 
 PAPER = REPO / "workflow/presets/paper.yaml"
 
@@ -54,6 +66,107 @@ def test_resources_follow_params_and_environment(monkeypatch):
     assert "gpu" not in train_resources(params, "33M", 4096)
 
 
+def test_a_gpu_job_is_one_task_on_one_node_holding_all_its_gpus():
+    """The executor derives `--ntasks-per-gpu` from `tasks` for GPU jobs unless
+    `tasks_per_gpu` is 0, and leaves `--nodes` out unless `nodes` is set (SLURM then may split
+    the GPUs over nodes): the job must set both. (tests/test_slurm.py submits them.)"""
+    params = load_params(PAPER)
+    params["cluster"]["gpu_type"] = "h100"
+    resources = train_resources(params, "631M", 32768)
+    assert resources["nodes"] == 1 and resources["tasks_per_gpu"] == 0
+    assert resources["gpu"] == 2 and resources["gpu_model"] == "h100"
+    assert resources["cpus_per_task"] == 2 * params["cluster"]["cpus_per_gpu"]
+    assert resources["mem_mb"] == 2 * params["cluster"]["mem_mb_per_gpu"]
+    assert "mpi" not in resources and "gres" not in resources
+
+
+def test_a_run_over_nodes_is_one_task_per_node_with_its_gpus():
+    params = load_params(PAPER)
+    params["cluster"]["gpu_type"] = "h100"
+    params["models"]["2.87B"].update(nodes=2, gpus=4)
+    resources = train_resources(params, "2.87B", 32768)
+    assert (resources["nodes"], resources["tasks"]) == (2, 2)
+    assert resources["gres"] == "gpu:h100:4" and resources["tasks_per_gpu"] == 0
+    assert resources["mpi"] == "srun" and "gpu" not in resources
+    assert resources["slurm_extra"].startswith("--ntasks-per-node=1 --signal=TERM@")
+    assert resources["cpus_per_task"] == 4 * params["cluster"]["cpus_per_gpu"]
+    # twice the GPUs: half the time
+    single = plan(load_params(PAPER)).set_index("run").loc["2.87B-v32768"]
+    double = plan(params).set_index("run").loc["2.87B-v32768"]
+    assert double["gpu_hours"] == pytest.approx(single["gpu_hours"])
+
+
+def test_a_run_asking_for_more_gpus_than_a_node_has_is_refused(tmp_path):
+    params = read_yaml(PAPER)
+    params["cluster"]["gpus_per_node"] = 4
+    path = write_params(tmp_path / "params.yaml", params)
+    with pytest.raises(ParamsError, match=r"models\.2\.87B\.gpus: .*8 GPUs.* is 4.*nodes: 2"):
+        load_params(path)
+    result = subprocess.run(
+        [sys.executable, "-m", "vocabscale", "plan", "--params", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "cluster.gpus_per_node is 4" in result.stderr
+    params["train"]["device"] = "cpu"  # CPU processes are not GPUs
+    load_params(write_params(tmp_path / "cpu.yaml", params))
+
+
+def test_plan_prints_each_jobs_geometry(monkeypatch):
+    monkeypatch.setenv("VOCABSCALE_SLURM_GPU_TYPE", "h100")
+    params = load_params(PAPER)
+    lines = format_plan(plan(params), params).splitlines()
+    (line,) = [line for line in lines if line.startswith("2.87B-v32768 ")]
+    cost = plan(params).set_index("run").loc["2.87B-v32768"]
+    grace = cost["grace_seconds"]
+    assert re.search(rf"\b1 x 8 h100\s+64\s+512 GB\s+2880m\s+{grace}s\b", line), line
+    assert any(line.startswith("tokenize ") for line in lines)
+
+
+def test_every_time_limit_holds_the_grace_window_and_the_overhead():
+    params = load_params(PAPER)
+    params["cluster"]["runtime_overhead_minutes"] = 0  # once gave 1 minute with TERM@300
+    cluster = params["cluster"]
+    for row in plan(params).itertuples():
+        spec = model_specs(params)[row.model]
+        writes = (
+            2
+            * state_bytes(spec.shape, row.vocab_size)
+            / (cluster["checkpoint_write_mb_per_s"] * 1e6)
+        )
+        assert row.grace_seconds > writes  # longer than writing the state, twice
+        assert (
+            row.runtime_minutes * 60 > row.grace_seconds + cluster["runtime_overhead_minutes"] * 60
+        )
+    params["cluster"]["max_runtime_minutes"] = 5  # shorter than the 2.87B runs' grace window
+    with pytest.raises(ParamsError, match=r"max_runtime_minutes \(5\) leaves no time"):
+        plan(params)
+
+
+def test_cpu_jobs_are_sized_by_the_characters_they_read(corpus_dir, tiny_params_dict):
+    params = validate_params(copy.deepcopy(tiny_params_dict))
+    params["cluster"]["cpu_job_runtime_minutes"] = None
+    cluster = params["cluster"]
+    stats = read_json(corpus_dir / "stats.json")["splits"]
+    read = stats["train"]["characters"] + stats["validation"]["characters"]
+    assert cpu_job_characters(params, "tokenize", corpus_dir) == read
+    cpus = CPU_JOBS["tokenize"].threads
+    cluster["tokenize_chars_per_cpu_s"] = read / 60 / cpus / 100  # 100 minutes
+    resources = cpu_job_resources(params, "tokenize", corpus_dir)
+    minutes = math.ceil(100 * cluster["runtime_safety"]) + cluster["runtime_overhead_minutes"]
+    assert (resources["runtime"], resources["cpus_per_task"]) == (minutes, cpus)
+    # tokenizer training: memory grows with its sample
+    small = cpu_job_resources(params, "train_tokenizer")["mem_mb"]
+    params["corpus"]["tokenizer_sample_characters"] *= 1000
+    assert cpu_job_resources(params, "train_tokenizer")["mem_mb"] > small
+    # a source of unknown size gets the partition's limit; the settings override
+    params["corpus"]["max_characters"] = None
+    assert cpu_job_resources(params, "prepare_corpus")["runtime"] == cluster["max_runtime_minutes"]
+    cluster.update(cpu_job_runtime_minutes=7, cpu_job_mem_mb=999)
+    resources = cpu_job_resources(params, "tokenize", corpus_dir)
+    assert (resources["runtime"], resources["mem_mb"]) == (7, 999)
+
+
 def test_dry_run_of_the_paper_preset_lists_every_job_with_resources():
     env = {**subprocess_env(), "VOCABSCALE_SLURM_PARTITION": "gpu"}
     result = subprocess.run(
@@ -71,3 +184,10 @@ def test_dry_run_of_the_paper_preset_lists_every_job_with_resources():
     for resources in train_jobs:
         assert re.search(r"\bgpu=\d", resources) and "slurm_partition=gpu" in resources
         assert re.search(r"runtime=\d+", resources)
+    # the CPU jobs: their CPUs, and a time limit from the characters they will read
+    tokenize = re.findall(r"rule tokenize:.*?resources: ([^\n]+)", out, flags=re.S)
+    expected = cpu_job_resources(load_params(PAPER), "tokenize")
+    assert len(tokenize) == 10
+    for resources in tokenize:
+        assert f"cpus_per_task={expected['cpus_per_task']}," in resources
+        assert f"runtime={expected['runtime']}," in resources

@@ -6,6 +6,7 @@ which turns the skip into a failure so CI always runs these tests.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 import slurm_cluster
 import yaml
 from conftest import copy_repo, git_commit_all, run_in, subprocess_env, write_params
+from test_distributed import assert_evaluates_like
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -155,3 +157,106 @@ def test_a_cancelled_run_resumes_from_its_checkpoint(slurm_run, cluster):
     evals = pd.read_csv(workdir / target / "evals.csv")
     assert len(evals) == settings["train"]["evals"]
     assert evals["step"].iloc[-1] == 600
+
+
+# --- GPU jobs on the fake GPUs ---------------------------------------------------------------
+
+#: The runs of the GPU sweep: (GPUs per node, nodes).
+GPU_RUNS = {"g1": (1, 1), "g2": (2, 1), "g4": (4, 1), "n2": (2, 2)}
+CPUS_PER_GPU = 2
+
+
+@pytest.fixture(scope="module")
+def gpu_sweep(slurm_run, cluster):
+    """A GPU sweep (`train.device: auto`, GPU type h100) submitted with `snakemake --profile
+    cluster` to the fake GPUs: 1, 2 and 4 GPUs on one node, and 2 GPUs on each of 2 nodes.
+    torch sees no GPU there, so every run trains on the CPU of its allocation: real jobs to
+    the end, with the geometry of GPU jobs. The corpus and tokens of the CPU run are reused
+    (`--rerun-triggers mtime`): only the training jobs are new."""
+    workdir, env, _ = slurm_run
+    settings = yaml.safe_load((workdir / "params.yaml").read_text())
+    shape = {"n_layer": 1, "n_head": 2, "d_model": 32, "ffn": 64}
+    steps = 8
+    settings["models"] = {
+        name: {**shape, "train_tokens": steps * settings["train"]["batch_tokens"], "gpus": g}
+        | {"nodes": n}
+        for name, (g, n) in GPU_RUNS.items()
+    }
+    settings["train"]["device"] = "auto"
+    settings["cluster"].update(
+        gpu_type=slurm_cluster.GPU_TYPE,
+        gpus_per_node=slurm_cluster.GPUS_PER_NODE,
+        cpus_per_gpu=CPUS_PER_GPU,
+        mem_mb_per_gpu=500,
+    )
+    write_params(workdir / "gpu.yaml", settings)
+    targets = [f"results/runs/{name}-v320" for name in GPU_RUNS]
+    result = snakemake(
+        workdir, env, "--configfile", "gpu.yaml", "--rerun-triggers", "mtime", "--verbose", *targets
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-6000:]
+    jobs = {}
+    for name in GPU_RUNS:
+        run = f"{name}-v320"
+        comment = f"rule_train_wildcards_{name}_320"  # the executor's label of the job
+        shown = [job for job in cluster.show_jobs() if job.get("Comment") == comment]
+        assert len(shown) == 1, f"{run}: {len(shown)} SLURM jobs"
+        (sbatch,) = re.findall(rf"sbatch call: (sbatch .*? --comment {comment} .*?) --wrap", out)
+        jobs[name] = {
+            "scontrol": shown[0],
+            "sbatch": sbatch,
+            "log": workdir / f"logs/train/{run}.log",
+        }
+        print(f"{run}: {sbatch}\n  {geometry(shown[0])}")
+    return workdir, jobs
+
+
+def geometry(job: dict[str, str]) -> str:
+    keys = ("NumNodes", "NumTasks", "NumCPUs", "CPUs/Task", "TresPerJob", "TresPerNode")
+    return " ".join(f"{key}={job[key]}" for key in keys if key in job)
+
+
+@pytest.mark.parametrize("name", ["g1", "g2", "g4"])
+def test_a_gpu_job_is_one_node_one_task_with_its_gpus(gpu_sweep, cluster, name):
+    _, jobs = gpu_sweep
+    gpus, _ = GPU_RUNS[name]
+    job, sbatch = jobs[name]["scontrol"], jobs[name]["sbatch"]
+    assert job["JobState"] == "COMPLETED"
+    assert (job["NumNodes"], job["NumTasks"]) == ("1", "1")
+    assert job["NumCPUs"] == job["CPUs/Task"] == str(CPUS_PER_GPU * gpus)
+    assert job["TresPerJob"] == f"gres:gpu:{slurm_cluster.GPU_TYPE}:{gpus}"
+    assert "--ntasks-per-gpu" not in sbatch and "--nodes=1" in sbatch
+    assert f"--gpus={slurm_cluster.GPU_TYPE}:{gpus}" in sbatch
+    log = jobs[name]["log"].read_text()
+    if cluster.gpu_devices:  # the run saw its GPUs (and, torch seeing none, trained on CPU)
+        visible = re.search(r"CUDA_VISIBLE_DEVICES=([\d,]+)", log).group(1)
+        assert len(visible.split(",")) == gpus, log[-2000:]
+
+
+def test_a_run_over_two_nodes_is_one_task_per_node(gpu_sweep):
+    workdir, jobs = gpu_sweep
+    gpus, nodes = GPU_RUNS["n2"]
+    job, sbatch = jobs["n2"]["scontrol"], jobs["n2"]["sbatch"]
+    assert job["JobState"] == "COMPLETED"
+    assert (job["NumNodes"], job["NumTasks"]) == (str(nodes), str(nodes))
+    assert job["CPUs/Task"] == str(CPUS_PER_GPU * gpus)
+    assert job["NumCPUs"] == str(CPUS_PER_GPU * gpus * nodes)
+    assert job["TresPerNode"] == f"gres:gpu:{slurm_cluster.GPU_TYPE}:{gpus}"
+    assert "--ntasks-per-node=1" in sbatch and f"--nodes={nodes}" in sbatch
+    # srun started torchrun on both nodes; their workers formed one run of 4 processes
+    log = jobs["n2"]["log"].read_text()
+    assert "srun --nodes=2 --ntasks=2 --ntasks-per-node=1" in log
+    assert "--rdzv-backend=c10d" in log
+    assert set(re.findall(r"SLURM job \d+ on (n\d)", log)) == set(slurm_cluster.NODES)
+    run = json.loads((workdir / "results/runs/n2-v320/run.json").read_text())
+    assert run["processes"] == gpus * nodes
+
+
+def test_every_geometry_trains_the_same_run(gpu_sweep):
+    """One process, 2 and 4 on one node, 4 over two nodes: the same evaluations."""
+    workdir, _ = gpu_sweep
+    for name in GPU_RUNS:
+        assert_evaluates_like(
+            workdir / f"results/runs/{name}-v320", workdir / "results/runs/g1-v320"
+        )

@@ -1,8 +1,16 @@
-"""Cluster planning: what each training run costs and what it asks SLURM for.
+"""Cluster planning: what each job costs and what it asks SLURM for.
 
-`vocabscale plan` prints the grid with per-run FLOPs and estimated GPU-hours before anyone
-submits dozens of jobs; the Snakemake train rule takes its SLURM resources (GPUs, CPUs, memory,
-runtime, partition, account, QoS, GPU type) from `train_resources`, so the two always agree.
+`vocabscale plan` prints every job of the grid with its geometry, FLOPs, GPU-hours and time
+limit before anyone submits dozens of jobs; the Snakemake rules take their SLURM resources from
+`train_resources` and `cpu_job_resources`, so the two always agree.
+
+A training job on one node is one task holding all its GPUs, torchrun inside it starting one
+process per GPU: `sbatch --nodes=1 --gpus=<type>:N --cpus-per-task=<cpus_per_gpu x N>`. (The
+Snakemake SLURM executor turns a GPU job's `tasks` into `--ntasks-per-gpu`, one task per GPU
+that SLURM may spread over nodes; the resource `tasks_per_gpu: 0` turns that off.) A run over
+K nodes is one task per node, each with G GPUs (`--nodes=K --ntasks=K --ntasks-per-node=1
+--gres=gpu:<type>:G`); the executor's `mpi` resource runs `vocabscale train` in the job's
+first step, which starts torchrun on every node with srun (`vocabscale.train.distributed`).
 
 Partition, account, QoS and GPU type come from the environment (VOCABSCALE_SLURM_PARTITION,
 VOCABSCALE_SLURM_ACCOUNT, VOCABSCALE_SLURM_QOS, VOCABSCALE_SLURM_GPU_TYPE) or, failing that,
@@ -17,12 +25,15 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from vocabscale import accounting
-from vocabscale.config import add_params_argument, load_params
+from vocabscale import accounting, preemption
+from vocabscale.config import ParamsError, add_params_argument, load_params
+from vocabscale.corpus.sources import BUILTIN_PYTHON_DOCS, local_files
+from vocabscale.io import read_json
 from vocabscale.sweep import ModelSpec, model_specs, run_id
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
 
@@ -47,23 +58,53 @@ def cluster_settings(params: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+def uses_gpus(params: dict[str, Any]) -> bool:
+    """Whether training jobs ask for GPUs (all but a CPU sweep, `train.device: cpu`)."""
+    return params["train"]["device"] != "cpu"
+
+
+def time_limit(
+    work_minutes: float, grace_seconds: int, cluster: dict[str, Any], job: str
+) -> tuple[int, int]:
+    """A job's time limit and the number of jobs its work takes: the work with
+    `runtime_safety`, plus `runtime_overhead_minutes`, plus the grace window that SIGTERM comes
+    before the limit, capped at `max_runtime_minutes` (work beyond continues in further jobs)."""
+    reserved = cluster["runtime_overhead_minutes"] + math.ceil(grace_seconds / 60)
+    if cluster["max_runtime_minutes"] <= reserved:
+        raise ParamsError(
+            f"{job}: cluster.max_runtime_minutes ({cluster['max_runtime_minutes']}) leaves no "
+            f"time to work after cluster.runtime_overhead_minutes "
+            f"({cluster['runtime_overhead_minutes']}) and the SIGTERM grace window "
+            f"({grace_seconds} s)"
+        )
+    work = max(1, math.ceil(work_minutes * cluster["runtime_safety"]))
+    limit = min(work + reserved, cluster["max_runtime_minutes"])
+    return limit, math.ceil(work / (limit - reserved))
+
+
 @dataclass(frozen=True)
 class RunCost:
+    """One training run: what it costs, and the geometry and time limit of its jobs."""
+
     run: str
     model: str
     vocab_size: int
-    gpus: int
+    nodes: int
+    gpus: int  # per node (CPU processes in a CPU sweep)
+    cpus_per_node: int
+    mem_mb_per_node: int
     flops: float  # the paper's 6 (Nnv + V d) D
     flops_with_attention: float  # what the GPUs actually execute, evaluations included
     gpu_hours: float
     runtime_minutes: int  # one SLURM job's limit (capped; longer runs continue on retry)
+    grace_seconds: int  # SIGTERM this long before the limit: the run checkpoints and exits
     jobs: int  # SLURM jobs the run needs at that limit
 
 
 def run_cost(spec: ModelSpec, vocab_size: int, params: dict[str, Any]) -> RunCost:
-    """FLOPs of one run and the GPU time they take at the expected utilisation."""
+    """FLOPs of one run, the GPU time they take at the expected utilisation, and its jobs."""
     train, cluster = params["train"], cluster_settings(params)
-    shape, tokens = spec.shape, spec.train_tokens
+    shape, tokens, name = spec.shape, spec.train_tokens, run_id(spec.name, vocab_size)
     paper_flops = accounting.flops(shape.non_vocab_params, vocab_size, shape.d_model, tokens)
     per_token = accounting.flops_per_token_with_attention(
         shape.non_vocab_params, vocab_size, shape.d_model, shape.n_layer, train["context"]
@@ -75,24 +116,28 @@ def run_cost(spec: ModelSpec, vocab_size: int, params: dict[str, Any]) -> RunCos
         * float(PAPER_TOKENS_PER_CHAR(vocab_size))
     )
     executed = per_token * (tokens + eval_tokens / 3)
-    seconds = executed / (spec.gpus * cluster["gpu_peak_flops"] * cluster["expected_mfu"])
-    wall_minutes = seconds * cluster["runtime_safety"] / 60 + cluster["runtime_overhead_minutes"]
-    limit = min(math.ceil(wall_minutes), cluster["max_runtime_minutes"])
+    seconds = executed / (spec.processes * cluster["gpu_peak_flops"] * cluster["expected_mfu"])
+    grace = preemption.grace_seconds(shape, vocab_size, cluster)
+    limit, jobs = time_limit(seconds / 60, grace, cluster, f"run {name}")
     return RunCost(
-        run=run_id(spec.name, vocab_size),
+        run=name,
         model=spec.name,
         vocab_size=vocab_size,
+        nodes=spec.nodes,
         gpus=spec.gpus,
+        cpus_per_node=cluster["cpus_per_gpu"] * spec.gpus,
+        mem_mb_per_node=cluster["mem_mb_per_gpu"] * spec.gpus,
         flops=paper_flops,
         flops_with_attention=executed,
-        gpu_hours=seconds * spec.gpus / 3600,
+        gpu_hours=seconds * spec.processes / 3600,
         runtime_minutes=limit,
-        jobs=math.ceil(wall_minutes / limit),
+        grace_seconds=grace,
+        jobs=jobs,
     )
 
 
 def plan(params: dict[str, Any]) -> pd.DataFrame:
-    """Every run of the grid with its cost, in submission order."""
+    """Every run of the grid with its cost and geometry, in submission order."""
     rows = []
     for spec in model_specs(params).values():
         for vocab_size in params["tokenizer"]["vocab_sizes"]:
@@ -101,42 +146,55 @@ def plan(params: dict[str, Any]) -> pd.DataFrame:
 
 
 def train_resources(params: dict[str, Any], model: str, vocab_size: int) -> dict[str, Any]:
-    """SLURM resources of one training job, in the Snakemake SLURM executor's vocabulary.
-
-    A CPU sweep (`train.device: cpu`) asks for no GPUs; otherwise `gpu` GPUs (of `gpu_model`
-    when a type is set) in one task, torchrun starting one process per GPU inside it.
-    """
-    spec = model_specs(params)[model]
-    cost = run_cost(spec, vocab_size, params)
+    """SLURM resources of one training job, in the Snakemake SLURM executor's vocabulary: one
+    task per node with `gpus` GPUs, `cpus_per_gpu` CPUs and `mem_mb_per_gpu` memory per GPU,
+    SIGTERM a grace window before the time limit. A CPU sweep asks for no GPUs."""
+    cost = run_cost(model_specs(params)[model], vocab_size, params)
     cluster = cluster_settings(params)
-    uses_gpu = params["train"]["device"] != "cpu"
-    devices = spec.gpus if uses_gpu else 1
+    signal = f"--signal=TERM@{cost.grace_seconds}"
     resources: dict[str, Any] = {
+        "nodes": cost.nodes,
+        "tasks": cost.nodes,
+        "cpus_per_task": cost.cpus_per_node,
+        "mem_mb": cost.mem_mb_per_node,
         "runtime": cost.runtime_minutes,
-        "cpus_per_task": cluster["cpus_per_gpu"] * devices,
-        "mem_mb": cluster["mem_mb_per_gpu"] * devices,
-        "tasks": 1,
-        # SIGTERM five minutes before the time limit: the run writes its checkpoint in time
-        "slurm_extra": "--signal=TERM@300",
+        "slurm_extra": signal,
+        **placement(cluster),
     }
-    if uses_gpu:
-        resources["gpu"] = spec.gpus
-        if cluster.get("gpu_type"):
-            resources["gpu_model"] = cluster["gpu_type"]
-    resources.update(placement(cluster))
+    if uses_gpus(params):
+        resources.update(gpu_request(cost.nodes, cost.gpus, cluster.get("gpu_type")))
+    if cost.nodes > 1:
+        # the rule runs in the job's batch step and starts one srun task per node itself
+        resources["mpi"] = "srun"
+        resources["slurm_extra"] = f"--ntasks-per-node=1 {signal}"
     return resources
+
+
+def gpu_request(nodes: int, gpus: int, gpu_type: str | None) -> dict[str, Any]:
+    """GPUs as executor resources: `gpu` (`--gpus`, per job) on one node, `gres` (per node)
+    on several; `tasks_per_gpu: 0` so that the executor asks for no task per GPU."""
+    if nodes == 1:
+        request: dict[str, Any] = {"gpu": gpus, **({"gpu_model": gpu_type} if gpu_type else {})}
+    else:
+        request = {"gres": ":".join(["gpu", *([gpu_type] if gpu_type else []), str(gpus)])}
+    return {**request, "tasks_per_gpu": 0}
 
 
 def train_resource_callables(params: dict[str, Any]) -> dict[str, Callable]:
     """`train_resources` as one callable of the rule's wildcards per resource, the form a
-    Snakemake `resources:` directive takes."""
-    first_model = next(iter(params["models"]))
-    names = train_resources(params, first_model, params["tokenizer"]["vocab_sizes"][0])
+    Snakemake `resources:` directive takes; a resource one run does not set is None for it
+    (Snakemake leaves it out)."""
+    names = {
+        name: None
+        for model in params["models"]
+        for vocab_size in params["tokenizer"]["vocab_sizes"]
+        for name in train_resources(params, model, vocab_size)
+    }
 
     def resource(name: str) -> Callable:
-        return lambda wildcards: train_resources(params, wildcards.model, int(wildcards.vocab))[
+        return lambda wildcards: train_resources(params, wildcards.model, int(wildcards.vocab)).get(
             name
-        ]
+        )
 
     return {name: resource(name) for name in names}
 
@@ -147,10 +205,104 @@ def train_retries(params: dict[str, Any]) -> int:
     return int(plan(params)["jobs"].max()) + 2
 
 
-def job_resources(params: dict[str, Any]) -> dict[str, Any]:
-    """Partition, account and QoS for the CPU jobs (corpus preparation, tokenization)."""
-    cluster = cluster_settings(params)
-    return {"runtime": cluster["cpu_job_runtime_minutes"], **placement(cluster, cpu=True)}
+# --- CPU jobs --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuJob:
+    """A corpus or tokenizer step that runs as a SLURM CPU job."""
+
+    threads: int  # the rule's threads: the CPUs of its job
+    throughput: str  # the `cluster` setting of the characters it reads per second
+    per_cpu: bool  # whether that throughput is per CPU (the job scales with its CPUs)
+
+
+CPU_JOBS = {
+    "prepare_corpus": CpuJob(4, "prepare_chars_per_s", per_cpu=False),
+    "train_tokenizer": CpuJob(8, "tokenizer_train_chars_per_s", per_cpu=False),
+    "tokenize": CpuJob(8, "tokenize_chars_per_cpu_s", per_cpu=True),
+}
+
+
+def source_characters(params: dict[str, Any]) -> float | None:
+    """Characters prepare-corpus will read: `corpus.max_characters`, else the size of local
+    source files (compressed and parquet ones at `cluster.source_chars_per_byte`); None for a
+    source of unknown size (a hub dataset, the builtin corpus, files not on this host)."""
+    corpus = params["corpus"]
+    if corpus["max_characters"]:
+        return float(corpus["max_characters"])
+    source = corpus["source"]
+    if isinstance(source, str) and (source == BUILTIN_PYTHON_DOCS or source.startswith("hub:")):
+        return None
+    try:
+        files = local_files([source] if isinstance(source, str) else source)
+    except (FileNotFoundError, ValueError):
+        return None
+    per_byte = params["cluster"]["source_chars_per_byte"]
+    return float(
+        sum(
+            os.path.getsize(path) * (1 if path.endswith((".txt", ".jsonl", ".json")) else per_byte)
+            for path in files
+        )
+    )
+
+
+def cpu_job_characters(
+    params: dict[str, Any], step: str, corpus_dir: Path | None = None
+) -> float | None:
+    """Characters a CPU job reads: tokenizer training its sample; tokenization the prepared
+    corpus (exactly, from its stats.json, once it exists); corpus preparation the source."""
+    if step == "train_tokenizer":
+        return float(params["corpus"]["tokenizer_sample_characters"])
+    stats = corpus_dir / "stats.json" if corpus_dir else None
+    if step == "tokenize" and stats and stats.is_file():
+        splits = read_json(stats)["splits"]
+        return float(splits["train"]["characters"] + splits["validation"]["characters"])
+    return source_characters(params)
+
+
+def cpu_job_resources(
+    params: dict[str, Any], step: str, corpus_dir: Path | None = None
+) -> dict[str, Any]:
+    """CPUs, time limit and memory of a CPU job. Time from the characters it reads at the
+    measured throughput (a source of unknown size gets `max_runtime_minutes`), memory from
+    what it holds; `cluster.cpu_job_runtime_minutes` and `cluster.cpu_job_mem_mb` override
+    them. The CPUs are explicit, the rule's threads, so that the limit is made for the CPUs
+    the job gets whatever `--cores` or `--max-threads` say."""
+    cluster, job = cluster_settings(params), CPU_JOBS[step]
+    characters = cpu_job_characters(params, step, corpus_dir)
+    runtime = cluster["cpu_job_runtime_minutes"]
+    if runtime is None and characters is None:
+        runtime = cluster["max_runtime_minutes"]
+    elif runtime is None:
+        rate = cluster[job.throughput] * (job.threads if job.per_cpu else 1)
+        runtime, _ = time_limit(characters / rate / 60, 0, cluster, step)
+    memory = cluster["cpu_job_mem_mb"]
+    if memory is None:
+        memory = cluster["cpu_job_base_mem_mb"]
+        if step == "train_tokenizer":
+            sample = params["corpus"]["tokenizer_sample_characters"]
+            memory += math.ceil(sample * cluster["tokenizer_train_bytes_per_char"] / 1e6)
+    return {
+        "cpus_per_task": job.threads,
+        "runtime": runtime,
+        "mem_mb": memory,
+        **placement(cluster, cpu=True),
+    }
+
+
+def cpu_job_resource_callables(params: dict[str, Any], step: str) -> dict[str, Any]:
+    """`cpu_job_resources` for a rule's `resources:`. Snakemake evaluates them again when the
+    job is ready to run, when its input (the prepared corpus) exists and says its size."""
+
+    def resource(name: str) -> Callable:
+        def value(wildcards, input):
+            corpus = next((Path(f) for f in input if (Path(f) / "stats.json").is_file()), None)
+            return cpu_job_resources(params, step, corpus)[name]
+
+        return value
+
+    return {name: resource(name) for name in cpu_job_resources(params, step)}
 
 
 def placement(cluster: dict[str, Any], cpu: bool = False) -> dict[str, Any]:
@@ -164,17 +316,26 @@ def placement(cluster: dict[str, Any], cpu: bool = False) -> dict[str, Any]:
     return resources
 
 
+# --- vocabscale plan -------------------------------------------------------------------------
+
+
 def format_plan(table: pd.DataFrame, params: dict[str, Any]) -> str:
-    """The plan as a fixed-width table with totals, for the terminal."""
+    """The plan as a fixed-width table with totals, for the terminal: every training job's
+    geometry (nodes x GPUs per node, CPUs and memory per node), limit and grace window, then
+    the CPU jobs."""
     cluster = cluster_settings(params)
+    device = (cluster.get("gpu_type") or "GPU") if uses_gpus(params) else "CPU proc."
     lines = [
-        f"{'run':<22} {'GPUs':>4} {'C = 6ND':>10} {'executed':>10} {'GPU-h':>9} "
-        f"{'limit':>8} {'jobs':>4}"
+        f"{'run':<22} {'nodes x GPUs':>16} {'CPUs':>5} {'mem':>8} {'limit':>7} {'TERM@':>6} "
+        f"{'jobs':>4} {'GPU-h':>9} {'C = 6ND':>10} {'executed':>10}"
     ]
     for row in table.itertuples():
+        geometry = f"{row.nodes} x {row.gpus} {device}"
         lines.append(
-            f"{row.run:<22} {row.gpus:>4} {row.flops:>10.3g} {row.flops_with_attention:>10.3g} "
-            f"{row.gpu_hours:>9.1f} {row.runtime_minutes:>6}m {row.jobs:>4}"
+            f"{row.run:<22} {geometry:>16} {row.cpus_per_node:>5} "
+            f"{row.mem_mb_per_node / 1000:>5.0f} GB {row.runtime_minutes:>6}m "
+            f"{row.grace_seconds:>5}s {row.jobs:>4} {row.gpu_hours:>9.1f} {row.flops:>10.3g} "
+            f"{row.flops_with_attention:>10.3g}"
         )
     lines.append(
         f"{len(table)} runs, {table['flops'].sum():.3g} FLOPs (6ND), "
@@ -182,20 +343,34 @@ def format_plan(table: pd.DataFrame, params: dict[str, Any]) -> str:
         f"total {table['gpu_hours'].sum():,.1f} GPU-hours"
     )
     lines.append(
-        f"assumes {cluster['gpu_peak_flops']:.3g} FLOP/s peak per GPU at "
-        f"{cluster['expected_mfu']:.0%} utilisation (cluster.gpu_peak_flops, cluster.expected_mfu)"
-        f"; partition {cluster.get('partition') or '(default)'}, account "
+        "each job: one task per node (torchrun starts one process per GPU), CPUs and memory per "
+        "node, SIGTERM `TERM@` seconds before the limit to checkpoint; assumes "
+        f"{cluster['gpu_peak_flops']:.3g} FLOP/s peak per GPU at {cluster['expected_mfu']:.0%} "
+        f"utilisation; partition {cluster.get('partition') or '(default)'}, account "
         f"{cluster.get('account') or '(default)'}"
     )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *format_cpu_jobs(params)])
 
 
-# --- vocabscale plan -------------------------------------------------------------------------
+def format_cpu_jobs(params: dict[str, Any]) -> list[str]:
+    """The CPU jobs' lines of the plan: CPUs, memory, limit and the characters each reads."""
+    vocab_sizes = len(params["tokenizer"]["vocab_sizes"])
+    lines = [f"{'CPU job':<22} {'count':>5} {'CPUs':>5} {'mem':>8} {'limit':>7} {'characters':>11}"]
+    for step, job in CPU_JOBS.items():
+        resources = cpu_job_resources(params, step)
+        characters = cpu_job_characters(params, step)
+        count = 1 if step == "prepare_corpus" else vocab_sizes
+        read = "unknown" if characters is None else f"{characters:.3g}"
+        lines.append(
+            f"{step:<22} {count:>5} {job.threads:>5} {resources['mem_mb'] / 1000:>5.1f} GB "
+            f"{resources['runtime']:>6}m {read:>11}"
+        )
+    return lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_params_argument(parser)
-    parser.add_argument("--csv", action="store_true", help="print the table as CSV")
+    parser.add_argument("--csv", action="store_true", help="print the training jobs as CSV")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -20,7 +20,7 @@ import jsonschema
 import yaml
 
 from vocabscale.accounting import MIN_VOCAB_SIZE, PAPER_SHAPES
-from vocabscale.sweep import resolve_model
+from vocabscale.sweep import ModelSpec, resolve_model
 
 
 class ParamsError(ValueError):
@@ -153,11 +153,13 @@ def _semantic_errors(params: dict[str, Any]) -> list[str]:
                 "must be even for rotary embeddings"
             )
         sequences = train["batch_tokens"] // train["context"]
-        if sequences % spec.gpus:
+        if sequences % spec.processes:
             errors.append(
-                f"models.{name}.gpus: {spec.gpus} processes cannot share the {sequences} "
-                f"sequences of a step (train.batch_tokens / train.context) evenly"
+                f"models.{name}.gpus: {spec.processes} processes ({spec.nodes} node(s) x "
+                f"{spec.gpus}) cannot share the {sequences} sequences of a step "
+                "(train.batch_tokens / train.context) evenly"
             )
+        errors.extend(_node_errors(name, spec, params))
         steps = spec.train_tokens // train["batch_tokens"]
         if steps < train["evals"]:
             errors.append(
@@ -169,6 +171,19 @@ def _semantic_errors(params: dict[str, Any]) -> list[str]:
     for duplicate in sorted({n for n in names if names.count(n) > 1}):
         errors.append(f"report.targets: the name '{duplicate}' appears more than once")
     return errors
+
+
+def _node_errors(name: str, spec: ModelSpec, params: dict[str, Any]) -> list[str]:
+    """A GPU run must fit on its nodes: no more GPUs per node than a node has."""
+    per_node = params["cluster"]["gpus_per_node"]
+    if params["train"]["device"] == "cpu" or spec.gpus <= per_node:
+        return []
+    nodes = -(-spec.gpus // per_node)
+    return [
+        f"models.{name}.gpus: the runs of {name} ({name}-v<V>) ask for {spec.gpus} GPUs on one "
+        f"node, but cluster.gpus_per_node is {per_node}; spread them over nodes, e.g. "
+        f"nodes: {nodes}, gpus: {-(-spec.gpus // nodes)}"
+    ]
 
 
 def validate_params(params: Any, source: str = "params.yaml") -> dict[str, Any]:

@@ -15,7 +15,13 @@ class ModelSpec:
     name: str
     shape: ModelShape
     train_tokens: int
-    gpus: int
+    gpus: int  # per node: one process each
+    nodes: int
+
+    @property
+    def processes(self) -> int:
+        """Processes of one run, over all its nodes: DDP's world size."""
+        return self.nodes * self.gpus
 
 
 def resolve_model(name: str, entry: dict[str, Any]) -> ModelSpec:
@@ -24,7 +30,9 @@ def resolve_model(name: str, entry: dict[str, Any]) -> ModelSpec:
         shape = PAPER_SHAPES[entry["preset"]][0]
     else:
         shape = ModelShape(entry["n_layer"], entry["n_head"], entry["d_model"], entry["ffn"])
-    return ModelSpec(name, shape, int(entry["train_tokens"]), int(entry["gpus"]))
+    return ModelSpec(
+        name, shape, int(entry["train_tokens"]), int(entry["gpus"]), int(entry["nodes"])
+    )
 
 
 def model_specs(params: dict[str, Any]) -> dict[str, ModelSpec]:

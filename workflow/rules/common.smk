@@ -1,7 +1,12 @@
 # Read by every step of the workflow: the params file the stages are given, validated (a bad
 # key stops here, before any job runs), and what the steps and their resources are made from.
 
-from vocabscale.cluster import job_resources, train_resource_callables, train_retries
+from vocabscale.cluster import (
+    CPU_JOBS,
+    cpu_job_resource_callables,
+    train_resource_callables,
+    train_retries,
+)
 from vocabscale.config import load_params
 from vocabscale.estimate.approaches import APPROACHES
 from vocabscale.sweep import run_grid
@@ -23,4 +28,3 @@ PARAMS = load_params(PARAMS_FILE)  # validated; a bad key stops here, before any
 VOCAB_SIZES = PARAMS["tokenizer"]["vocab_sizes"]
 MODELS = list(PARAMS["models"])
 RUNS = run_grid(PARAMS)
-CPU_JOB_RESOURCES = job_resources(PARAMS)

@@ -4,9 +4,9 @@ rule prepare_corpus:
     params:
         file=PARAMS_FILE,
         section=PARAMS["corpus"],
-    threads: 4
+    threads: CPU_JOBS["prepare_corpus"].threads
     resources:
-        **CPU_JOB_RESOURCES,
+        **cpu_job_resource_callables(PARAMS, "prepare_corpus"),
     log:
         "logs/prepare_corpus.log",
     shell:

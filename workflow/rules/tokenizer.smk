@@ -6,9 +6,9 @@ rule train_tokenizer:
     params:
         file=PARAMS_FILE,
         section=PARAMS["tokenizer"]["min_frequency"],
-    threads: 8
+    threads: CPU_JOBS["train_tokenizer"].threads
     resources:
-        **CPU_JOB_RESOURCES,
+        **cpu_job_resource_callables(PARAMS, "train_tokenizer"),
     log:
         "logs/train_tokenizer/v{vocab}.log",
     shell:
@@ -22,9 +22,9 @@ rule tokenize:
         tokenizer="results/tokenizers/v{vocab}/tokenizer.json",
     output:
         directory("results/tokens/v{vocab}"),
-    threads: 8
+    threads: CPU_JOBS["tokenize"].threads
     resources:
-        **CPU_JOB_RESOURCES,
+        **cpu_job_resource_callables(PARAMS, "tokenize"),
     params:
         file=PARAMS_FILE,
     log:

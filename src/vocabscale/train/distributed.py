@@ -1,10 +1,26 @@
-"""Several processes for one run: DDP launched through `torchrun`.
+"""Several processes for one run: DDP launched through `torchrun`, on one node or several.
 
-`vocabscale train` for a model with `gpus: N > 1` reruns itself under
-`torchrun --standalone --nproc-per-node N`, so the Snakemake rule and the DVC stage keep one
-command line. Each worker takes its share of every global batch (see `data.sample_batch`) and
-its share of the evaluation batches; DDP averages the gradients. On CUDA the processes talk
-over NCCL, one GPU each; on CPU (`train.device: cpu`, used by the tests) over gloo.
+`vocabscale train` for a model with `gpus: N > 1` or `nodes: K > 1` reruns itself under
+torchrun, so the Snakemake rule and the DVC stage keep one command line:
+
+- one node: `torchrun --standalone --nproc-per-node=N`;
+- K nodes, inside a SLURM job of K nodes with one task each: `srun torchrun --nnodes=K
+  --nproc-per-node=N --rdzv-backend=c10d --rdzv-endpoint=<first node>:<port>`. `vocabscale
+  train` runs on the job's first node (where SLURM runs the batch step), which hosts the
+  rendezvous.
+
+Each worker takes its share of every global batch (see `data.sample_batch`) and of the
+evaluation batches; DDP averages the gradients. On CUDA the processes talk over NCCL, one GPU
+each; on CPU (`train.device: cpu`, used by the tests) over gloo.
+
+Preemption. SIGTERM reaches the workers from SLURM (which signals every process of a job step)
+and from torchrun, often twice; the loop only raises a flag, all ranks agree on the step to
+stop at, rank 0 writes the state and then `preempted.json`, and every rank waits for it at a
+barrier before exiting (`stop_together`). torchrun exits 1 after a signal whatever its workers
+returned, and SLURM's `--signal` skips the batch step a multi-node run is launched from, so the
+launcher tells a preemption from a failure by that file. torchrun waits the run's grace window
+for its workers before it kills them (not its default 30 s), and every worker asks the kernel
+for SIGTERM should torchrun die, so that a killed torchrun leaves no worker training.
 """
 
 from __future__ import annotations
@@ -13,14 +29,21 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from vocabscale.io import read_json, write_json
+
 log = logging.getLogger(__name__)
+
+#: What rank 0 writes into the checkpoint directory once a SIGTERM'd run has saved its state.
+PREEMPTED = "preempted.json"
 
 
 @dataclass(frozen=True)
@@ -56,12 +79,20 @@ def resolve_device(setting: str) -> torch.device:
 
 
 def check_devices(processes: int, setting: str) -> None:
-    """Refuse, before launching anything, a run that asks for more GPUs than there are."""
+    """Refuse, before launching anything, a run that asks for more GPUs than there are; say
+    which GPUs the job was given when torch does not see them (`auto` then trains on CPU)."""
     device = resolve_device(setting)
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if device.type == "cpu" and setting != "cpu" and given:
+        log.warning(
+            "the job was given GPUs (CUDA_VISIBLE_DEVICES=%s) but torch sees none: "
+            "training on the CPU",
+            given,
+        )
     if device.type == "cuda" and torch.cuda.device_count() < processes:
         raise ValueError(
-            f"the run asks for {processes} GPUs (models.<name>.gpus) but this machine has "
-            f"{torch.cuda.device_count()}"
+            f"the run asks for {processes} GPUs per node (models.<name>.gpus) but this machine "
+            f"has {torch.cuda.device_count()}"
         )
 
 
@@ -72,6 +103,7 @@ def setup(setting: str) -> Process:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
+        die_with_parent()  # torchrun's worker: stop (and checkpoint) if torchrun is killed
         if device.type == "cuda":
             dist.init_process_group("nccl", device_id=device)
         else:
@@ -91,9 +123,25 @@ def all_sum(values: torch.Tensor, proc: Process) -> torch.Tensor:
     return values
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: torchrun gets SIGTERM when the process that launched it dies, even by SIGKILL,
-    so a killed job never leaves workers training behind it."""
+def stop_together(proc: Process, checkpoint_dir: Path, step: int) -> None:
+    """At SIGTERM, once the state is saved: rank 0 records the step the run stopped at, and
+    every rank waits for it, so that none exits (and has torchrun end the others) while rank
+    0 still writes."""
+    if proc.main:
+        write_json(checkpoint_dir / PREEMPTED, {"step": step})
+    if proc.world > 1:
+        dist.barrier()
+
+
+def preempted_step(checkpoint_dir: Path) -> int | None:
+    """The step a run's workers stopped at after SIGTERM, their state saved; None if they
+    did not."""
+    marker = checkpoint_dir / PREEMPTED
+    return read_json(marker)["step"] if marker.exists() else None
+
+
+def die_with_parent() -> None:  # pragma: no cover - also runs in a child before exec
+    """Linux: this process gets SIGTERM when its parent dies, even by SIGKILL."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -101,25 +149,110 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def launch(processes: int, argv: list[str]) -> tuple[int, bool]:
-    """Run `vocabscale <argv>` under torchrun with `processes` workers and wait for it.
+# --- launching -------------------------------------------------------------------------------
 
-    SIGTERM is passed on to torchrun, which passes it to the workers (they checkpoint and stop).
-    Returns torchrun's exit status and whether a SIGTERM arrived.
-    """
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={processes}",
+
+def torchrun_arguments(
+    nodes: int,
+    per_node: int,
+    argv: list[str],
+    shutdown_timeout: int,
+    endpoint: str | None = None,
+    run_id: str | None = None,
+) -> list[str]:
+    """torchrun's options and script for `vocabscale <argv>` with `per_node` processes on each
+    of `nodes` nodes; several nodes meet at `endpoint` (host:port) under `run_id`."""
+    if nodes == 1:
+        rendezvous = ["--standalone"]
+    else:
+        rendezvous = [
+            f"--nnodes={nodes}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={endpoint}",
+            f"--rdzv-id={run_id}",
+        ]
+    return [
+        *rendezvous,
+        f"--nproc-per-node={per_node}",
+        f"--shutdown-timeout={shutdown_timeout}",
         "-m",
         "vocabscale",
         "--",  # or torchrun would take `--log` for an abbreviation of its own `--log-dir`
         *argv,
     ]
-    log.info("launching %d processes: %s", processes, shlex.join(command))
-    child = subprocess.Popen(command, preexec_fn=_die_with_parent)
+
+
+def torchrun_command(*args, **kwargs) -> list[str]:
+    """The torchrun command line of one node (see `torchrun_arguments`)."""
+    return [sys.executable, "-m", "torch.distributed.run", *torchrun_arguments(*args, **kwargs)]
+
+
+def slurm_job() -> dict[str, str]:
+    """`scontrol show job` of the SLURM job this process runs in, as key -> value. (The
+    Snakemake executor removes most SLURM_* variables from a rule's environment.)"""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return {}
+    shown = subprocess.run(
+        ["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(item.split("=", 1) for item in shown.split() if "=" in item)
+
+
+def srun_torchrun_command(
+    nodes: int, per_node: int, argv: list[str], shutdown_timeout: int
+) -> list[str]:
+    """`srun torchrun` over the `nodes` nodes of this SLURM job: one task per node, with the
+    job's CPUs per task, the rendezvous on this node (the job's first). Each node's torchrun
+    gives its own host name as its address: the default, Python's fully qualified name, can
+    be `localhost`, and rank 0's address is where the other nodes' workers connect."""
+    job = slurm_job()
+    if not job:
+        agent = torchrun_arguments(
+            nodes, per_node, argv, shutdown_timeout, "<first node>:<port>", "<run id>"
+        )
+        raise ValueError(
+            f"a run over {nodes} nodes (models.<name>.nodes) starts inside a SLURM job of "
+            f"{nodes} nodes, one task each (`snakemake --profile cluster` asks for it); "
+            f"elsewhere start it on every node yourself: {shlex.join(['torchrun', *agent])}"
+        )
+    allocated = int(job["NumNodes"].split("-")[0])
+    if allocated != nodes:
+        raise ValueError(
+            f"SLURM job {job['JobId']} has {allocated} node(s), but the run asks for {nodes} "
+            "(models.<name>.nodes)"
+        )
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"{socket.gethostname()}:{port}"
+    arguments = torchrun_arguments(nodes, per_node, argv, shutdown_timeout, endpoint, job["JobId"])
+    return [
+        "srun",
+        f"--nodes={nodes}",
+        f"--ntasks={nodes}",
+        "--ntasks-per-node=1",
+        f"--cpus-per-task={job['CPUs/Task']}",
+        "--kill-on-bad-exit=1",
+        "bash",
+        "-c",
+        'exec "$0" -m torch.distributed.run --local-addr="$(hostname)" "$@"',
+        sys.executable,
+        *arguments,
+    ]
+
+
+def launch(command: list[str], checkpoint_dir: Path) -> tuple[int, bool]:
+    """Run torchrun (or srun over torchrun) and wait for it, passing SIGTERM on. Returns its
+    exit status (128 + N for signal N) and whether the run stopped at a SIGTERM: its workers
+    saved their state (`preempted.json`), or SIGTERM reached this process."""
+    (checkpoint_dir / PREEMPTED).unlink(missing_ok=True)
+    log.info(
+        "launching (CUDA_VISIBLE_DEVICES=%s): %s",
+        os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+        shlex.join(command),
+    )
+    child = subprocess.Popen(command, preexec_fn=die_with_parent)
     terminated = False
 
     def forward(signum, frame) -> None:
@@ -132,4 +265,7 @@ def launch(processes: int, argv: list[str]) -> tuple[int, bool]:
         status = child.wait()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return status, terminated
+    stopped_at = preempted_step(checkpoint_dir)
+    if stopped_at is not None:
+        log.warning("the workers stopped at step %d with their state saved", stopped_at)
+    return (128 - status if status < 0 else status), terminated or stopped_at is not None

@@ -406,6 +406,7 @@ class Trainer:
                     self.save_checkpoint()
                 if stop:
                     self.save_checkpoint()
+                    distributed.stop_together(self.proc, self.state_path.parent, self.state.step)
                     raise Preempted(
                         f"SIGTERM at step {self.state.step}: state saved to {self.state_path}"
                     )

@@ -1,4 +1,5 @@
-"""Stage train: `vocabscale train`, one run of the grid, under torchrun when it has several GPUs.
+"""Stage train: `vocabscale train`, one run of the grid, under torchrun when it has several
+processes (GPUs, or nodes).
 
 Exits with EXIT_PREEMPTED after SIGTERM, once the state is saved, so that the scheduler (the
 train rule retries; SLURM requeues) runs it again and it resumes.
@@ -9,9 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
+from typing import Any
 
+from vocabscale import preemption
 from vocabscale.config import ParamsError, add_params_argument, load_params
-from vocabscale.sweep import model_specs
+from vocabscale.io import read_json
+from vocabscale.sweep import ModelSpec, model_specs
 from vocabscale.train import distributed
 from vocabscale.train.config import TrainConfig
 from vocabscale.train.loop import Preempted, train_run
@@ -40,14 +45,13 @@ def run(args: argparse.Namespace) -> None:
             f"{args.params}: models.{args.model} does not exist (models: {', '.join(specs)})"
         )
     spec, config = specs[args.model], TrainConfig.from_params(params["train"])
-    if spec.gpus > 1 and not distributed.launched():
-        # One process per GPU: this very command again, under torchrun.
+    if not distributed.launched():
         distributed.check_devices(spec.gpus, config.device)
-        status, terminated = distributed.launch(spec.gpus, args.argv)
-        if status:
-            log.error("torchrun exited with status %d", status)
-            sys.exit(EXIT_PREEMPTED if terminated else status)
-        return
+        if spec.processes > 1:
+            status = run_workers(args, spec, params)
+            if status:
+                sys.exit(status)
+            return
     if distributed.rank() > 0:
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for the run
     try:
@@ -55,3 +59,23 @@ def run(args: argparse.Namespace) -> None:
     except Preempted as stop:
         log.warning("%s", stop)
         sys.exit(EXIT_PREEMPTED)
+
+
+def run_workers(args: argparse.Namespace, spec: ModelSpec, params: dict[str, Any]) -> int:
+    """This very command again, under torchrun: `gpus` processes on each of `nodes` nodes.
+    Returns 0, EXIT_PREEMPTED when the workers stopped at SIGTERM with their state saved
+    (torchrun itself then says 1), or torchrun's failing status. torchrun gives its workers
+    the run's grace window to save before it kills them."""
+    vocab_size = read_json(Path(args.tokens) / "stats.json")["vocab_size"]
+    grace = preemption.grace_seconds(spec.shape, vocab_size, params["cluster"])
+    if spec.nodes == 1:
+        command = distributed.torchrun_command(1, spec.gpus, args.argv, grace)
+    else:
+        command = distributed.srun_torchrun_command(spec.nodes, spec.gpus, args.argv, grace)
+    status, preempted = distributed.launch(command, Path(args.checkpoint_dir))
+    if status and preempted:
+        log.warning("stopped by SIGTERM (torchrun exited %d); the next attempt resumes", status)
+        return EXIT_PREEMPTED
+    if status:
+        log.error("torchrun exited with status %d", status)
+    return status

@@ -1,0 +1,158 @@
+"""Runs of several processes: two torchrun agents on this host as two nodes, and SIGTERM to the
+torchrun of a two-process run (every rank stops at one step, the state is saved, the command
+exits 75 and the run resumes to the same numbers). CPU processes talking over gloo."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import write_params
+from test_train import VOCAB, assert_same_run, run_to_completion, train_command
+
+from vocabscale.config import load_params
+from vocabscale.io import read_json
+from vocabscale.preemption import grace_seconds, state_bytes
+from vocabscale.sweep import model_specs
+from vocabscale.train.distributed import PREEMPTED, torchrun_command
+from vocabscale.train.stage import EXIT_PREEMPTED
+
+STEPS = 40  # the two-process run SIGTERM interrupts
+
+
+@pytest.fixture(scope="module")
+def params_file(tmp_path_factory, tiny_params_dict) -> Path:
+    params = copy.deepcopy(tiny_params_dict)
+    shape = {"n_layer": 1, "n_head": 2, "d_model": 32, "ffn": 64}
+    params["models"] = {
+        "one": {**shape, "train_tokens": 2048 * 12},
+        "two_nodes": {**shape, "train_tokens": 2048 * 12, "nodes": 2},
+        "ddp": {**shape, "train_tokens": 2048 * STEPS, "gpus": 2},
+    }
+    params["train"].update(
+        micro_batch_size=32, evals=4, checkpoint_every=10, device="cpu", threads=1
+    )
+    return write_params(tmp_path_factory.mktemp("params") / "params.yaml", params)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def assert_evaluates_like(run: Path, reference: Path) -> None:
+    """Same batches and updates on any number of processes: the same evaluations, but for
+    the order of additions (DDP's tolerance)."""
+    ours, theirs = pd.read_csv(run / "evals.csv"), pd.read_csv(reference / "evals.csv")
+    assert list(ours["step"]) == list(theirs["step"])
+    np.testing.assert_allclose(ours["eval_ce_sum"], theirs["eval_ce_sum"], rtol=1e-5)
+
+
+def test_two_agents_on_one_host_train_like_one_process(tmp_path, params_file, tokenized):
+    """`models.<name>.nodes: 2`: one torchrun agent per node meeting over c10d, as `srun
+    torchrun` starts them on a cluster; here both "nodes" are this host."""
+    command = train_command(params_file, "two_nodes", tokenized[VOCAB], tmp_path / "nodes")
+    endpoint = f"127.0.0.1:{free_port()}"
+    agent = torchrun_command(2, 1, command[3:], 60, endpoint, "two-nodes-test")
+    agents = [subprocess.Popen(agent, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for process in agents:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    run_to_completion(params_file, "one", tokenized[VOCAB], tmp_path / "one")
+    assert read_json(tmp_path / "nodes" / "run" / "run.json")["processes"] == 2
+    assert_evaluates_like(tmp_path / "nodes" / "run", tmp_path / "one" / "run")
+
+
+def test_several_nodes_outside_slurm_are_refused_with_the_agents_command(
+    tmp_path, params_file, tokenized
+):
+    command = train_command(params_file, "two_nodes", tokenized[VOCAB], tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2
+    assert "torchrun --nnodes=2 --rdzv-backend=c10d" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def torchrun_of(launcher: subprocess.Popen, timeout: float = 120) -> int:
+    """The pid of the torchrun that `vocabscale train` started."""
+    children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in children.read_text().split():
+            if "torch.distributed.run" in Path(f"/proc/{pid}/cmdline").read_text():
+                return int(pid)
+        assert launcher.poll() is None, "vocabscale train ended before starting torchrun"
+        time.sleep(0.05)
+    raise AssertionError("no torchrun within the timeout")
+
+
+@pytest.fixture(scope="module")
+def two_processes_uninterrupted(tmp_path_factory, params_file, tokenized) -> Path:
+    root = tmp_path_factory.mktemp("ddp-uninterrupted")
+    run_to_completion(params_file, "ddp", tokenized[VOCAB], root)
+    return root / "run"
+
+
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_resumes(
+    tmp_path, params_file, tokenized, two_processes_uninterrupted
+):
+    state = tmp_path / "checkpoint" / "state.pt"
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as sink:
+        launcher = subprocess.Popen(
+            train_command(params_file, "ddp", tokenized[VOCAB], tmp_path), stderr=sink
+        )
+    try:
+        torchrun = torchrun_of(launcher)
+        deadline = time.monotonic() + 300
+        while not state.exists():
+            assert launcher.poll() is None, stderr.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+        signalled = time.monotonic()
+        os.kill(torchrun, signal.SIGTERM)  # torchrun only, not vocabscale train
+        status = launcher.wait(timeout=300)
+        took = time.monotonic() - signalled
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert status == EXIT_PREEMPTED, stderr.read_text()[-3000:]
+    # within the grace window, the workers leaving by themselves (torchrun killed none)
+    spec = model_specs(load_params(params_file))["ddp"]
+    assert took < grace_seconds(spec.shape, VOCAB, load_params(params_file)["cluster"])
+    assert "forcefully" not in stderr.read_text()
+    # every rank stopped at the same step, the one the complete checkpoint holds
+    log = (tmp_path / "train.log").read_text()
+    stopped = re.findall(r"SIGTERM at step (\d+)", log)
+    assert len(stopped) == 2 and len(set(stopped)) == 1, log[-3000:]
+    saved = torch.load(state, weights_only=True)
+    assert saved["step"] == int(stopped[0]) == read_json(state.parent / PREEMPTED)["step"]
+    assert 0 < saved["step"] < STEPS and saved["processes"] == 2
+    assert not (tmp_path / "run").exists()
+
+    run_to_completion(params_file, "ddp", tokenized[VOCAB], tmp_path)
+    assert f"from step {saved['step']} of {STEPS}" in (tmp_path / "train.log").read_text()
+    assert_same_run(tmp_path / "run", two_processes_uninterrupted)
+
+
+def test_the_state_is_the_size_the_grace_window_is_made_for(
+    params_file, two_processes_uninterrupted, tokenized
+):
+    """The grace window is computed from an estimate of the resume state's size: it is the
+    size of a real one (the records and RNG states add a few kB)."""
+    spec = model_specs(load_params(params_file))["ddp"]
+    written = (two_processes_uninterrupted.parent / "checkpoint" / "state.pt").stat().st_size
+    estimate = state_bytes(spec.shape, VOCAB)
+    assert estimate <= written < estimate + 64_000
