@@ -34,7 +34,7 @@ from vocabscale.corpus.sources import (
     iter_documents,
     problem_with,
 )
-from vocabscale.io import atomic_dir, write_json
+from vocabscale.io import atomic_dir, output_lock, write_json
 
 log = logging.getLogger(__name__)
 
@@ -168,4 +168,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    prepare_corpus(load_params(args.params)["corpus"], args.out)
+    corpus = load_params(args.params)["corpus"]
+    with output_lock(args.out):
+        prepare_corpus(corpus, args.out)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from vocabscale.config import add_params_argument, load_params
-from vocabscale.io import read_json, write_csv
+from vocabscale.io import output_lock, read_json, write_csv
 from vocabscale.sweep import run_grid
 
 log = logging.getLogger(__name__)
@@ -82,4 +82,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    collect_runs(run_grid(load_params(args.params)), args.runs_dir, args.normalized_dir, args.out)
+    run_ids = run_grid(load_params(args.params))
+    with output_lock(args.out):
+        collect_runs(run_ids, args.runs_dir, args.normalized_dir, args.out)

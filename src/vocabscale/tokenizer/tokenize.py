@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from vocabscale.config import add_params_argument, load_params
 from vocabscale.corpus.shards import train_shards
-from vocabscale.io import token_dtype, write_json
+from vocabscale.io import output_lock, token_dtype, write_json
 from vocabscale.tokenizer.bpe import END_OF_TEXT, check_parallelism, set_threads
 
 log = logging.getLogger(__name__)
@@ -474,11 +474,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     section = load_params(args.params)["tokenizer"]
     set_threads(args.threads)
-    tokenize_corpus(
-        args.corpus,
-        args.tokenizer,
-        args.out,
-        section["batch_documents"],
-        section["batch_characters"],
-        section["checkpoint_seconds"],
-    )
+    with output_lock(args.out):  # and so its partial work, named after it
+        tokenize_corpus(
+            args.corpus,
+            args.tokenizer,
+            args.out,
+            section["batch_documents"],
+            section["batch_characters"],
+            section["checkpoint_seconds"],
+        )

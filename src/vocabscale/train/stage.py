@@ -1,17 +1,21 @@
 """Stage train: `vocabscale train`, one run of the grid, under torchrun when it has several GPUs.
 
 Exits with EXIT_PREEMPTED after SIGTERM, once the state is saved, so that the scheduler (the
-train rule retries; SLURM requeues) runs it again and it resumes.
+train rule retries; SLURM requeues) runs it again and it resumes. The run directory and the
+checkpoint directory are locked while it runs (by the process that starts torchrun, for all
+of its workers), so a second `vocabscale train` of the same run stops before touching them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 
 from vocabscale.config import ParamsError, add_params_argument, load_params
-from vocabscale.sweep import model_specs
+from vocabscale.io import output_lock
+from vocabscale.sweep import ModelSpec, model_specs
 from vocabscale.train import distributed
 from vocabscale.train.config import TrainConfig
 from vocabscale.train.loop import Preempted, train_run
@@ -40,6 +44,15 @@ def run(args: argparse.Namespace) -> None:
             f"{args.params}: models.{args.model} does not exist (models: {', '.join(specs)})"
         )
     spec, config = specs[args.model], TrainConfig.from_params(params["train"])
+    with contextlib.ExitStack() as locks:
+        if not distributed.launched():  # torchrun's workers run under their launcher's locks
+            locks.enter_context(output_lock(args.out))
+            locks.enter_context(output_lock(args.checkpoint_dir))
+        train_or_launch(args, spec, config)
+
+
+def train_or_launch(args: argparse.Namespace, spec: ModelSpec, config: TrainConfig) -> None:
+    """Train on this process, or start one process per GPU under torchrun."""
     if spec.gpus > 1 and not distributed.launched():
         # One process per GPU: this very command again, under torchrun.
         distributed.check_devices(spec.gpus, config.device)
