@@ -412,9 +412,34 @@ def test_partial_work_for_another_tokenizer_is_discarded(
     tokenize_corpus(
         corpus_dir, tokenized[640].parent / "v640" / "tokenizer.json", out, **tokenizer_settings()
     )
-    assert "discarding partial work" in caplog.text and "tokenizer changed" in caplog.text
+    assert "discarding partial work" in caplog.text and "changed since" in caplog.text
     for name in ("train.bin", "validation.bin", "stats.json"):
         assert (out / name).read_bytes() == (tokenized[640] / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("change", ["tokenizers version", "tokenize code"])
+def test_partial_work_of_other_code_or_libraries_is_discarded(
+    change, corpus_dir, tokenized, tmp_path, monkeypatch, caplog
+):
+    """Arrays encoded by another version of `tokenizers` or of the stage's code are not
+    continued: the two parts of one array could differ."""
+    out, tokenizer = tmp_path / "v", tokenized[320].parent / "v320" / "tokenizer.json"
+    real_encode = tokenize_module.encode
+    monkeypatch.setattr(tokenize_module, "encode", lambda *_: (_ for _ in ()).throw(Interrupted))
+    with pytest.raises(Interrupted):
+        tokenize_corpus(corpus_dir, tokenizer, out, **tokenizer_settings())
+    assert (tmp_path / ".v.partial" / "progress.json").exists()
+    monkeypatch.setattr(tokenize_module, "encode", real_encode)
+    if change == "tokenizers version":
+        monkeypatch.setattr(tokenize_module.tokenizers, "__version__", "0.0.1")
+    else:  # the module as it would be after an edit: its file's bytes differ
+        edited = tmp_path / "tokenize.py"
+        edited.write_text(Path(tokenize_module.__file__).read_text() + "# an edit\n")
+        monkeypatch.setattr(tokenize_module, "__file__", str(edited))
+    caplog.set_level(logging.INFO)
+    tokenize_corpus(corpus_dir, tokenizer, out, **tokenizer_settings())
+    assert "discarding partial work" in caplog.text and "changed since" in caplog.text
+    assert (out / "train.bin").read_bytes() == (tokenized[320] / "train.bin").read_bytes()
 
 
 def test_preparing_twice_gives_identical_bytes(documents, tmp_path, tiny_params_dict):
