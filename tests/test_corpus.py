@@ -22,7 +22,7 @@ from conftest import tokenizer_settings
 import vocabscale
 from vocabscale.config import validate_params
 from vocabscale.corpus import shards as shards_module
-from vocabscale.corpus.prepare import prepare_corpus
+from vocabscale.corpus.prepare import SeenDocuments, document_digest, is_validation, prepare_corpus
 from vocabscale.corpus.shards import read_texts, train_shards
 from vocabscale.corpus.sources import python_docs
 from vocabscale.io import read_json
@@ -45,13 +45,13 @@ def corpus_section(tiny_params_dict: dict, source, **overrides) -> dict:
 
 @pytest.fixture(scope="module")
 def documents() -> list[str]:
-    """Real documents that survive every format unchanged: no blank lines (a paragraph is a
-    document in .txt), no line breaks at the ends."""
+    """Real, distinct documents that survive every format unchanged: no blank lines (a paragraph
+    is a document in .txt), no line breaks at the ends."""
     out = []
     for text in python_docs():
         lines = [line for line in text.split("\n") if line and not line.isspace()]
         text = "\n".join(lines).strip()
-        if text and "\r" not in text:
+        if text and "\r" not in text and text not in out:
             out.append(text)
         if len(out) == 150:
             return out
@@ -168,6 +168,44 @@ def test_bad_bytes_empty_and_malformed_lines_are_counted_and_named(
     assert splits["train"]["documents"] + splits["validation"]["documents"] == len(good)
     assert splits["train"]["characters"] + splits["validation"]["characters"] == sum(map(len, good))
     assert sorted(kept_documents(tmp_path / "corpus")) == sorted(good)
+
+
+def test_exact_duplicates_are_dropped_before_the_split(tmp_path, tiny_params_dict, documents):
+    """Planted copies of documents that went to validation, placed after its cap is reached
+    (where they went to train, and were trained on), and of training documents: every text is
+    kept once, no validation text is in train, the copies are counted."""
+    hashes_to_validation = [is_validation(document_digest(d.encode()), 0.3) for d in documents]
+    validation = [d for d, v in zip(documents, hashes_to_validation) if v]
+    train = [d for d, v in zip(documents, hashes_to_validation) if not v]
+    assert len(validation) > 10 and len(train) > 10
+    copies = validation[:3] + train[:5] + validation[:1]
+    path = tmp_path / "corpus.jsonl"
+    lines = [json.dumps({"text": d}) for d in [*documents, *copies]]
+    path.write_text("\n".join(lines) + "\n")
+    cap = sum(map(len, validation[:3]))  # validation closes after its first three documents
+    corpus = corpus_section(
+        tiny_params_dict, str(path), validation_fraction=0.3, validation_characters=cap
+    )
+    stats = prepare_corpus(corpus, tmp_path / "corpus")
+    assert stats["duplicates"] == {
+        "documents": len(copies),
+        "characters": sum(map(len, copies)),
+    }
+    kept_validation = list(read_texts(tmp_path / "corpus" / "validation.parquet"))
+    kept_train = [t for shard in train_shards(tmp_path / "corpus") for t in read_texts(shard)]
+    assert kept_validation == validation[:3]
+    assert not set(kept_train) & set(kept_validation)
+    assert sorted(kept_train + kept_validation) == sorted(documents)
+
+
+def test_seen_documents_remember_every_digest_across_merges():
+    seen = SeenDocuments()
+    seen.SMALLEST_MERGE = seen.merge_at = 1000
+    digests = [document_digest(str(i).encode()) for i in range(5000)]
+    assert all(seen.add(d) for d in digests)
+    assert len(seen.merged) >= 4000  # most of them merged into the sorted array
+    assert not any(seen.add(d) for d in digests)
+    assert seen.add(document_digest(b"another"))
 
 
 def kept_documents(corpus: Path) -> list[str]:
