@@ -1,7 +1,9 @@
 """Stage collect: the runs table, one row per evaluation checkpoint of one run.
 
 This table is the estimators' only input, so a table made by another training stack with the
-same columns works just as well (`vocabscale.runs.table` reads and checks one).
+same columns works just as well (`vocabscale.runs.table` reads and checks one). A run that
+diverged before its first evaluation has one row, marked diverged and without numbers, so
+that it is counted as diverged rather than missing from the sweep.
 """
 
 from __future__ import annotations
@@ -45,7 +47,12 @@ def collect_runs(
     frames = []
     for run_id in run_ids:
         run = read_json(Path(runs_dir) / run_id / "run.json")
-        evals = pd.read_csv(Path(normalized_dir) / f"{run_id}.csv")
+        normalized = Path(normalized_dir) / f"{run_id}.csv"
+        evals = pd.read_csv(normalized)
+        if evals.empty:
+            if not run["diverged"]:
+                raise ValueError(f"{normalized}: no evaluation, yet run {run_id} did not diverge")
+            evals = pd.DataFrame([{"step": run["diverged_at_step"]}], columns=evals.columns)
         for key in (
             "run_id",
             "model",
