@@ -4,6 +4,7 @@ tokenization. All on real text (the builtin python-docs corpus) and real tokeniz
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import json
 import logging
@@ -22,6 +23,7 @@ from conftest import tokenizer_settings
 import vocabscale
 from vocabscale.config import validate_params
 from vocabscale.corpus import shards as shards_module
+from vocabscale.corpus import sources as sources_module
 from vocabscale.corpus.prepare import SeenDocuments, document_digest, is_validation, prepare_corpus
 from vocabscale.corpus.shards import read_texts, train_shards
 from vocabscale.corpus.sources import python_docs
@@ -108,7 +110,7 @@ def test_every_format_gives_identical_token_arrays(
         texts = [t for shard in train_shards(corpus) for t in read_texts(shard)]
         texts += list(read_texts(corpus / "validation.parquet"))
         assert sorted(texts) == sorted(documents), name
-        assert stats["skipped"] == {"empty": 0, "non_utf8": 0, "malformed": 0}, name
+        assert stats["skipped"] == {"empty": 0, "non_utf8": 0, "malformed": 0, "too_long": 0}, name
         assert stats["train_shards"] > 1
         tokens = tmp_path / "tokens" / name
         tokenize_corpus(corpus, tokenizer, tokens, **tokenizer_settings(batch_documents=7))
@@ -156,7 +158,7 @@ def test_bad_bytes_empty_and_malformed_lines_are_counted_and_named(
     caplog.set_level(logging.WARNING)
     corpus = corpus_section(tiny_params_dict, str(path), validation_fraction=0.5)
     stats = prepare_corpus(corpus, tmp_path / "corpus")
-    assert stats["skipped"] == {"empty": 4, "non_utf8": 2, "malformed": 4}
+    assert stats["skipped"] == {"empty": 4, "non_utf8": 2, "malformed": 4, "too_long": 0}
     first = stats["first_skipped"]
     assert first["non_utf8"] == f"{path}:2: byte 14: invalid start byte"
     assert first["empty"] == f"{path}:3: blank line"
@@ -208,6 +210,49 @@ def test_seen_documents_remember_every_digest_across_merges():
     assert seen.add(document_digest(b"another"))
 
 
+def test_a_giant_line_or_paragraph_is_skipped_without_being_read_whole(
+    tmp_path, tiny_params_dict, documents, monkeypatch
+):
+    """A jsonl line, a text paragraph of many lines and a text line without a break, each over
+    max_document_bytes: skipped and counted, the first named, and no read ever asks for more
+    than the bound."""
+    limit = 10_000
+    small = [d for d in documents if len(d.encode()) < limit // 2][:40]
+    jsonl, text = tmp_path / "a.jsonl", tmp_path / "b.txt"
+    lines = [json.dumps({"text": d}) for d in small[:20]]
+    lines.insert(3, json.dumps({"text": "x" * 50 * limit}))
+    jsonl.write_text("\n".join(lines) + "\n")
+    many_lines = "\n".join(["a line of a paragraph that never ends"] * limit)
+    text.write_text("\n\n".join([*small[20:30], many_lines, *small[30:], "y" * 50 * limit]))
+    largest: list[int] = []
+    real_open = sources_module.open_binary
+
+    class Recorded:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def readline(self, size: int = -1) -> bytes:
+            assert size > 0, "a line read whole, however long"
+            line = self.stream.readline(size)
+            largest.append(len(line))
+            return line
+
+    @contextlib.contextmanager
+    def recorded_open(path):
+        with real_open(path) as stream:
+            yield Recorded(stream)
+
+    monkeypatch.setattr(sources_module, "open_binary", recorded_open)
+    corpus = corpus_section(
+        tiny_params_dict, [str(jsonl), str(text)], validation_fraction=0.5, max_document_bytes=limit
+    )
+    stats = prepare_corpus(corpus, tmp_path / "corpus")
+    assert stats["skipped"]["too_long"] == 3
+    assert stats["first_skipped"]["too_long"].startswith(f"{jsonl}:4: more than")
+    assert max(largest) <= limit + 1
+    assert sorted(kept_documents(tmp_path / "corpus")) == sorted(small)
+
+
 def kept_documents(corpus: Path) -> list[str]:
     kept = [t for shard in train_shards(corpus) for t in read_texts(shard)]
     return kept + list(read_texts(corpus / "validation.parquet"))
@@ -225,7 +270,7 @@ def test_a_text_paragraph_with_bad_bytes_is_skipped_whole(tmp_path, tiny_params_
     bad_line = more.count(b"\n") + 7  # the line with "br\xc3ken"
     corpus = corpus_section(tiny_params_dict, str(path), validation_fraction=0.5)
     stats = prepare_corpus(corpus, tmp_path / "corpus")
-    assert stats["skipped"] == {"empty": 0, "non_utf8": 1, "malformed": 0}
+    assert stats["skipped"] == {"empty": 0, "non_utf8": 1, "malformed": 0, "too_long": 0}
     assert (
         stats["first_skipped"]["non_utf8"]
         == f"{path}:{bad_line}: byte 5: invalid continuation byte"
@@ -265,7 +310,7 @@ def test_a_hub_dataset_is_streamed_through_datasets(
     )
     stats = prepare_corpus(corpus, tmp_path / "corpus")
     assert calls == [(("someone/corpus", "en"), {"split": "train", "streaming": True})]
-    assert stats["skipped"] == {"empty": 2, "non_utf8": 0, "malformed": 0}
+    assert stats["skipped"] == {"empty": 2, "non_utf8": 0, "malformed": 0, "too_long": 0}
     assert stats["first_skipped"]["empty"] == "hub:someone/corpus row 3: empty text"
     splits = stats["splits"]
     assert splits["train"]["documents"] + splits["validation"]["documents"] == 24

@@ -96,8 +96,9 @@ class SeenDocuments:
         return True
 
 
-def usable_document(item: Item, skipped: SkipCounter) -> tuple[str, bytes] | None:
-    """A source item as (text, its UTF-8 bytes), or None after counting why it is no document."""
+def usable_document(item: Item, skipped: SkipCounter, limit: int) -> tuple[str, bytes] | None:
+    """A source item as (text, its UTF-8 bytes), or None after counting why it is no document
+    (the same bound on its size, `limit` bytes, for every kind of source)."""
     if isinstance(item, Skip):
         skipped.add(item)
         return None
@@ -107,11 +108,16 @@ def usable_document(item: Item, skipped: SkipCounter) -> tuple[str, bytes] | Non
         skipped.add(Skip(problem[0], f"{prefix}{number}", problem[1]))
         return None
     try:
-        return value, value.encode("utf-8")
+        data = value.encode("utf-8")
     except UnicodeEncodeError as error:
         reason = f"not valid Unicode at character {error.start}: {error.reason}"
         skipped.add(Skip("non_utf8", f"{prefix}{number}", reason))
         return None
+    if len(data) > limit:
+        reason = f"{len(data):,} bytes, more than corpus.max_document_bytes = {limit:,}"
+        skipped.add(Skip("too_long", f"{prefix}{number}", reason))
+        return None
+    return value, data
 
 
 class DocumentSplitter:
@@ -176,7 +182,7 @@ def prepare_corpus(corpus: dict[str, Any], out_dir: str | Path) -> dict[str, Any
         progress = tqdm(desc="prepare_corpus", unit=" chars", unit_scale=True, mininterval=2)
         total = 0
         for item in items:
-            document = usable_document(item, skipped)
+            document = usable_document(item, skipped, corpus["max_document_bytes"])
             if document is None:
                 continue
             if max_characters and total >= max_characters:
