@@ -10,39 +10,17 @@ then let go (SIGCONT) and checked to finish with complete outputs.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import subprocess_env, write_params
+from conftest import lock_holder, subprocess_env, wait_for, write_params
 
 from vocabscale.io import read_json
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 120) -> object:
-    """Poll `condition` until it returns something true; fail the test after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def lock_holder(output: Path) -> dict | None:
-    """The holder recorded in an output's lock file, once it is written."""
-    try:
-        return json.loads((output.parent / f".{output.name}.lock").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def start(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -1,9 +1,11 @@
 rule prepare_corpus:
+    input:
+        code=STAGES.code("prepare_corpus"),
     output:
         directory("results/corpus"),
     params:
         file=PARAMS_FILE,
-        section=PARAMS["corpus"],
+        settings=settings_of("prepare_corpus"),
     threads: 4
     resources:
         **CPU_JOB_RESOURCES,
