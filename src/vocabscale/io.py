@@ -211,7 +211,6 @@ def output_lock(path: str | Path) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps(_holder()).encode())
-        os.fsync(fd)
         remove_stale_temporaries(path)
         yield
     finally:
