@@ -203,7 +203,7 @@ def local_workflow_run(tmp_path_factory, tiny_params_dict) -> Path:
 
 
 @pytest.fixture(scope="session")
-def handed_over(local_workflow_run, tmp_path_factory, tiny_params_dict) -> Path:
+def handed_over(local_workflow_run, tmp_path_factory) -> Path:
     """The Snakemake run of the tiny params, in a git repository, handed over to DVC with
     `vocabscale dvc-commit` and dvc.lock committed: both engines hold it up to date. Tests
     work on copies (`copy_project`). The code is the run's own copy, file times kept, so that

@@ -219,8 +219,6 @@ CHANGES = [
     ("the default of one approach",
      edit_default("properties.estimate.properties.derivative.properties.huber_delta", 0.01),
      {"estimate@derivative"}),
-    ("a default of the report",
-     edit_default("properties.report.properties.disagreement_warn", 2.0), {"report"}),
     ("a default of the report's targets", edit_default("$defs.target.properties.flops", 1e20),
      {"report"}),
     ("a default of training",
