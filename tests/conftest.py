@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -197,3 +200,51 @@ def local_workflow_run(tmp_path_factory, tiny_params_dict) -> Path:
     write_params(workdir / "params.yaml", tiny_params_dict)
     run_in(workdir, "snakemake", "--cores", "2", "--quiet", "rules")
     return workdir
+
+
+@pytest.fixture(scope="session")
+def handed_over(local_workflow_run, tmp_path_factory) -> Path:
+    """The Snakemake run of the tiny params, in a git repository, handed over to DVC with
+    `vocabscale dvc-commit` and dvc.lock committed: both engines hold it up to date. Tests
+    work on copies (`copy_project`). The code is the run's own copy, file times kept, so that
+    an edit of this checkout meanwhile changes nothing."""
+    project = tmp_path_factory.mktemp("handed_over") / "project"
+    shutil.copytree(
+        local_workflow_run, project, symlinks=True, ignore=shutil.ignore_patterns("locks")
+    )
+    git_commit_all(project)
+    assert not (project / "dvc.lock").exists()
+    run_in(project, "vocabscale", "dvc-commit")
+    git(project, "add", "dvc.lock")
+    git(project, "commit", "--quiet", "--message", "results of the Snakemake run")
+    return project
+
+
+def copy_project(source: Path, destination: Path) -> Path:
+    """A copy of a project with its results and DVC cache (not DVC's state of this machine),
+    file times kept (Snakemake judges by them)."""
+
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        return ["tmp"] if Path(directory).name == ".dvc" else []
+
+    shutil.copytree(source, destination, symlinks=True, ignore=ignore)
+    return destination
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 120) -> object:
+    """Poll `condition` until it returns something true; fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def lock_holder(output: Path) -> dict | None:
+    """The holder recorded in an output's lock file, once it is written."""
+    try:
+        return json.loads((output.parent / f".{output.name}.lock").read_text())
+    except (OSError, ValueError):
+        return None

@@ -3,6 +3,7 @@
 import copy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,6 +18,8 @@ from vocabscale.config import (
     validate_params,
 )
 from vocabscale.sweep import run_grid
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def check(params: dict, *fragments: str) -> None:
@@ -66,6 +69,50 @@ def test_budget_too_small_for_the_evaluations(default_params):
     params = copy.deepcopy(default_params)
     params["models"]["xs"]["train_tokens"] = 4096
     check(params, "models.xs.train_tokens", "train.evals")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (("tokenizer", "vocab_sizes"), [320.0]),  # would name a run xs-v320.0
+        (("models", "xs", "n_layer"), 2.0),  # would fail only after the corpus is built
+        (("corpus", "validation_characters"), 2e6),  # YAML reads 2e6 as a float
+    ],
+)
+def test_an_integer_field_refuses_a_float(default_params, key, value):
+    params = copy.deepcopy(default_params)
+    *parents, last = key
+    node = params
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    where = ".".join(key) + ("[0]" if isinstance(value, list) else "")
+    shown = repr(value[0] if isinstance(value, list) else value)
+    check(params, f"{where}: {shown} is not an integer")
+
+
+def test_a_model_name_with_a_line_break_is_refused(default_params):
+    """It would pass a `$` pattern and split the model's command in dvc.yaml in two."""
+    params = copy.deepcopy(default_params)
+    params["models"]["xs\n"] = params["models"].pop("xs")
+    check(params, "models: the name 'xs\\n' may hold only letters, digits")
+
+
+def test_a_vocabulary_size_beyond_any_real_one_is_refused(default_params):
+    params = copy.deepcopy(default_params)
+    params["tokenizer"]["vocab_sizes"] = [640, 40960000]
+    check(params, "tokenizer.vocab_sizes[1]: vocabulary size 40,960,000 is beyond the largest")
+
+
+def test_a_key_written_twice_is_an_error_naming_both_lines(tmp_path):
+    """PyYAML alone keeps the last one silently."""
+    path = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text()
+    path.write_text(text.replace("  lr: 3.0e-3\n", "  lr: 3.0e-3\n  lr: 3.0e-2\n"))
+    first = text.splitlines().index("  lr: 3.0e-3") + 1
+    with pytest.raises(ParamsError, match=rf"(?s)the key 'lr' appears twice in one mapping \(first "
+                       rf"on line {first}\).*line {first + 1}"):  # fmt: skip
+        load_params(path)
 
 
 def test_scientific_notation_reads_as_numbers(tmp_path, default_params):

@@ -4,6 +4,7 @@ tokenization. All on real text (the builtin python-docs corpus) and real tokeniz
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import json
 import logging
@@ -22,7 +23,8 @@ from conftest import tokenizer_settings
 import vocabscale
 from vocabscale.config import validate_params
 from vocabscale.corpus import shards as shards_module
-from vocabscale.corpus.prepare import prepare_corpus
+from vocabscale.corpus import sources as sources_module
+from vocabscale.corpus.prepare import SeenDocuments, document_digest, is_validation, prepare_corpus
 from vocabscale.corpus.shards import read_texts, train_shards
 from vocabscale.corpus.sources import python_docs
 from vocabscale.io import read_json
@@ -45,13 +47,13 @@ def corpus_section(tiny_params_dict: dict, source, **overrides) -> dict:
 
 @pytest.fixture(scope="module")
 def documents() -> list[str]:
-    """Real documents that survive every format unchanged: no blank lines (a paragraph is a
-    document in .txt), no line breaks at the ends."""
+    """Real, distinct documents that survive every format unchanged: no blank lines (a paragraph
+    is a document in .txt), no line breaks at the ends."""
     out = []
     for text in python_docs():
         lines = [line for line in text.split("\n") if line and not line.isspace()]
         text = "\n".join(lines).strip()
-        if text and "\r" not in text:
+        if text and "\r" not in text and text not in out:
             out.append(text)
         if len(out) == 150:
             return out
@@ -108,7 +110,7 @@ def test_every_format_gives_identical_token_arrays(
         texts = [t for shard in train_shards(corpus) for t in read_texts(shard)]
         texts += list(read_texts(corpus / "validation.parquet"))
         assert sorted(texts) == sorted(documents), name
-        assert stats["skipped"] == {"empty": 0, "non_utf8": 0, "malformed": 0}, name
+        assert stats["skipped"] == {"empty": 0, "non_utf8": 0, "malformed": 0, "too_long": 0}, name
         assert stats["train_shards"] > 1
         tokens = tmp_path / "tokens" / name
         tokenize_corpus(corpus, tokenizer, tokens, **tokenizer_settings(batch_documents=7))
@@ -156,7 +158,7 @@ def test_bad_bytes_empty_and_malformed_lines_are_counted_and_named(
     caplog.set_level(logging.WARNING)
     corpus = corpus_section(tiny_params_dict, str(path), validation_fraction=0.5)
     stats = prepare_corpus(corpus, tmp_path / "corpus")
-    assert stats["skipped"] == {"empty": 4, "non_utf8": 2, "malformed": 4}
+    assert stats["skipped"] == {"empty": 4, "non_utf8": 2, "malformed": 4, "too_long": 0}
     first = stats["first_skipped"]
     assert first["non_utf8"] == f"{path}:2: byte 14: invalid start byte"
     assert first["empty"] == f"{path}:3: blank line"
@@ -168,6 +170,87 @@ def test_bad_bytes_empty_and_malformed_lines_are_counted_and_named(
     assert splits["train"]["documents"] + splits["validation"]["documents"] == len(good)
     assert splits["train"]["characters"] + splits["validation"]["characters"] == sum(map(len, good))
     assert sorted(kept_documents(tmp_path / "corpus")) == sorted(good)
+
+
+def test_exact_duplicates_are_dropped_before_the_split(tmp_path, tiny_params_dict, documents):
+    """Planted copies of documents that went to validation, placed after its cap is reached
+    (where they went to train, and were trained on), and of training documents: every text is
+    kept once, no validation text is in train, the copies are counted."""
+    hashes_to_validation = [is_validation(document_digest(d.encode()), 0.3) for d in documents]
+    validation = [d for d, v in zip(documents, hashes_to_validation) if v]
+    train = [d for d, v in zip(documents, hashes_to_validation) if not v]
+    assert len(validation) > 10 and len(train) > 10
+    copies = validation[:3] + train[:5] + validation[:1]
+    path = tmp_path / "corpus.jsonl"
+    lines = [json.dumps({"text": d}) for d in [*documents, *copies]]
+    path.write_text("\n".join(lines) + "\n")
+    cap = sum(map(len, validation[:3]))  # validation closes after its first three documents
+    corpus = corpus_section(
+        tiny_params_dict, str(path), validation_fraction=0.3, validation_characters=cap
+    )
+    stats = prepare_corpus(corpus, tmp_path / "corpus")
+    assert stats["duplicates"] == {
+        "documents": len(copies),
+        "characters": sum(map(len, copies)),
+    }
+    kept_validation = list(read_texts(tmp_path / "corpus" / "validation.parquet"))
+    kept_train = [t for shard in train_shards(tmp_path / "corpus") for t in read_texts(shard)]
+    assert kept_validation == validation[:3]
+    assert not set(kept_train) & set(kept_validation)
+    assert sorted(kept_train + kept_validation) == sorted(documents)
+
+
+def test_seen_documents_remember_every_digest_across_merges():
+    seen = SeenDocuments()
+    seen.SMALLEST_MERGE = seen.merge_at = 1000
+    digests = [document_digest(str(i).encode()) for i in range(5000)]
+    assert all(seen.add(d) for d in digests)
+    assert len(seen.merged) >= 4000  # most of them merged into the sorted array
+    assert not any(seen.add(d) for d in digests)
+    assert seen.add(document_digest(b"another"))
+
+
+def test_a_giant_line_or_paragraph_is_skipped_without_being_read_whole(
+    tmp_path, tiny_params_dict, documents, monkeypatch
+):
+    """A jsonl line, a text paragraph of many lines and a text line without a break, each over
+    max_document_bytes: skipped and counted, the first named, and no read ever asks for more
+    than the bound."""
+    limit = 10_000
+    small = [d for d in documents if len(d.encode()) < limit // 2][:40]
+    jsonl, text = tmp_path / "a.jsonl", tmp_path / "b.txt"
+    lines = [json.dumps({"text": d}) for d in small[:20]]
+    lines.insert(3, json.dumps({"text": "x" * 50 * limit}))
+    jsonl.write_text("\n".join(lines) + "\n")
+    many_lines = "\n".join(["a line of a paragraph that never ends"] * limit)
+    text.write_text("\n\n".join([*small[20:30], many_lines, *small[30:], "y" * 50 * limit]))
+    largest: list[int] = []
+    real_open = sources_module.open_binary
+
+    class Recorded:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def readline(self, size: int = -1) -> bytes:
+            assert size > 0, "a line read whole, however long"
+            line = self.stream.readline(size)
+            largest.append(len(line))
+            return line
+
+    @contextlib.contextmanager
+    def recorded_open(path):
+        with real_open(path) as stream:
+            yield Recorded(stream)
+
+    monkeypatch.setattr(sources_module, "open_binary", recorded_open)
+    corpus = corpus_section(
+        tiny_params_dict, [str(jsonl), str(text)], validation_fraction=0.5, max_document_bytes=limit
+    )
+    stats = prepare_corpus(corpus, tmp_path / "corpus")
+    assert stats["skipped"]["too_long"] == 3
+    assert stats["first_skipped"]["too_long"].startswith(f"{jsonl}:4: more than")
+    assert max(largest) <= limit + 1
+    assert sorted(kept_documents(tmp_path / "corpus")) == sorted(small)
 
 
 def kept_documents(corpus: Path) -> list[str]:
@@ -187,7 +270,7 @@ def test_a_text_paragraph_with_bad_bytes_is_skipped_whole(tmp_path, tiny_params_
     bad_line = more.count(b"\n") + 7  # the line with "br\xc3ken"
     corpus = corpus_section(tiny_params_dict, str(path), validation_fraction=0.5)
     stats = prepare_corpus(corpus, tmp_path / "corpus")
-    assert stats["skipped"] == {"empty": 0, "non_utf8": 1, "malformed": 0}
+    assert stats["skipped"] == {"empty": 0, "non_utf8": 1, "malformed": 0, "too_long": 0}
     assert (
         stats["first_skipped"]["non_utf8"]
         == f"{path}:{bad_line}: byte 5: invalid continuation byte"
@@ -227,7 +310,7 @@ def test_a_hub_dataset_is_streamed_through_datasets(
     )
     stats = prepare_corpus(corpus, tmp_path / "corpus")
     assert calls == [(("someone/corpus", "en"), {"split": "train", "streaming": True})]
-    assert stats["skipped"] == {"empty": 2, "non_utf8": 0, "malformed": 0}
+    assert stats["skipped"] == {"empty": 2, "non_utf8": 0, "malformed": 0, "too_long": 0}
     assert stats["first_skipped"]["empty"] == "hub:someone/corpus row 3: empty text"
     splits = stats["splits"]
     assert splits["train"]["documents"] + splits["validation"]["documents"] == 24
@@ -412,9 +495,34 @@ def test_partial_work_for_another_tokenizer_is_discarded(
     tokenize_corpus(
         corpus_dir, tokenized[640].parent / "v640" / "tokenizer.json", out, **tokenizer_settings()
     )
-    assert "discarding partial work" in caplog.text and "tokenizer changed" in caplog.text
+    assert "discarding partial work" in caplog.text and "changed since" in caplog.text
     for name in ("train.bin", "validation.bin", "stats.json"):
         assert (out / name).read_bytes() == (tokenized[640] / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("change", ["tokenizers version", "tokenize code"])
+def test_partial_work_of_other_code_or_libraries_is_discarded(
+    change, corpus_dir, tokenized, tmp_path, monkeypatch, caplog
+):
+    """Arrays encoded by another version of `tokenizers` or of the stage's code are not
+    continued: the two parts of one array could differ."""
+    out, tokenizer = tmp_path / "v", tokenized[320].parent / "v320" / "tokenizer.json"
+    real_encode = tokenize_module.encode
+    monkeypatch.setattr(tokenize_module, "encode", lambda *_: (_ for _ in ()).throw(Interrupted))
+    with pytest.raises(Interrupted):
+        tokenize_corpus(corpus_dir, tokenizer, out, **tokenizer_settings())
+    assert (tmp_path / ".v.partial" / "progress.json").exists()
+    monkeypatch.setattr(tokenize_module, "encode", real_encode)
+    if change == "tokenizers version":
+        monkeypatch.setattr(tokenize_module.tokenizers, "__version__", "0.0.1")
+    else:  # the module as it would be after an edit: its file's bytes differ
+        edited = tmp_path / "tokenize.py"
+        edited.write_text(Path(tokenize_module.__file__).read_text() + "# an edit\n")
+        monkeypatch.setattr(tokenize_module, "__file__", str(edited))
+    caplog.set_level(logging.INFO)
+    tokenize_corpus(corpus_dir, tokenizer, out, **tokenizer_settings())
+    assert "discarding partial work" in caplog.text and "changed since" in caplog.text
+    assert (out / "train.bin").read_bytes() == (tokenized[320] / "train.bin").read_bytes()
 
 
 def test_preparing_twice_gives_identical_bytes(documents, tmp_path, tiny_params_dict):

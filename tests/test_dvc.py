@@ -8,17 +8,33 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, git, git_project, run_in, write_params
+from conftest import (
+    REPO,
+    copy_project,
+    git,
+    git_commit_all,
+    git_project,
+    lock_holder,
+    run_in,
+    subprocess_env,
+    wait_for,
+    write_params,
+)
+from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 
 from vocabscale.cli import command_entry
-from vocabscale.config import read_yaml
+from vocabscale.config import read_yaml, schema
 from vocabscale.estimate.approaches import APPROACHES
 from vocabscale.sweep import run_grid
 
@@ -32,16 +48,6 @@ def repro(project: Path) -> list[str]:
 def dvc_status(project: Path) -> dict:
     """`dvc status` as JSON: empty when every stage is up to date."""
     return json.loads(run_in(project, "dvc", "status", "--json").stdout or "{}")
-
-
-def copy_project(source: Path, destination: Path) -> Path:
-    """A copy of a project with its results and DVC cache (not DVC's state of this machine)."""
-
-    def ignore(directory: str, names: list[str]) -> list[str]:
-        return ["tmp"] if Path(directory).name == ".dvc" else []
-
-    shutil.copytree(source, destination, symlinks=True, ignore=ignore)
-    return destination
 
 
 def edit_params(project: Path, change) -> None:
@@ -60,25 +66,6 @@ def artifact_hashes(project: Path) -> dict[str, str]:
         and not path.is_relative_to(project / "results/checkpoints")
         and path.name != ".snakemake_timestamp"
     }
-
-
-@pytest.fixture(scope="module")
-def handed_over(local_workflow_run, tmp_path_factory, tiny_params_dict) -> Path:
-    """The Snakemake run of the tiny params, in a git repository, handed over to DVC with
-    `vocabscale dvc-commit` and dvc.lock committed."""
-    project = git_project(tmp_path_factory.mktemp("handed_over"), tiny_params_dict)
-    for name in ("results", "logs", ".snakemake"):
-        shutil.copytree(
-            local_workflow_run / name,
-            project / name,
-            symlinks=True,
-            ignore=shutil.ignore_patterns("locks"),
-        )
-    assert not (project / "dvc.lock").exists()
-    run_in(project, "vocabscale", "dvc-commit")
-    git(project, "add", "dvc.lock")
-    git(project, "commit", "--quiet", "--message", "results of the Snakemake run")
-    return project
 
 
 @pytest.mark.slow
@@ -106,6 +93,72 @@ def test_the_handover_refuses_results_of_other_settings(handed_over, tmp_path):
     result = run_in(project, "vocabscale", "dvc-commit", check=False)
     assert result.returncode == 1
     assert "Snakemake has jobs left to run for params.yaml" in result.stderr
+    assert (project / "dvc.lock").read_text() == lock
+
+
+@pytest.mark.slow
+def test_the_handover_refuses_results_older_than_their_code(handed_over, tmp_path):
+    project = copy_project(handed_over, tmp_path / "project")
+    lock = (project / "dvc.lock").read_text()
+    with open(project / "src/vocabscale/runs/normalize.py", "a") as stream:
+        stream.write("# an edit\n")
+    result = run_in(project, "vocabscale", "dvc-commit", check=False)
+    assert result.returncode == 1
+    assert "Snakemake has jobs left to run for params.yaml" in result.stderr
+    assert (
+        "results/normalized/a-v320.csv (normalize): Updated input files: "
+        "src/vocabscale/runs/normalize.py" in result.stderr
+    )
+    assert (project / "dvc.lock").read_text() == lock
+
+
+@pytest.mark.slow
+def test_the_handover_refuses_results_snakemake_has_no_record_of(local_workflow_run, tmp_path):
+    """A finished Snakemake run whose records are gone, about to be handed over."""
+    project = git_commit_all(copy_project(local_workflow_run, tmp_path / "project"))
+    shutil.rmtree(project / ".snakemake" / "metadata")
+    # without its records, Snakemake no longer sees that the settings changed
+    edit_params(project, lambda p: p["normalize"].update(unigram_pseudocount=0.5))
+    assert "Nothing to be done" in run_in(project, "snakemake", "--dry-run").stdout
+    result = run_in(project, "vocabscale", "dvc-commit", check=False)
+    assert result.returncode == 1
+    assert "Snakemake has no record of making these outputs" in result.stderr
+    assert "results/normalized/a-v320.csv (normalize)" in result.stderr
+    assert not (project / "dvc.lock").exists()
+
+
+@pytest.mark.slow
+def test_snakemake_and_dvc_repro_never_write_one_run_at_once(handed_over, tmp_path):
+    """`snakemake` trains a run; `dvc repro` of the same run meanwhile stops at once, naming
+    the Snakemake job's process, and the run Snakemake writes is complete."""
+    project = copy_project(handed_over, tmp_path / "project")
+    lock = (project / "dvc.lock").read_text()
+    out = project / "results/runs/a-v320"
+    # a new setting: DVC has no result of it in its run cache, so it runs the command
+    edit_params(project, lambda p: p["models"]["a"].update(train_tokens=32768))
+    snakemake = subprocess.Popen(
+        ["snakemake", "--cores", "1", "results/runs/a-v320"],
+        cwd=project,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    holder = wait_for(lambda: lock_holder(out), "Snakemake's job to lock the run")
+    os.kill(holder["pid"], signal.SIGSTOP)  # the job holds the run until the check is done
+    try:
+        dvc = run_in(project, "dvc", "repro", "--single-item", "train@a-320", check=False)
+    finally:
+        os.kill(holder["pid"], signal.SIGCONT)
+    said = snakemake.communicate(timeout=600)[0]
+    assert snakemake.returncode == 0, said[-3000:]
+    assert dvc.returncode != 0
+    assert (
+        f"results/runs/a-v320 is being written by another process (pid {holder['pid']} on host "
+        in dvc.stdout + dvc.stderr
+    )
+    assert "vocabscale train" in holder["command"]
+    assert len(pd.read_csv(out / "evals.csv")) == 4
     assert (project / "dvc.lock").read_text() == lock
 
 
@@ -270,7 +323,102 @@ def test_each_stage_declares_the_code_it_runs(tmp_path):
     assert stages
     for stage in stages:
         code = code_of(stage_module(stage.cmd.split()[1]))
-        declared = {str(d.def_path) for d in stage.deps if str(d.def_path).startswith("src/")}
+        declared = {
+            str(d.def_path)
+            for d in stage.deps
+            if str(d.def_path).startswith("src/") and not isinstance(d, ParamsDependency)
+        }
         missing = sorted(path for path in code if not any(covers(d, path) for d in declared))
         unused = sorted(d for d in declared if not any(covers(d, path) for path in code))
         assert not missing and not unused, f"{stage.name}: undeclared {missing}, unused {unused}"
+
+
+# --- the settings each stage declares ---------------------------------------------------------
+
+SCHEMA_FILE = "src/vocabscale/schemas/params.schema.yaml"
+
+#: Settings that change no output, so that no stage declares them (dvc.yaml says why).
+CHANGE_NO_OUTPUT = (
+    "tokenizer.batch_documents",
+    "tokenizer.batch_characters",
+    "tokenizer.checkpoint_seconds",
+    "cluster",
+)
+
+
+def declared_settings() -> dict[str, tuple[list[str], list[str]]]:
+    """Each stage of dvc.yaml (matrix items filled in: `*` for a model, each approach): the
+    params.yaml keys it declares, and the schema sections."""
+    found = {}
+    for name, stage in read_yaml(REPO / "dvc.yaml")["stages"].items():
+        for approach in APPROACHES if name == "estimate" else [None]:
+            plain, schema = [], []
+            for entry in stage.get("params", []):
+                keys, target = (
+                    ([entry], plain) if isinstance(entry, str) else (entry[SCHEMA_FILE], schema)
+                )
+                target += [
+                    key.replace("${item.model}", "*").replace("${item.approach}", str(approach))
+                    for key in keys
+                ]
+            found[f"{name}@{approach}" if approach else name] = (plain, schema)
+    return found
+
+
+def schema_node(path: str) -> dict:
+    node = schema()
+    for part in path.split("."):
+        node = node[part]
+    return node
+
+
+def schema_path(section: str) -> str:
+    """Where a params key's entry is in the schema (`*`: an entry of a map)."""
+    return ".".join(
+        "additionalProperties" if part == "*" else f"properties.{part}"
+        for part in section.split(".")
+    )
+
+
+def defaults_in(node: dict, key: str, holder: str) -> Iterator[tuple[str, str]]:
+    """(settings key, the schema section its default is written in) for every default at or
+    under a schema node; `*` stands for an entry of a map or an item of a list."""
+    if "$ref" in node:
+        target = node["$ref"].removeprefix("#/").replace("/", ".")
+        yield from defaults_in(schema_node(target), key, target)
+    if "default" in node:
+        yield key, holder
+    for name, child in (node.get("properties") or {}).items():
+        yield from defaults_in(child, f"{key}.{name}".lstrip("."), holder)
+    for name in ("additionalProperties", "items"):
+        if isinstance(node.get(name), dict):
+            yield from defaults_in(node[name], f"{key}.*", holder)
+
+
+def is_under(key: str, section: str) -> bool:
+    parts, under = key.split("."), section.split(".")
+    return len(parts) >= len(under) and all(s in ("*", p) for p, s in zip(parts, under))
+
+
+#: Sections a stage declares for their names only, not their settings: collect's runs are the
+#: grid of model names x vocabulary sizes.
+NAMES_ONLY = {("collect", "models")}
+
+
+def test_every_default_is_declared_by_the_stages_that_read_it():
+    """Every key with a default lies in a section some stage declares, or changes no output;
+    and a stage that declares a section also declares the parts of the schema where that
+    section's defaults are written, so that DVC sees a change of default."""
+    declared = declared_settings()
+    for key, _ in defaults_in(schema(), "", ""):
+        declaring = [stage for stage, (plain, _) in declared.items() if any(
+            is_under(key, section) for section in plain)]  # fmt: skip
+        assert declaring or any(is_under(key, s) for s in CHANGE_NO_OUTPUT), key
+    for stage, (plain, schema_sections) in declared.items():
+        for section in plain:
+            if (stage, section) in NAMES_ONLY:
+                continue
+            path = schema_path(section)
+            holders = {holder for _, holder in defaults_in(schema_node(path), section, path)}
+            missing = sorted(holders - set(schema_sections))
+            assert not missing, f"{stage} declares {section}: declare {missing} of {SCHEMA_FILE}"

@@ -1,16 +1,24 @@
 """The Snakefile and dvc.yaml describe one pipeline: for the default params, every Snakemake job
 and every DVC stage pair up by their command, and each pair writes the same outputs from the
-same inputs. A stage, an argument or an output that one engine gains and the other lacks fails
-here."""
+same inputs and code. A stage, an argument or an output that one engine gains and the other
+lacks fails here. And after a change to a stage's code, to a setting in params.yaml or to a
+default in the params schema, `snakemake -n` and `dvc status` name the same stages."""
 
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import networkx as nx
 import pytest
-from conftest import REPO, git_project, run_in
+import yaml
+from conftest import REPO, copy_project, git_project, run_in, subprocess_env, write_params
 from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 
@@ -48,18 +56,15 @@ def snakemake_jobs(project: Path) -> list[dict]:
 
 
 def dvc_stages(project: Path) -> list[dict]:
-    """Every stage of dvc.yaml, matrices expanded: name, command, data dependencies (not the
-    params, not the code) and outputs."""
+    """Every stage of dvc.yaml, matrices expanded: name, command, dependencies (inputs and code,
+    not the params) and outputs."""
     with Repo(str(project)) as repo:
         return [
             {
                 "name": stage.name,
                 "command": one_line(stage.cmd),
                 "inputs": {
-                    str(dep.def_path)
-                    for dep in stage.deps
-                    if not isinstance(dep, ParamsDependency)
-                    and not str(dep.def_path).startswith("src/")
+                    str(dep.def_path) for dep in stage.deps if not isinstance(dep, ParamsDependency)
                 },
                 "outputs": {str(out.def_path) for out in stage.outs},
             }
@@ -88,7 +93,9 @@ def test_snakefile_and_dvc_yaml_agree(project):
         job = by_command[command]
         assert stage["name"].split("@")[0] == job["rule"], command
         assert stage["outputs"] == job["outputs"], command
-        # DVC may name a directory where Snakemake lists the files in it, no more
+        # the same code (Snakemake takes it as inputs); DVC may name a directory where
+        # Snakemake lists the files in it, no more
+        assert any(path.startswith("src/") for path in job["inputs"]), command
         for path in job["inputs"]:
             assert any(covers(dep, path) for dep in stage["inputs"]), (command, path)
         for dep in stage["inputs"]:
@@ -125,3 +132,140 @@ def test_each_rules_file_runs_the_stages_of_its_package():
     for module, _ in COMMANDS.values():
         imported = importlib.import_module(module)
         assert callable(imported.add_arguments) and callable(imported.run), module
+
+
+# --- after a change, both engines name the same stages ----------------------------------------
+
+
+def reruns(project: Path, stage_of: dict[str, str]) -> tuple[set[str], set[str]]:
+    """(the jobs `snakemake --dry-run` schedules, by their dvc.yaml stage names, found through
+    `stage_of`: output -> stage; the stages `dvc status` names), both run at once."""
+    env = subprocess_env()
+    commands = (["snakemake", "--dry-run"], ["dvc", "status", "--json"])
+    running = [
+        subprocess.Popen(argv, cwd=project, env=env, stdout=subprocess.PIPE, text=True)
+        for argv in commands
+    ]
+    snakemake, dvc = (process.communicate(timeout=300)[0] for process in running)
+    assert all(process.returncode == 0 for process in running), snakemake[-3000:] + dvc
+    outputs = re.findall(r"^\s+output: ([^,\n]+)", snakemake, re.MULTILINE)
+    return {stage_of[output] for output in outputs}, set(json.loads(dvc or "{}"))
+
+
+def downstream(graph: nx.DiGraph, stages: set[str]) -> set[str]:
+    """The stages and every stage after them: what `dvc repro` may have to run once they ran
+    (a stage whose inputs come out unchanged is skipped; Snakemake, judging by file times,
+    runs it)."""
+    by_name = {stage.name: stage for stage in graph}
+    after = (nx.ancestors(graph, by_name[name]) for name in stages)  # edges point upstream
+    return stages | {stage.name for found in after for stage in found}
+
+
+def edit_code(path: str) -> Callable[[Path], None]:
+    def change(project: Path) -> None:
+        with open(project / path, "a") as stream:
+            stream.write("\n# an edit\n")
+
+    return change
+
+
+def edit_setting(key: str, value) -> Callable[[Path], None]:
+    """Write `key` (dotted) into params.yaml, where it may not have been before."""
+
+    def change(project: Path) -> None:
+        params = read_yaml(project / "params.yaml")
+        *parents, last = key.split(".")
+        node = params
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+        write_params(project / "params.yaml", params)
+
+    return change
+
+
+def edit_default(key: str, value) -> Callable[[Path], None]:
+    """Change a default in the params schema: `key` is the dotted path of its `default:`."""
+
+    def change(project: Path) -> None:
+        path = project / "src/vocabscale/schemas/params.schema.yaml"
+        schema = read_yaml(path)
+        *parents, last = [*key.split("."), "default"]
+        node = schema
+        for part in parents:
+            node = node[part]
+        assert node[last] != value
+        node[last] = value
+        path.write_text(yaml.safe_dump(schema, sort_keys=False))
+
+    return change
+
+
+#: (what changes, how, the stages `dvc status` must name: a name without "@" stands for every
+#: stage of its matrix). Snakemake must schedule those and every stage after them.
+CHANGES = [
+    ("code of one stage", edit_code("src/vocabscale/runs/normalize.py"), {"normalize"}),
+    ("code of many stages", edit_code("src/vocabscale/accounting.py"),
+     {"train", "collect", "estimate", "report"}),
+    ("plumbing code", edit_code("src/vocabscale/config.py"), set()),
+    ("a key left at its default", edit_setting("estimate.isoflops.nnv_points", 30),
+     {"estimate@isoflops"}),
+    ("a key declared on its own", edit_setting("tokenizer.min_frequency", 3),
+     {"train_tokenizer"}),
+    ("a key that changes no output", edit_setting("tokenizer.batch_documents", 7), set()),
+    ("the default of every approach's bootstrap",
+     edit_default("properties.estimate.properties.bootstrap.properties.confidence", 0.8),
+     {"estimate"}),
+    ("the default of one approach",
+     edit_default("properties.estimate.properties.derivative.properties.huber_delta", 0.01),
+     {"estimate@derivative"}),
+    ("a default of the report's targets", edit_default("$defs.target.properties.flops", 1e20),
+     {"report"}),
+    ("a default of training",
+     edit_default("properties.train.properties.head_chunk_logits", 2**20), {"train"}),
+    ("a default of the models", edit_default("$defs.model.properties.gpus", 2), {"train"}),
+]  # fmt: skip
+
+
+@dataclass
+class Pipeline:
+    """A project both engines hold up to date (each test restores it), and its stages."""
+
+    project: Path
+    stage_of: dict[str, str]  # output -> dvc.yaml stage
+    graph: nx.DiGraph
+
+
+@pytest.fixture(scope="module")
+def up_to_date(handed_over, tmp_path_factory) -> Pipeline:
+    project = copy_project(handed_over, tmp_path_factory.mktemp("engines") / "project")
+    stage_of = {out: stage["name"] for stage in dvc_stages(project) for out in stage["outputs"]}
+    with Repo(str(project)) as repo:
+        graph = repo.index.graph.copy()
+    pipeline = Pipeline(project, stage_of, graph)
+    assert reruns(project, stage_of) == (set(), set())
+    return pipeline
+
+
+def stages_named(expected: set[str], stages) -> set[str]:
+    return {stage.name for stage in stages if {stage.name, stage.name.split("@")[0]} & expected}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "expected"), [c[1:] for c in CHANGES], ids=[c[0] for c in CHANGES]
+)
+def test_a_change_reruns_the_same_stages_under_both_engines(up_to_date, change, expected):
+    project = up_to_date.project
+    files = ["params.yaml", "src/vocabscale/schemas/params.schema.yaml"]
+    files += [str(path.relative_to(project)) for path in (project / "src").rglob("*.py")]
+    kept = {name: ((project / name).read_bytes(), os.stat(project / name)) for name in files}
+    try:
+        change(project)
+        snakemake, dvc = reruns(project, up_to_date.stage_of)
+    finally:  # the project as it was, file times included (Snakemake judges by them)
+        for name, (data, stat) in kept.items():
+            (project / name).write_bytes(data)
+            os.utime(project / name, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert dvc == stages_named(expected, up_to_date.graph)
+    assert snakemake == downstream(up_to_date.graph, dvc)

@@ -63,9 +63,79 @@ def test_nan_inf_and_diverged_rows_are_excluded_and_counted(table, caplog):
     bad.loc[[3, 4], "diverged"] = True
     with caplog.at_level(logging.WARNING):
         runs = prepare_runs(bad, PAPER_TOKENS_PER_CHAR, "theirs.csv")
-    assert runs.excluded == {"diverged": 2, "non_finite": 3, "non_positive": 0}
+    assert runs.excluded == {"diverged": 2, "non_finite": 3, "non_positive": 0, "repeated": 0}
     assert len(runs.frame) == len(table) - 5
     assert "theirs.csv: excluded 2 diverged, 3 non-finite rows" in caplog.text
+
+
+def test_a_0_1_diverged_column_with_a_blank_cell_marks_the_ones(table, tmp_path):
+    """pandas reads such a column as floats: 1.0 is diverged, the blank is not."""
+    marked = table.assign(diverged=[0] * len(table)).astype({"diverged": object})
+    marked.loc[[3, 4], "diverged"] = 1
+    marked.loc[5, "diverged"] = None
+    path = tmp_path / "runs.csv"
+    marked.to_csv(path, index=False)
+    assert pd.read_csv(path)["diverged"].dtype == float  # 1.0, 0.0 and NaN
+    runs = load_runs(path, PAPER_TOKENS_PER_CHAR)
+    assert runs.excluded["diverged"] == 2 and len(runs.frame) == len(table) - 2
+    marked.loc[6, "diverged"] = "maybe"
+    marked.to_csv(path, index=False)
+    with pytest.raises(RunsTableError, match=r"runs\.csv: line 8, column diverged: 'maybe'"):
+        load_runs(path, PAPER_TOKENS_PER_CHAR)
+
+
+def test_a_repeated_row_is_dropped_and_counted(table, caplog):
+    repeated = pd.concat([table, table.iloc[[2, 7]]], ignore_index=True)
+    with caplog.at_level(logging.WARNING):
+        runs = prepare_runs(repeated, PAPER_TOKENS_PER_CHAR, "theirs.csv")
+    assert runs.excluded["repeated"] == 2 and len(runs.frame) == len(table)
+    assert "theirs.csv: excluded 2 repeated rows" in caplog.text
+
+
+def test_two_different_rows_at_one_checkpoint_are_an_error_naming_the_lines(table):
+    clash = pd.concat([table, table.iloc[[2]].assign(loss_u=-1.0)], ignore_index=True)
+    with pytest.raises(RunsTableError, match=rf"lines 4 and {len(table) + 2} are two different "
+                       rf"rows at step 3 of run {table.at[2, 'run_id']}"):  # fmt: skip
+        prepare_runs(clash, PAPER_TOKENS_PER_CHAR, "theirs.csv")
+
+
+def test_runs_without_run_id_that_share_a_key_are_not_merged(table):
+    """Two runs of one (Nnv, V), e.g. two seeds, in a table without run_id: an error that
+    says so, not one run with two rows at each checkpoint."""
+    one_run = table[table["run_id"] == table.at[0, "run_id"]]
+    seeds = pd.concat([table, one_run.assign(loss_u=one_run["loss_u"] + 0.01)], ignore_index=True)
+    with pytest.raises(RunsTableError, match=r"lines 2 and \d+ are two different rows at step 1 "
+                       r"of \(non_vocab_params, vocab_size\) = .*add run_id"):  # fmt: skip
+        prepare_runs(seeds.drop(columns=["run_id"]), PAPER_TOKENS_PER_CHAR, "theirs.csv")
+    # two widths under one key are two runs too
+    wider = one_run.assign(d_model=one_run["d_model"] * 2, step=one_run["step"] + 100)
+    wider["flops"] = 6 * (wider["non_vocab_params"] + wider["vocab_size"] * wider["d_model"])
+    wider["flops"] *= wider["tokens"]
+    wider["vocab_params"] = wider["vocab_size"] * wider["d_model"]
+    merged = pd.concat([table, wider], ignore_index=True).drop(columns=["run_id"])
+    with pytest.raises(RunsTableError, match=r"line 2: d_model \S+, \S+ in one run"):
+        prepare_runs(merged, PAPER_TOKENS_PER_CHAR, "theirs.csv")
+
+
+def test_negative_tokens_are_excluded_and_counted(table):
+    bad = table.copy()
+    bad.loc[[1, 2], "tokens"] = -bad.loc[[1, 2], "tokens"]
+    runs = prepare_runs(bad, PAPER_TOKENS_PER_CHAR)
+    assert runs.excluded["non_positive"] == 2 and (runs.frame["tokens"] > 0).all()
+
+
+@pytest.mark.parametrize(
+    ("column", "factor", "formula"),
+    [("flops", 1.2, r"6 \(Nnv \+ V d\) D"), ("vocab_params", 2.0, "V d")],
+)
+def test_compute_in_another_convention_is_an_error_naming_the_line(table, column, factor, formula):
+    """flops with attention, or both embedding matrices in Nv: every fit would be in another
+    unit of compute than the predictions."""
+    bad = table.copy()
+    bad.loc[4, column] *= factor
+    with pytest.raises(RunsTableError, match=rf"theirs.csv: line 6, column {column}: .* is not "
+                       rf"{formula}"):  # fmt: skip
+        prepare_runs(bad, PAPER_TOKENS_PER_CHAR, "theirs.csv")
 
 
 def test_tokens_are_derived_from_characters_when_absent(table):

@@ -4,7 +4,8 @@ Each subcommand lives in the module that does its work: the module's `add_argume
 declares its options and `run(args)` runs it. This file only dispatches, importing nothing
 but the one module asked for (torch, matplotlib and scipy are slow to import). Stage
 subcommands take explicit input and output paths and read their settings from a validated
-params file (`--params`). Errors from bad input print one clear message and exit with status 2.
+params file (`--params`). Errors from bad input, and an output that another process is
+writing, print one clear message and exit with status 2.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import time
 
 from vocabscale.config import ParamsError
-from vocabscale.io import setup_logging
+from vocabscale.io import OutputLocked, setup_logging
 
 log = logging.getLogger("vocabscale")
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.handler(args)
         log.info("%s finished in %.1f s", args.command, time.perf_counter() - started)
-    except (ParamsError, FileNotFoundError, ValueError, KeyError) as error:
+    except (ParamsError, FileNotFoundError, ValueError, KeyError, OutputLocked) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         log.error("%s", message)
         sys.exit(2)

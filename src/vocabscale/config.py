@@ -22,6 +22,11 @@ import yaml
 from vocabscale.accounting import MIN_VOCAB_SIZE, PAPER_SHAPES
 from vocabscale.sweep import ModelSpec, resolve_model
 
+#: The largest vocabulary the schema allows: four times the largest in public models (256K), and
+#: beyond what the paper predicts for 300B parameters (about 390K); a typo (an extra zero)
+#: beyond it is caught before a tokenizer is trained.
+MAX_VOCAB_SIZE = 2**20
+
 
 class ParamsError(ValueError):
     """params.yaml is malformed; the message names the file and the key."""
@@ -127,6 +132,22 @@ def _describe_error(error: jsonschema.ValidationError) -> str:
             f"{where}: vocabulary size {error.instance} is impossible for a byte-level BPE, "
             f"which needs at least {MIN_VOCAB_SIZE} entries (256 bytes + end-of-text)"
         )
+    if where.startswith("tokenizer.vocab_sizes[") and error.validator == "maximum":
+        return (
+            f"{where}: vocabulary size {error.instance:,} is beyond the largest vocabscale "
+            f"takes, {MAX_VOCAB_SIZE:,} (public models use at most about 256K)"
+        )
+    if (
+        error.validator == "type"
+        and isinstance(error.instance, float)
+        and "integer" in str(error.validator_value)
+    ):
+        return f"{where}: {error.instance!r} is not an integer (YAML reads 2e6 or 64.0 as floats)"
+    if error.validator == "pattern" and where == "models":
+        return (
+            f"models: the name {error.instance!r} may hold only letters, digits, '_' and '.', "
+            "and starts with a letter or a digit (it names runs, paths and commands)"
+        )
     return f"{where}: {error.message}"
 
 
@@ -186,12 +207,24 @@ def _node_errors(name: str, spec: ModelSpec, params: dict[str, Any]) -> list[str
     ]
 
 
+def _is_integer(checker: Any, instance: Any) -> bool:
+    """An integer is an int. JSON Schema also takes 64.0, which would name a run `xs-v64.0`
+    or fail as a layer count after the corpus is built."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
 def validate_params(params: Any, source: str = "params.yaml") -> dict[str, Any]:
     """Validate raw params and return them with defaults filled in; raise ParamsError naming
     every offending key."""
     if not isinstance(params, dict):
         raise ParamsError(f"{source}: expected a mapping at the top level")
-    validator = jsonschema.Draft202012Validator(schema())
+    validator = _Validator(schema())
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
     if errors:
         lines = "\n".join(f"  - {_describe_error(error)}" for error in errors)
@@ -205,7 +238,24 @@ def validate_params(params: Any, source: str = "params.yaml") -> dict[str, Any]:
 
 class _Loader(yaml.SafeLoader):
     """PyYAML follows YAML 1.1, which reads `1e9` or `8.5e7` as strings; read them as floats
-    the way YAML 1.2 (and every user) does."""
+    the way YAML 1.2 (and every user) does. A key written twice in one mapping is an error
+    (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`: overriding merged keys is what merging is for
+            key = self.construct_object(key_node, deep=True)
+            if key in lines:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the key {key!r} appears twice in one mapping (first on line {lines[key]})",
+                    key_node.start_mark,
+                )
+            lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(

@@ -1,5 +1,7 @@
 # Read by every step of the workflow: the params file the stages are given, validated (a bad
-# key stops here, before any job runs), and what the steps and their resources are made from.
+# key stops here, before any job runs), what the steps and their resources are made from, and
+# what each step depends on besides its inputs (its code and settings, declared in dvc.yaml for
+# both engines: each rule takes its stage's code as inputs and its settings as params).
 
 from vocabscale.cluster import (
     CPU_JOBS,
@@ -8,6 +10,7 @@ from vocabscale.cluster import (
     train_retries,
 )
 from vocabscale.config import load_params
+from vocabscale.engines import declared_stages
 from vocabscale.estimate.approaches import APPROACHES
 from vocabscale.sweep import run_grid
 
@@ -28,3 +31,9 @@ PARAMS = load_params(PARAMS_FILE)  # validated; a bad key stops here, before any
 VOCAB_SIZES = PARAMS["tokenizer"]["vocab_sizes"]
 MODELS = list(PARAMS["models"])
 RUNS = run_grid(PARAMS)
+STAGES = declared_stages(workflow.basedir)
+
+
+def settings_of(stage):
+    """A job's settings, as its dvc.yaml stage declares them, for its wildcards."""
+    return lambda wildcards: STAGES.settings(stage, PARAMS_FILE, wildcards)

@@ -1,9 +1,11 @@
 rule prepare_corpus:
+    input:
+        code=STAGES.code("prepare_corpus"),
     output:
         directory("results/corpus"),
     params:
         file=PARAMS_FILE,
-        section=PARAMS["corpus"],
+        settings=settings_of("prepare_corpus"),
     threads: CPU_JOBS["prepare_corpus"].threads
     resources:
         **cpu_job_resource_callables(PARAMS, "prepare_corpus"),

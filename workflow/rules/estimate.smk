@@ -2,15 +2,12 @@ rule estimate:
     input:
         runs="results/runs.csv",
         tokenization="results/tokenization/fit.json",
+        code=STAGES.code("estimate"),
     output:
         "results/estimates/{approach}.json",
     params:
         file=PARAMS_FILE,
-        section=lambda wildcards: [
-            PARAMS["estimate"][wildcards.approach],
-            PARAMS["estimate"]["bootstrap"],
-            PARAMS["estimate"]["tokenization"],
-        ],
+        settings=settings_of("estimate"),
     log:
         "logs/estimate/{approach}.log",
     shell:

@@ -6,11 +6,12 @@ rule report:
         ),
         runs="results/runs.csv",
         tokenization="results/tokenization/fit.json",
+        code=STAGES.code("report"),
     output:
         directory("results/report"),
     params:
         file=PARAMS_FILE,
-        section=PARAMS["report"],
+        settings=settings_of("report"),
     log:
         "logs/report.log",
     shell:

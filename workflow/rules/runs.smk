@@ -2,11 +2,12 @@ rule normalize:
     input:
         run="results/runs/{model}-v{vocab}",
         tokens="results/tokens/v{vocab}",
+        code=STAGES.code("normalize"),
     output:
         "results/normalized/{model}-v{vocab}.csv",
     params:
         file=PARAMS_FILE,
-        section=PARAMS["normalize"],
+        settings=settings_of("normalize"),
     log:
         "logs/normalize/{model}-v{vocab}.log",
     shell:
@@ -16,12 +17,14 @@ rule normalize:
 
 rule collect:
     input:
-        expand("results/runs/{run}", run=RUNS),
-        expand("results/normalized/{run}.csv", run=RUNS),
+        runs=expand("results/runs/{run}", run=RUNS),
+        normalized=expand("results/normalized/{run}.csv", run=RUNS),
+        code=STAGES.code("collect"),
     output:
         "results/runs.csv",
     params:
         file=PARAMS_FILE,
+        settings=settings_of("collect"),
     log:
         "logs/collect.log",
     shell:

@@ -1,18 +1,19 @@
 rule train_tokenizer:
     input:
-        "results/corpus",
+        corpus="results/corpus",
+        code=STAGES.code("train_tokenizer"),
     output:
         "results/tokenizers/v{vocab}/tokenizer.json",
     params:
         file=PARAMS_FILE,
-        section=PARAMS["tokenizer"]["min_frequency"],
+        settings=settings_of("train_tokenizer"),
     threads: CPU_JOBS["train_tokenizer"].threads
     resources:
         **cpu_job_resource_callables(PARAMS, "train_tokenizer"),
     log:
         "logs/train_tokenizer/v{vocab}.log",
     shell:
-        "vocabscale train-tokenizer --params {params.file} --corpus {input} "
+        "vocabscale train-tokenizer --params {params.file} --corpus {input.corpus} "
         "--vocab-size {wildcards.vocab} --out {output} --log {log}"
 
 
@@ -20,6 +21,7 @@ rule tokenize:
     input:
         corpus="results/corpus",
         tokenizer="results/tokenizers/v{vocab}/tokenizer.json",
+        code=STAGES.code("tokenize"),
     output:
         directory("results/tokens/v{vocab}"),
     threads: CPU_JOBS["tokenize"].threads
@@ -27,6 +29,7 @@ rule tokenize:
         **cpu_job_resource_callables(PARAMS, "tokenize"),
     params:
         file=PARAMS_FILE,
+        settings=settings_of("tokenize"),
     log:
         "logs/tokenize/v{vocab}.log",
     shell:
@@ -36,11 +39,13 @@ rule tokenize:
 
 rule fit_tokenization:
     input:
-        expand("results/tokens/v{vocab}", vocab=VOCAB_SIZES),
+        tokens=expand("results/tokens/v{vocab}", vocab=VOCAB_SIZES),
+        code=STAGES.code("fit_tokenization"),
     output:
         "results/tokenization/fit.json",
     params:
         file=PARAMS_FILE,
+        settings=settings_of("fit_tokenization"),
     log:
         "logs/fit_tokenization.log",
     shell:

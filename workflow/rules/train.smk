@@ -1,11 +1,12 @@
 rule train:
     input:
-        "results/tokens/v{vocab}",
+        tokens="results/tokens/v{vocab}",
+        code=STAGES.code("train"),
     output:
         directory("results/runs/{model}-v{vocab}"),
     params:
         file=PARAMS_FILE,
-        section=lambda wildcards: [PARAMS["train"], PARAMS["models"][wildcards.model]],
+        settings=settings_of("train"),
     threads: max(1, PARAMS["train"]["threads"])
     resources:
         **train_resource_callables(PARAMS),
@@ -14,6 +15,6 @@ rule train:
     log:
         "logs/train/{model}-v{vocab}.log",
     shell:
-        "vocabscale train --params {params.file} --model {wildcards.model} --tokens {input} "
+        "vocabscale train --params {params.file} --model {wildcards.model} --tokens {input.tokens} "
         "--out {output} --checkpoint-dir results/checkpoints/{wildcards.model}-v{wildcards.vocab} "
         "--log {log}"

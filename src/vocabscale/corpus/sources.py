@@ -9,10 +9,13 @@ Sources and how they are read:
   .json holding one JSON array: through `datasets`' json builder
 Text files may be compressed (.gz, .bz2, .xz, .zst; .lz4 with the `lz4` package installed).
 
-Input that cannot be a document is a `Skip` of one of three kinds:
+Input that cannot be a document is a `Skip` of one of four kinds:
   empty      no text, or only whitespace (a blank jsonl line, `"text": ""`, `null`)
   non_utf8   bytes that are not UTF-8, or text that is not valid Unicode (lone surrogates)
   malformed  a jsonl line that is not a JSON object with a string in the text field
+  too_long   a jsonl line, a text paragraph or a document of more than
+             `corpus.max_document_bytes`; jsonl and text are read in bounded pieces, so a file
+             without line breaks is skipped without being read into memory
 `SkipCounter` counts them and names the first file and line of each kind.
 """
 
@@ -53,7 +56,7 @@ _UNSTABLE_STDLIB_PARTS = {
     "config-3",
 }
 _MIN_DOCSTRING_CHARACTERS = 200
-SKIP_KINDS = ("empty", "non_utf8", "malformed")
+SKIP_KINDS = ("empty", "non_utf8", "malformed", "too_long")
 _READ_BUFFER = 1 << 20
 
 
@@ -151,7 +154,23 @@ def open_binary(path: str) -> Iterator[IO[bytes]]:
         yield io.BufferedReader(raw, _READ_BUFFER) if codec else raw
 
 
-def _jsonl_documents(path: str, text_field: str) -> Iterator[Item]:
+def _lines(stream: IO[bytes], limit: int) -> Iterator[bytes | None]:
+    """The lines of a binary stream, None for one of more than `limit` bytes, which is read past
+    in bounded pieces rather than into memory."""
+    while line := stream.readline(limit + 1):
+        if len(line) > limit and not line.endswith(b"\n"):
+            while (rest := stream.readline(limit + 1)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+        else:
+            yield line
+
+
+def _too_long(where: str, limit: int) -> Skip:
+    return Skip("too_long", where, f"more than corpus.max_document_bytes = {limit:,} bytes")
+
+
+def _jsonl_documents(path: str, text_field: str, limit: int) -> Iterator[Item]:
     """One document per line of JSON lines.
 
     Read here rather than with `datasets`' json builder: that builder parses a file in blocks
@@ -161,7 +180,10 @@ def _jsonl_documents(path: str, text_field: str) -> Iterator[Item]:
     """
     prefix = f"{path}:"
     with open_binary(path) as stream:
-        for number, raw in enumerate(stream, 1):
+        for number, raw in enumerate(_lines(stream, limit), 1):
+            if raw is None:
+                yield _too_long(f"{prefix}{number}", limit)
+                continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
@@ -189,36 +211,40 @@ def _jsonl_documents(path: str, text_field: str) -> Iterator[Item]:
                 yield record[text_field], prefix, number
 
 
-def _text_documents(path: str) -> Iterator[Item]:
+def _text_documents(path: str, limit: int) -> Iterator[Item]:
     """Plain text: a document is a paragraph, a run of lines between blank lines, as the lines
     are in the file without the final line break.
 
     Read here rather than with `datasets`' text builder: that builder decodes whole chunks, so
     one invalid byte either fails the file or is silently replaced, and it cannot say where.
-    Here a paragraph with invalid bytes is skipped and counted, and its first bad line named.
+    Here a paragraph with invalid bytes is skipped and counted, and its first bad line named;
+    so is one of more than `limit` bytes, whose lines are dropped as they are read.
     """
     lines: list[str] = []
-    first_line = 0
+    start = size = 0
     bad: Skip | None = None
     with open_binary(path) as stream:
-        for number, raw in enumerate(stream, 1):
+        for number, raw in enumerate(_lines(stream, limit), 1):
             try:
-                line = raw.decode("utf-8")
+                line = None if raw is None else raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                if bad is None:
-                    reason = f"byte {error.start}: {error.reason}"
-                    bad = Skip("non_utf8", f"{path}:{number}", reason)
-                continue
-            if number == 1:
+                reason = f"byte {error.start}: {error.reason}"
+                bad, line = bad or Skip("non_utf8", f"{path}:{number}", reason), None
+            if number == 1 and line is not None:
                 line = line.removeprefix("\ufeff")
-            if line.isspace():
-                yield from _paragraph(lines, bad, path, first_line)
-                lines, bad = [], None
-            else:
-                if not lines:
-                    first_line = number
+            if line is not None and line.isspace():
+                yield from _paragraph(lines, bad, path, start)
+                lines, bad, start, size = [], None, 0, 0
+                continue
+            start = start or number
+            size += limit + 1 if raw is None else len(raw)
+            if size > limit and bad is None:
+                bad = _too_long(f"{path}:{start}", limit)
+            if bad is None:
                 lines.append(line)
-    yield from _paragraph(lines, bad, path, first_line)
+            else:
+                lines = []  # the paragraph is skipped whole: none of its text is kept
+    yield from _paragraph(lines, bad, path, start)
 
 
 def _paragraph(lines: list[str], bad: Skip | None, path: str, first_line: int) -> Iterator[Item]:
@@ -287,11 +313,13 @@ def iter_documents(corpus: dict[str, Any]) -> Iterator[Item]:
         )
         return dataset_documents(stream, text_field, source)
     return _local_documents(
-        local_files([source] if isinstance(source, str) else list(source)), text_field
+        local_files([source] if isinstance(source, str) else list(source)),
+        text_field,
+        corpus["max_document_bytes"],
     )
 
 
-def _local_documents(files: list[str], text_field: str) -> Iterator[Item]:
+def _local_documents(files: list[str], text_field: str, limit: int) -> Iterator[Item]:
     for path in files:
         file_format, _ = _split_suffix(path)
         if file_format == "parquet":
@@ -299,9 +327,9 @@ def _local_documents(files: list[str], text_field: str) -> Iterator[Item]:
         elif file_format == "json" and _starts_json_array(path):
             yield from _datasets_file("json", path, text_field)
         elif file_format in ("json", "jsonl"):
-            yield from _jsonl_documents(path, text_field)
+            yield from _jsonl_documents(path, text_field, limit)
         else:
-            yield from _text_documents(path)
+            yield from _text_documents(path, limit)
 
 
 def problem_with(value: Any) -> tuple[str, str] | None:

@@ -1,5 +1,6 @@
 """`vocabscale estimate`: every approach fitted on any runs table, from this pipeline or any
-other training stack, with coefficients.json and predictions.csv written to one directory.
+other training stack, with coefficients.json and predictions.csv written to one directory. The
+directory is written as a whole (one rename), so the two files always belong together.
 
 Options start from the params schema's defaults (the paper's choices); each approach's flags
 are declared in its registry entry (`vocabscale.estimate.approaches`).
@@ -19,7 +20,7 @@ from vocabscale.config import defaults
 from vocabscale.estimate.approaches import APPROACHES, Option
 from vocabscale.estimate.bootstrap import estimate_approach
 from vocabscale.estimate.predict import predictions_table
-from vocabscale.io import write_csv, write_json
+from vocabscale.io import atomic_dir, write_csv, write_json
 from vocabscale.runs.table import (
     RunsTable,
     RunsTableError,
@@ -34,6 +35,22 @@ log = logging.getLogger(__name__)
 
 #: Targets of the predictions table: the paper's.
 DEFAULT_TARGETS = (2.87e9, 7e9, 13e9, 30e9, 70e9, 130e9, 300e9)
+
+#: What `--out` holds afterwards, and nothing else.
+OUTPUTS = ("coefficients.json", "predictions.csv")
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """`--out` is replaced as a whole: refuse one that holds anything else, before fitting."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: not a directory")
+    others = sorted(p.name for p in out_dir.glob("*") if p.name not in OUTPUTS)
+    if others:
+        raise ValueError(
+            f"--out {out_dir} holds {', '.join(others[:5])}{', ...' if len(others) > 5 else ''}; "
+            f"it is replaced as a whole by {' and '.join(OUTPUTS)}: give a new or empty directory"
+        )
+
 
 #: Flags of the `estimate.bootstrap` section.
 BOOTSTRAP_OPTIONS = (
@@ -88,6 +105,7 @@ def estimate_all(
     """Every approach, coefficients.json and predictions.csv in out_dir. An approach that
     cannot be fitted on this table is reported and left out."""
     out_dir = Path(out_dir)
+    check_out_dir(out_dir)
     coefficients: dict[str, Any] = {"tokenization": tokenization}
     failures = {}
     for approach in APPROACHES:
@@ -106,8 +124,9 @@ def estimate_all(
         coefficients["failed"] = failures
     targets = targets or [{"name": f"{n:.3g}", "nnv": n} for n in DEFAULT_TARGETS]
     table = predictions_table(coefficients, targets)
-    write_json(out_dir / "coefficients.json", coefficients)
-    write_csv(out_dir / "predictions.csv", table)
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / OUTPUTS[0], coefficients)
+        write_csv(tmp / OUTPUTS[1], table)
     return coefficients
 
 

@@ -14,7 +14,7 @@ import logging
 from vocabscale.config import add_params_argument, load_params
 from vocabscale.estimate.approaches import APPROACHES
 from vocabscale.estimate.bootstrap import estimate_approach
-from vocabscale.io import write_json
+from vocabscale.io import output_lock, write_json
 from vocabscale.runs.table import RunsTableError, load_runs
 from vocabscale.tokens_per_char import load_tokens_per_char
 
@@ -39,10 +39,11 @@ def run(args: argparse.Namespace) -> None:
     spec = "paper" if section["tokenization"] == "paper" else args.tokenization
     f = load_tokens_per_char(spec)
     runs = load_runs(args.runs, f)
-    try:
-        result = estimate_approach(approach, runs, f, section[approach], section["bootstrap"])
-    except (RunsTableError, RuntimeError) as error:
-        log.error("%s could not be fitted: %s", approach, error)
-        result = {"approach": approach, "error": str(error)}
-    result["tokenization"] = {**f.as_dict(), "source": str(spec)}
-    write_json(args.out, result)
+    with output_lock(args.out):
+        try:
+            result = estimate_approach(approach, runs, f, section[approach], section["bootstrap"])
+        except (RunsTableError, RuntimeError) as error:
+            log.error("%s could not be fitted: %s", approach, error)
+            result = {"approach": approach, "error": str(error)}
+        result["tokenization"] = {**f.as_dict(), "source": str(spec)}
+        write_json(args.out, result)

@@ -21,6 +21,7 @@ from vocabscale.estimate.approaches import APPROACHES
 from vocabscale.estimate.derivative import common_budget_range, vocab_losses_at_budget
 from vocabscale.report.evidence import Evidence, target_distances, title
 from vocabscale.report.numbers import human, range_text, sci, times
+from vocabscale.runs.table import run_labels
 from vocabscale.tokens_per_char import TOKENS_PER_CHAR_MAX_VOCAB
 
 #: A finding: its message and the target it concerns (None: the whole fit).
@@ -95,21 +96,23 @@ def excluded_counts(evidence: Evidence) -> dict[str, int]:
     "surviving runs are a biased sample.",
 )
 def diverged_runs(evidence: Evidence) -> Iterator[Finding]:
+    """Counted in runs (a run that diverged before its first evaluation has a single row)."""
     count = excluded_counts(evidence).get("diverged")
     if not count:
         return
-    runs = []
+    rows = f"{count} row{'s' * (count != 1)} of the runs table"
     diverged = evidence.diverged
-    if diverged is not None and not diverged.empty and "run_id" in diverged.columns:
-        runs = sorted(diverged["run_id"].astype(str).unique())
-    which = f" of runs {', '.join(runs)}" if runs else ""
-    yield f"{count} checkpoint rows{which}.", None
+    if diverged is None or diverged.empty:
+        yield f"{rows}.", None
+        return
+    runs = sorted(set(run_labels(diverged)))
+    yield f"{len(runs)} run{'s' * (len(runs) != 1)} ({rows}): {', '.join(runs)}.", None
 
 
 @check("excluded_rows", "Rows excluded from the fits")
 def excluded_rows(evidence: Evidence) -> Iterator[Finding]:
     excluded = excluded_counts(evidence)
-    for reason in ("non_finite", "non_positive"):
+    for reason in ("non_finite", "non_positive", "repeated"):
         if excluded.get(reason):
             yield f"{excluded[reason]} {reason.replace('_', '-')} rows.", None
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vocabscale.config import add_params_argument, load_params
-from vocabscale.io import atomic_dir, to_json, write_csv, write_json
+from vocabscale.io import atomic_dir, output_lock, to_json, write_csv, write_json
 from vocabscale.report.doubts import find_doubts
 from vocabscale.report.evidence import gather_evidence
 from vocabscale.report.figures import draw_figures
@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     settings = load_params(args.params)["report"]
-    result = build_report(args.estimates, args.runs, settings, args.out, args.tokenization)
+    with output_lock(args.out):
+        result = build_report(args.estimates, args.runs, settings, args.out, args.tokenization)
     print(
         f"wrote {Path(args.out) / 'report.md'} (and report.html): "
         f"{len(result['predictions'])} predictions, {len(result['doubts'])} warning(s)"

@@ -1,7 +1,9 @@
 """Stage collect: the runs table, one row per evaluation checkpoint of one run.
 
 This table is the estimators' only input, so a table made by another training stack with the
-same columns works just as well (`vocabscale.runs.table` reads and checks one).
+same columns works just as well (`vocabscale.runs.table` reads and checks one). A run that
+diverged before its first evaluation has one row, marked diverged and without numbers, so
+that it is counted as diverged rather than missing from the sweep.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from vocabscale.config import add_params_argument, load_params
-from vocabscale.io import read_json, write_csv
+from vocabscale.io import output_lock, read_json, write_csv
 from vocabscale.sweep import run_grid
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,12 @@ def collect_runs(
     frames = []
     for run_id in run_ids:
         run = read_json(Path(runs_dir) / run_id / "run.json")
-        evals = pd.read_csv(Path(normalized_dir) / f"{run_id}.csv")
+        normalized = Path(normalized_dir) / f"{run_id}.csv"
+        evals = pd.read_csv(normalized)
+        if evals.empty:
+            if not run["diverged"]:
+                raise ValueError(f"{normalized}: no evaluation, yet run {run_id} did not diverge")
+            evals = pd.DataFrame([{"step": run["diverged_at_step"]}], columns=evals.columns)
         for key in (
             "run_id",
             "model",
@@ -82,4 +89,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    collect_runs(run_grid(load_params(args.params)), args.runs_dir, args.normalized_dir, args.out)
+    run_ids = run_grid(load_params(args.params))
+    with output_lock(args.out):
+        collect_runs(run_ids, args.runs_dir, args.normalized_dir, args.out)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from vocabscale.config import add_params_argument, load_params
-from vocabscale.io import read_json, read_tokens, write_csv
+from vocabscale.io import output_lock, read_json, read_tokens, write_csv
 
 
 def unigram_log_probs(counts: np.ndarray, pseudocount: float) -> np.ndarray:
@@ -80,4 +80,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     pseudocount = load_params(args.params)["normalize"]["unigram_pseudocount"]
-    normalize_run(args.run, args.tokens, args.out, pseudocount)
+    with output_lock(args.out):
+        normalize_run(args.run, args.tokens, args.out, pseudocount)

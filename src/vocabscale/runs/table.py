@@ -1,7 +1,13 @@
 """Loading a runs table for the estimators: renames, checks, exclusions, derived columns.
 
 The table may come from this pipeline's `collect` stage or from any other training stack, so
-every problem is reported with the file, the column and, where it applies, the line.
+every problem is reported with the file, the column and, where it applies, the line. What is
+checked: required columns; numbers where numbers belong; `diverged` as a truth value (true,
+false, yes, no, 1, 0, blank for false); one row per checkpoint of a run (an exact copy of a row
+is dropped and counted, two different rows at one checkpoint are an error: without `run_id`
+they are two runs that share (non_vocab_params, vocab_size)); and `flops` equal to the paper's
+C = 6 (Nnv + V d) D, the compute every fit and prediction here is in. Rows that are diverged,
+non-finite or not positive (a negative token count too) are excluded and counted.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vocabscale.accounting import flops as paper_flops
+from vocabscale.accounting import vocab_params as paper_vocab_params
 from vocabscale.tokens_per_char import TokensPerChar
 
 log = logging.getLogger(__name__)
@@ -22,6 +30,12 @@ log = logging.getLogger(__name__)
 REQUIRED_COLUMNS = ("vocab_size", "d_model", "non_vocab_params", "characters", "flops", "loss_u")
 NUMERIC_COLUMNS = (*REQUIRED_COLUMNS, "tokens", "vocab_params", "step")
 RUN_KEY_FALLBACK = ("non_vocab_params", "vocab_size")
+#: Columns that must be positive where given (a row with one that is not is excluded).
+POSITIVE_COLUMNS = ("vocab_size", "d_model", "non_vocab_params", "characters", "flops")
+POSITIVE_IF_GIVEN = ("tokens", "vocab_params")
+#: How far `flops` may be from 6 (Nnv + V d) D (rounding in another stack's table).
+FLOPS_TOLERANCE = 0.01
+TRUE_WORDS, FALSE_WORDS = {"true", "t", "yes", "y"}, {"false", "f", "no", "n", ""}
 
 
 class RunsTableError(ValueError):
@@ -54,17 +68,33 @@ class RunsTable:
         return RunsTable(frame, self.source, dict(self.excluded))
 
 
-def diverged_mask(frame: pd.DataFrame) -> pd.Series:
-    """Rows whose `diverged` column says so (true, 1 or yes, in any case)."""
-    return frame["diverged"].astype(str).str.lower().isin(["true", "1", "yes"])
+def diverged_mask(frame: pd.DataFrame, source: str = "runs table") -> pd.Series:
+    """Rows whose `diverged` column says so: true, yes, 1 (also 1.0: a 0/1 column with a blank
+    cell is read as floats) in any case; false, no, 0 or blank say not. Anything else is an
+    error naming the line."""
+    column = frame["diverged"]
+    if column.dtype == bool:
+        return column
+    words = column.astype(str).str.strip().str.lower()
+    numbers = pd.to_numeric(column, errors="coerce")
+    true = words.isin(TRUE_WORDS) | (numbers == 1)
+    false = words.isin(FALSE_WORDS) | (numbers == 0) | column.isna()
+    bad = ~(true | false)
+    if bad.any():
+        row = bad[bad].index[0]
+        raise RunsTableError(
+            f"{source}: line {row + 2}, column diverged: {column[row]!r} is neither true nor "
+            "false (true/false, yes/no, 1/0; blank for false)"
+        )
+    return true
 
 
-def diverged_rows(frame: pd.DataFrame) -> pd.DataFrame | None:
+def diverged_rows(frame: pd.DataFrame, source: str = "runs table") -> pd.DataFrame | None:
     """The rows excluded as diverged, flops and loss_u as numbers (None without the column)."""
     if "diverged" not in frame.columns:
         return None
-    diverged = frame[diverged_mask(frame)].copy()
-    for column in ("flops", "loss_u"):
+    diverged = frame[diverged_mask(frame, source)].copy()
+    for column in ("flops", "loss_u", *RUN_KEY_FALLBACK):
         diverged[column] = pd.to_numeric(diverged.get(column), errors="coerce")
     return diverged
 
@@ -82,10 +112,110 @@ def parse_renames(pairs: list[str] | None) -> dict[str, str]:
     return renames
 
 
+def numeric_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The table with its numeric columns as numbers; a cell that is not one is an error."""
+    frame = frame.reset_index(drop=True)  # row i is line i + 2 of the file (1: the header)
+    for column in NUMERIC_COLUMNS:
+        if column not in frame.columns:
+            continue
+        converted = pd.to_numeric(frame[column], errors="coerce")
+        bad = converted.isna() & frame[column].notna()
+        if bad.any():
+            row = bad[bad].index[0]
+            raise RunsTableError(
+                f"{source}: line {row + 2}, column {column}: {frame[column][row]!r} is not a number"
+            )
+        frame[column] = converted
+    return frame
+
+
+def run_labels(frame: pd.DataFrame) -> list[str]:
+    """Which run each row belongs to: its run_id, else its (non_vocab_params, vocab_size)."""
+    if "run_id" in frame.columns:
+        return frame["run_id"].astype(str).tolist()
+    return [f"nnv{n:.15g}-v{v:.15g}" for n, v in frame[list(RUN_KEY_FALLBACK)].to_numpy()]
+
+
+def _which_run(frame: pd.DataFrame, row: int) -> str:
+    if "run_id" in frame.columns:
+        return f"run {frame.at[row, 'run_id']}"
+    nnv, vocab_size = frame.loc[row, list(RUN_KEY_FALLBACK)]
+    return (
+        f"(non_vocab_params, vocab_size) = ({nnv:.15g}, {vocab_size:.15g}), which tells runs "
+        "apart when there is no run_id column, so two runs may share it: add run_id"
+    )
+
+
+def drop_repeated_rows(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, int]:
+    """One row per checkpoint (`step`, else `flops`) of a run: exact copies of a row are
+    dropped and counted; two different rows at one checkpoint, or one run at two widths, are an
+    error naming the lines (without run_id, they are two runs that share a key)."""
+    at = "step" if "step" in frame.columns else "flops"
+    copies = frame.duplicated(keep="first")
+    frame = frame[~copies]
+    clash = frame.duplicated(["run", at], keep=False) & frame[at].notna()
+    if clash.any():
+        first = clash[clash].index[0]
+        same = clash & (frame["run"] == frame.at[first, "run"]) & (frame[at] == frame.at[first, at])
+        lines = " and ".join(str(row + 2) for row in same[same].index[:2])
+        raise RunsTableError(
+            f"{source}: lines {lines} are two different rows at {at} {frame.at[first, at]:.15g} "
+            f"of {_which_run(frame, first)}"
+        )
+    widths = frame.groupby("run", sort=False)["d_model"].transform("nunique")
+    if (widths > 1).any():
+        row = widths[widths > 1].index[0]
+        found = sorted(frame.loc[frame["run"] == frame.at[row, "run"], "d_model"].unique())
+        raise RunsTableError(
+            f"{source}: line {row + 2}: d_model {', '.join(f'{d:g}' for d in found)} in one run, "
+            f"{_which_run(frame, row)}"
+        )
+    return frame, int(copies.sum())
+
+
+def exclude_unusable(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows the fits can use, and how many were left out, by reason."""
+    excluded: dict[str, int] = {}
+    if "diverged" in frame.columns:
+        diverged = diverged_mask(frame, source)
+        excluded["diverged"] = int(diverged.sum())
+        frame = frame[~diverged]
+    finite = np.isfinite(frame[list(REQUIRED_COLUMNS)].to_numpy(dtype=float)).all(axis=1)
+    excluded["non_finite"] = int((~finite).sum())
+    frame = frame[finite]
+    given = [c for c in POSITIVE_IF_GIVEN if c in frame.columns]
+    positive = (frame[list(POSITIVE_COLUMNS)] > 0).all(axis=1) & (
+        (frame[given] > 0) | frame[given].isna()
+    ).all(axis=1)
+    excluded["non_positive"] = int((~positive).sum())
+    return frame[positive].copy(), excluded
+
+
+def check_compute(frame: pd.DataFrame, source: str) -> None:
+    """`vocab_params` must be V d and `flops` 6 (Nnv + V d) D where the table gives them: the
+    paper's conventions, which every fit and prediction here assumes."""
+    nnv, vocab_size, d_model = (frame[c] for c in ("non_vocab_params", "vocab_size", "d_model"))
+    checks = []
+    if "vocab_params" in frame.columns:
+        checks.append(("vocab_params", "V d", paper_vocab_params(vocab_size, d_model)))
+    if "tokens" in frame.columns:
+        expected = paper_flops(nnv, vocab_size, d_model, frame["tokens"])
+        checks.append(("flops", "6 (Nnv + V d) D, D = tokens", expected))
+    for column, formula, expected in checks:
+        off = (frame[column] / expected - 1).abs() > FLOPS_TOLERANCE
+        if off.any():
+            row = off[off].index[0]
+            raise RunsTableError(
+                f"{source}: line {row + 2}, column {column}: {frame.at[row, column]:.6g} is not "
+                f"{formula} = {expected[row]:.6g}, the paper's convention that every fit and "
+                "prediction here is in (one V x d matrix, no attention); recompute the column"
+            )
+
+
 def prepare_runs(
     frame: pd.DataFrame, tokens_per_char: TokensPerChar | None, source: str = "runs table"
 ) -> RunsTable:
-    """Check columns and values, drop diverged and non-finite rows (counted), derive
+    """Check columns and values, drop repeated, diverged and non-finite rows (counted), derive
     `tokens` and `vocab_params` where absent, and assign every row to a run."""
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
@@ -93,33 +223,11 @@ def prepare_runs(
             f"{source}: missing column(s) {', '.join(missing)} "
             f"(has: {', '.join(map(str, frame.columns))}); rename yours with --column THEIRS=OURS"
         )
-    frame = frame.copy()
-    for column in NUMERIC_COLUMNS:
-        if column not in frame.columns:
-            continue
-        converted = pd.to_numeric(frame[column], errors="coerce")
-        bad = converted.isna() & frame[column].notna()
-        if bad.any():
-            line = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
-            raise RunsTableError(
-                f"{source}: line {line}, column {column}: "
-                f"{frame[column][bad].iloc[0]!r} is not a number"
-            )
-        frame[column] = converted
-    excluded: dict[str, int] = {}
-    if "diverged" in frame.columns:
-        diverged = diverged_mask(frame)
-        excluded["diverged"] = int(diverged.sum())
-        frame = frame[~diverged]
-    values = frame[list(REQUIRED_COLUMNS)].to_numpy(dtype=float)
-    finite = np.isfinite(values).all(axis=1)
-    excluded["non_finite"] = int((~finite).sum())
-    frame = frame[finite]
-    positive = (
-        frame[["vocab_size", "d_model", "non_vocab_params", "characters", "flops"]] > 0
-    ).all(axis=1)
-    excluded["non_positive"] = int((~positive).sum())
-    frame = frame[positive].copy()
+    frame = numeric_columns(frame, source)
+    frame["run"] = run_labels(frame)
+    frame, repeated = drop_repeated_rows(frame, source)
+    frame, excluded = exclude_unusable(frame, source)
+    excluded["repeated"] = repeated
     dropped = {reason: n for reason, n in excluded.items() if n}
     if dropped:
         log.warning(
@@ -129,19 +237,14 @@ def prepare_runs(
         )
     if frame.empty:
         raise RunsTableError(f"{source}: no usable rows left after exclusions {dropped}")
+    check_compute(frame, source)
     if "tokens" not in frame.columns or frame["tokens"].isna().any():
         if tokens_per_char is None:
             raise RunsTableError(f"{source}: no 'tokens' column and no f(V) to derive it from")
         derived = frame["characters"] * tokens_per_char(frame["vocab_size"].to_numpy(float))
         frame["tokens"] = frame["tokens"].fillna(derived) if "tokens" in frame else derived
     if "vocab_params" not in frame.columns:
-        frame["vocab_params"] = frame["vocab_size"] * frame["d_model"]
-    if "run_id" in frame.columns:
-        frame["run"] = frame["run_id"].astype(str)
-    else:
-        frame["run"] = [
-            f"nnv{n:.15g}-v{v:.15g}" for n, v in frame[list(RUN_KEY_FALLBACK)].to_numpy()
-        ]
+        frame["vocab_params"] = paper_vocab_params(frame["vocab_size"], frame["d_model"])
     return RunsTable(frame.reset_index(drop=True), source, excluded)
 
 

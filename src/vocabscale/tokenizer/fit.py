@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vocabscale.config import add_params_argument, load_params
-from vocabscale.io import read_json, write_json
+from vocabscale.io import output_lock, read_json, write_json
 from vocabscale.tokens_per_char import fit_tokens_per_char
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     vocab_sizes = load_params(args.params)["tokenizer"]["vocab_sizes"]
-    fit_tokenization(
-        [Path(args.tokens_dir) / f"v{v}" / "stats.json" for v in vocab_sizes], args.out
-    )
+    with output_lock(args.out):
+        fit_tokenization(
+            [Path(args.tokens_dir) / f"v{v}" / "stats.json" for v in vocab_sizes], args.out
+        )

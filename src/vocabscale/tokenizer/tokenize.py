@@ -44,13 +44,17 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import pyarrow
 import pyarrow.parquet as pq
+import tokenizers
 from tokenizers import Encoding, Tokenizer
 from tqdm import tqdm
 
 from vocabscale.config import add_params_argument, load_params
+from vocabscale.corpus import shards
 from vocabscale.corpus.shards import train_shards
-from vocabscale.io import token_dtype, write_json
+from vocabscale.io import output_lock, publish_dir, token_dtype, write_json
+from vocabscale.tokenizer import bpe
 from vocabscale.tokenizer.bpe import END_OF_TEXT, check_parallelism, set_threads
 
 log = logging.getLogger(__name__)
@@ -258,9 +262,15 @@ class SplitWriter:
 
 
 def _fingerprint(inputs: list[Path], tokenizer_path: Path) -> str:
-    """What the partial work depends on: the tokenizer file, and each input file's name, size
-    and parquet footer (row groups, row counts, column statistics). Cheap on any corpus size."""
+    """What the partial work depends on: the code that reads and encodes (this module and the
+    two it takes from), the versions of the libraries that do it, the tokenizer file, and each
+    input file's name, size and parquet footer (row groups, row counts, column statistics).
+    Cheap on any corpus size."""
     digest = hashlib.sha256(f"partial format {PARTIAL_FORMAT}\n".encode())
+    for module in (__file__, bpe.__file__, shards.__file__):
+        digest.update(Path(module).read_bytes())
+    versions = (tokenizers.__version__, pyarrow.__version__, np.__version__)
+    digest.update("tokenizers {} pyarrow {} numpy {}\n".format(*versions).encode())
     digest.update(tokenizer_path.read_bytes())
     for path in inputs:
         size = path.stat().st_size
@@ -287,7 +297,7 @@ def _open_work(work: Path, fingerprint: str, itemsize: int) -> Progress:
         if progress is None:
             problem = "no readable checkpoint"
         elif progress.fingerprint != fingerprint:
-            problem = "the corpus or the tokenizer changed since"
+            problem = "the corpus, the tokenizer, this code or a library version changed since"
         else:
             for split, stats in progress.done.items():
                 if _size(work / f"{split}.bin") != stats["tokens"] * itemsize:
@@ -444,9 +454,7 @@ def tokenize_corpus(
     stats["tokens_per_character"] = train["tokens"] / train["characters"]
     write_json(work / "stats.json", stats)
     (work / "progress.json").unlink()
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(work, out_dir)
+    publish_dir(work, out_dir)
     wall = time.perf_counter() - started
     characters = sum(s["characters"] for s in stats["splits"].values()) - characters_before
     log.info(
@@ -474,11 +482,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     section = load_params(args.params)["tokenizer"]
     set_threads(args.threads)
-    tokenize_corpus(
-        args.corpus,
-        args.tokenizer,
-        args.out,
-        section["batch_documents"],
-        section["batch_characters"],
-        section["checkpoint_seconds"],
-    )
+    with output_lock(args.out):  # and so its partial work, named after it
+        tokenize_corpus(
+            args.corpus,
+            args.tokenizer,
+            args.out,
+            section["batch_documents"],
+            section["batch_characters"],
+            section["checkpoint_seconds"],
+        )

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 
 from vocabscale.config import add_params_argument, load_params
 from vocabscale.corpus.shards import read_texts
-from vocabscale.io import atomic_path
+from vocabscale.io import atomic_path, output_lock
 from vocabscale.tokenizer.bpe import END_OF_TEXT, build_trainer, empty_tokenizer, set_threads
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     section = load_params(args.params)["tokenizer"]
     set_threads(args.threads)
-    train_tokenizer(
-        Path(args.corpus) / "tokenizer_sample.parquet",
-        args.vocab_size,
-        args.out,
-        section["min_frequency"],
-        section["batch_documents"],
-    )
+    with output_lock(args.out):
+        train_tokenizer(
+            Path(args.corpus) / "tokenizer_sample.parquet",
+            args.vocab_size,
+            args.out,
+            section["min_frequency"],
+            section["batch_documents"],
+        )

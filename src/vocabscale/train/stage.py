@@ -2,12 +2,15 @@
 processes (GPUs, or nodes).
 
 Exits with EXIT_PREEMPTED after SIGTERM, once the state is saved, so that the scheduler (the
-train rule retries; SLURM requeues) runs it again and it resumes.
+train rule retries; SLURM requeues) runs it again and it resumes. The run directory and the
+checkpoint directory are locked while it runs (by the process that starts torchrun, for all
+of its workers), so a second `vocabscale train` of the same run stops before touching them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -15,7 +18,7 @@ from typing import Any
 
 from vocabscale import preemption
 from vocabscale.config import ParamsError, add_params_argument, load_params
-from vocabscale.io import read_json
+from vocabscale.io import output_lock, read_json
 from vocabscale.sweep import ModelSpec, model_specs
 from vocabscale.train import distributed
 from vocabscale.train.config import TrainConfig
@@ -45,6 +48,17 @@ def run(args: argparse.Namespace) -> None:
             f"{args.params}: models.{args.model} does not exist (models: {', '.join(specs)})"
         )
     spec, config = specs[args.model], TrainConfig.from_params(params["train"])
+    with contextlib.ExitStack() as locks:
+        if not distributed.launched():  # torchrun's workers run under their launcher's locks
+            locks.enter_context(output_lock(args.out))
+            locks.enter_context(output_lock(args.checkpoint_dir))
+        train_or_launch(args, spec, config, params)
+
+
+def train_or_launch(
+    args: argparse.Namespace, spec: ModelSpec, config: TrainConfig, params: dict[str, Any]
+) -> None:
+    """Train on this process, or start the run's processes under torchrun."""
     if not distributed.launched():
         distributed.check_devices(spec.gpus, config.device)
         if spec.processes > 1:
