@@ -50,8 +50,9 @@ def learning_rate(step: int, total_steps: int, config: TrainConfig) -> float:
 
 def cooldown_rate(start_rate: float, step: int, steps: int, shape: str) -> float:
     """Rate of step `step` (0-based) of a branch of `steps` steps that decays `start_rate` to
-    zero: the first step at `start_rate`, the last above zero."""
-    return start_rate * COOLDOWN_SHAPES[shape](step / steps)
+    zero: the decay's value at the middle of the step's share of it, so that even a branch of
+    one step decays (to half the rate, linearly) and no step is wasted at a rate of zero."""
+    return start_rate * COOLDOWN_SHAPES[shape]((step + 0.5) / steps)
 
 
 @dataclass(frozen=True)
