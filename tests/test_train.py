@@ -8,6 +8,7 @@ trains; every run uses one CPU thread so that runs in different processes agree 
 import copy
 import dataclasses
 import itertools
+import json
 import logging
 import os
 import shutil
@@ -303,6 +304,12 @@ def test_each_schedule_s_rate_curve():
         assert curve[0] == pytest.approx(0.01) and curve[99] == pytest.approx(1.0)
         assert all(a < b for a, b in itertools.pairwise(curve[:100]))
     assert rates["constant"][100:] == [1.0] * 900  # the authors' trainer
+    # a warmup in tokens is the same whatever the run's length (8 tokens per step here)
+    fixed = config_with(warmup_tokens=400)
+    assert [learning_rate(s, 1000, fixed) for s in range(60)] == [
+        learning_rate(s, 100, fixed) for s in range(60)
+    ]
+    assert learning_rate(49, 1000, fixed) == 1.0 > learning_rate(48, 1000, fixed)
     assert rates["wsd"] == rates["constant"]  # wsd's main trajectory
     cosine = rates["cosine"][99:]
     assert cosine[-1] == pytest.approx(0.1, abs=1e-4)  # down to min_lr_ratio
@@ -529,3 +536,36 @@ def test_a_run_longer_than_the_corpus_reads_a_second_epoch_and_says_so(
     epochs = pd.read_csv(tmp_path / "run" / "evals.csv")["epochs"]
     assert epochs.iloc[0] < 1 < epochs.iloc[-1]
     assert f"but the corpus holds {corpus}: {run['epochs']:.2f} epochs" in caplog.text
+
+
+def test_token_arrays_without_a_content_digest_are_refused(tmp_path, tokenized):
+    old = tmp_path / "tokens"
+    shutil.copytree(tokenized[VOCAB], old)
+    stats = read_json(old / "stats.json")
+    del stats["splits"]["train"]["sha256"]  # as an older tokenize stage wrote them
+    (old / "stats.json").write_text(json.dumps(stats))
+    with pytest.raises(ValueError, match=r"tokens/stats.json records no content digest"):
+        RunData.load(old, 32)
+
+
+def test_with_a_warmup_in_tokens_a_wsd_point_is_the_run_of_its_length(
+    tmp_path, params_file, tokenized, one_thread
+):
+    params = load(params_file)
+    config = TrainConfig.from_params({**params["train"], "threads": 0, "warmup_tokens": 6 * 2048})
+    assert config.schedule == "wsd"
+    spec = model_specs(params)["k"]  # 80 steps, points at 20, 40, 60, 80
+    train_run(spec, tokenized[VOCAB], config, tmp_path / "long", tmp_path / "long-state")
+    half = dataclasses.replace(spec, train_tokens=40 * 2048)
+    train_run(
+        spec=half,
+        tokens_dir=tokenized[VOCAB],
+        config=config,
+        out_dir=tmp_path / "half",
+        checkpoint_dir=tmp_path / "half-state",
+    )
+    long = pd.read_csv(tmp_path / "long" / "evals.csv").set_index("step")
+    short = pd.read_csv(tmp_path / "half" / "evals.csv").set_index("step")
+    # the same warmup, main-trajectory rates, batches and cooldown: the same model, to the bit
+    assert long.loc[40, "eval_ce_sum"] == short.loc[40, "eval_ce_sum"]
+    assert long.loc[20, "eval_ce_sum"] == short.loc[20, "eval_ce_sum"]

@@ -22,6 +22,7 @@ class TrainConfig:
     schedule: str
     min_lr_ratio: float
     warmup_fraction: float
+    warmup_tokens: float | None
     cooldown_fraction: float
     cooldown_shape: str
     weight_decay: float

@@ -1,7 +1,7 @@
 """When a run changes its learning rate and when it is evaluated, as functions of the step.
 
 Three schedules (`train.schedule`), each after a linear warmup over `warmup_fraction` of the
-run's steps:
+run's steps, or over `warmup_tokens` whatever the run's length:
 
   constant  the peak rate to the end (the trainer the paper's authors released);
   cosine    a cosine decay over the run to lr x min_lr_ratio (Hoffmann et al. 2022);
@@ -12,7 +12,8 @@ run's steps:
 
 Under constant and cosine an evaluation point is the main trajectory at that step. Under wsd
 the point of D tokens is a branch from step D / (1 + cooldown_fraction), so that the point has
-seen exactly D tokens, like a separate run of that length with its own decay.
+seen exactly D tokens, like a separate run of that length with its own decay; with a warmup
+of `warmup_tokens` it is that run, to the bit (same warmup, same rates, same batches).
 """
 
 from __future__ import annotations
@@ -34,11 +35,17 @@ COOLDOWN_SHAPES = {
 }
 
 
+def warmup_steps(total_steps: int, config: TrainConfig) -> int:
+    """Steps of linear warmup: `warmup_tokens` worth, or `warmup_fraction` of the run's."""
+    if config.warmup_tokens is not None:
+        return max(1, round(config.warmup_tokens / config.batch_tokens))
+    return max(1, round(config.warmup_fraction * total_steps))
+
+
 def learning_rate(step: int, total_steps: int, config: TrainConfig) -> float:
-    """The main trajectory's rate at `step` of a run of `total_steps`: linear warmup over
-    `warmup_fraction` of the steps, then the peak (constant, wsd) or a cosine decay to
-    lr x min_lr_ratio (cosine)."""
-    warmup = max(1, round(config.warmup_fraction * total_steps))
+    """The main trajectory's rate at `step` of a run of `total_steps`: linear warmup, then the
+    peak (constant, wsd) or a cosine decay to lr x min_lr_ratio (cosine)."""
+    warmup = warmup_steps(total_steps, config)
     if step < warmup:
         return config.lr * (step + 1) / warmup
     if config.schedule != "cosine":
