@@ -114,6 +114,12 @@ def loss_u_at_half(params: dict, args, tokens: Path, work: Path, case: tuple, se
     return float(points.loc[points["tokens"] == half, "loss_u"].iloc[0])
 
 
+def warmup_note(train: dict) -> str:
+    if train["warmup_tokens"] is not None:
+        return f"over {train['warmup_tokens']:,.0f} tokens in every run"
+    return f"over {train['warmup_fraction']:.0%} of each run's steps"
+
+
 def gap(results: dict[str, list[float]], label: str, reference: str) -> list[float]:
     return [x - r for x, r in zip(results[label], results[reference], strict=True)]
 
@@ -207,7 +213,7 @@ def main() -> None:
         f"- T = {args.train_tokens:,} tokens, V = {args.vocab_size}, model (n_layer, n_head, d, "
         f"ffn) = {tuple(args.shape)}, the embedded default's training settings: context "
         f"{train['context']}, {args.batch_tokens} tokens per step, peak lr {train['lr']:g}, "
-        f"warmup {train['warmup_fraction']:.0%} of each run's steps, cosine floor "
+        f"warmup {warmup_note(train)}, cosine floor "
         f"{train['min_lr_ratio']:g} x lr, wsd cooldown {train['cooldown_fraction']:g} of the "
         f"tokens so far, shape {train['cooldown_shape']}; CPU, fp32, one thread per run",
         "- L_u in nats per token on the corpus's held-out text (lower is better); a seed sets "

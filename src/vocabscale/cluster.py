@@ -6,7 +6,7 @@ dozens of jobs; the Snakemake train rule takes its SLURM resources (GPUs, CPUs, 
 runtime, partition, account, QoS, GPU type) from `train_resources`, so the two always agree.
 
 Whether a run needs more tokens than the corpus holds cannot be known when params.yaml is
-validated (the corpus is not tokenized yet), so `data_warnings` checks it with the best numbers
+validated (the corpus is not tokenized yet), so `data_warning` checks it with the best numbers
 there are: the token counts of `results/tokens/v<V>/stats.json` once tokenized, else an estimate
 from `corpus.max_characters` and the paper's f(V). The Snakefile prints it before any job runs,
 `vocabscale plan` prints it, and every training run checks its own, measured, at its start.
