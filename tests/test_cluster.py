@@ -15,14 +15,17 @@ from vocabscale.cluster import (
     CPU_JOBS,
     cpu_job_characters,
     cpu_job_resources,
+    data_warning,
     format_plan,
     plan,
     train_resources,
 )
 from vocabscale.config import ParamsError, load_params, read_yaml, validate_params
-from vocabscale.io import read_json
+from vocabscale.io import read_json, write_json
 from vocabscale.preemption import state_bytes
 from vocabscale.sweep import model_specs
+from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
+from vocabscale.train.schedule import eval_points, trained_steps
 
 PAPER = REPO / "workflow/presets/paper.yaml"
 
@@ -191,3 +194,61 @@ def test_dry_run_of_the_paper_preset_lists_every_job_with_resources():
     for resources in tokenize:
         assert f"cpus_per_task={expected['cpus_per_task']}," in resources
         assert f"runtime={expected['runtime']}," in resources
+
+
+def test_the_plan_counts_the_cooldown_branches_of_wsd(tmp_path):
+    params = load_params(PAPER)
+    assert params["train"]["schedule"] == "constant"  # the authors' trainer
+    constant = plan(params, tmp_path).set_index("run")
+    wsd_params = copy.deepcopy(params)
+    wsd_params["train"]["schedule"] = "wsd"
+    wsd = plan(wsd_params, tmp_path).set_index("run")
+    steps = int(1.2e9) // 1_048_576
+    assert steps == 1144  # 512 sequences of 2048 per step
+    branches = trained_steps(eval_points(steps, 20, "wsd", 0.2))
+    assert wsd.loc["33M-v4096", "trained_tokens"] == branches * 1_048_576
+    assert constant.loc["33M-v4096", "trained_tokens"] == steps * 1_048_576
+    assert branches / steps == pytest.approx(1 + 0.2 * 19 / 2.4, rel=0.01)  # 2.58x for 20
+    # the executed FLOPs and the GPU time grow with them; C = 6ND, the points' own, does not
+    assert (wsd["flops"] == constant["flops"]).all()
+    ratio = wsd["gpu_hours"] / constant["gpu_hours"]
+    assert ratio.between(2.5, 2.6).all()
+
+
+def test_the_plan_names_the_runs_that_would_read_their_data_twice(tmp_path):
+    params = load_params(PAPER)
+    assert plan(params, tmp_path)["epochs"].max() < 1  # 8e11 characters cover every run
+    assert data_warning(plan(params, tmp_path)) is None
+    params["corpus"]["max_characters"] = 600_000_000_000  # the preset's former corpus
+    table = plan(params, tmp_path).set_index("run")
+    estimate = 6e11 * float(PAPER_TOKENS_PER_CHAR(96256))
+    assert table.loc["2.87B-v96256", "epochs"] == pytest.approx(165.5e9 / estimate)
+    warning = data_warning(table.reset_index())
+    repeating = sorted(re.findall(r"^  (\S+):", warning, flags=re.M))
+    assert repeating == sorted(f"2.87B-v{v}" for v in (16384, 24576, 32768, 48128, 64512, 96256))
+    assert "2.87B-v96256: 1.655e+11 tokens, the corpus 1.392e+11 (estimated" in warning
+    assert "1.19 epochs" in warning
+    # once tokenized, the counted tokens replace the estimate
+    write_json(tmp_path / "v96256" / "stats.json", {"splits": {"train": {"tokens": 2e11}}})
+    counted = plan(params, tmp_path).set_index("run")
+    assert counted.loc["2.87B-v96256", "epochs"] == pytest.approx(165.5e9 / 2e11)
+    assert "2.87B-v96256" not in data_warning(counted.reset_index())
+
+
+def test_snakemake_warns_about_runs_that_read_their_data_twice_before_any_job(tmp_path):
+    params = PAPER.read_text().replace(
+        "max_characters: 800000000000", "max_characters: 600000000000"
+    )
+    small = tmp_path / "small-corpus.yaml"
+    small.write_text(params)
+    result = subprocess.run(
+        ["snakemake", "--configfile", str(small), "-n", "--cores", "1"],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "WARNING: 6 run(s) need more training tokens than the corpus holds" in result.stderr
+    assert "2.87B-v96256: 1.655e+11 tokens" in result.stderr

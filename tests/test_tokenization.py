@@ -77,6 +77,9 @@ def test_token_arrays_match_the_tokenizer(tokenized, corpus_dir):
     assert validation[: len(expected)].tolist() == expected
     counts = np.load(tokens_dir / "unigram_counts.npy")
     assert counts.sum() == stats["splits"]["train"]["tokens"] and len(counts) == 640
+    for split in ("train", "validation"):  # the content digest training keys its resume on
+        content = (tokens_dir / f"{split}.bin").read_bytes()
+        assert stats["splits"][split]["sha256"] == hashlib.sha256(content).hexdigest()
 
 
 def test_tokens_per_character_falls_as_v_grows(tokenized, tmp_path):

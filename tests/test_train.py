@@ -6,7 +6,11 @@ trains; every run uses one CPU thread so that runs in different processes agree 
 """
 
 import copy
+import dataclasses
 import itertools
+import json
+import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -16,24 +20,36 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from conftest import write_params
+from conftest import tokenizer_settings, write_params
 
 import vocabscale
 from vocabscale.accounting import ModelShape
 from vocabscale.config import ParamsError, defaults, validate_params
+from vocabscale.corpus.shards import train_shards
 from vocabscale.io import read_json, read_tokens
 from vocabscale.sweep import model_specs
+from vocabscale.tokenizer.tokenize import tokenize_corpus
 from vocabscale.train import checkpoint as checkpoint_module
+from vocabscale.train import loop as loop_module
 from vocabscale.train.checkpoint import code_digest, fingerprint, read_state
 from vocabscale.train.config import TrainConfig
-from vocabscale.train.data import sample_batch
+from vocabscale.train.data import RunData, WindowOrder, training_batch
+from vocabscale.train.distributed import Process
 from vocabscale.train.evaluate import evaluate
-from vocabscale.train.loop import accumulate_gradients, train_run
+from vocabscale.train.loop import Preempted, Trainer, accumulate_gradients, train_run
 from vocabscale.train.model import Llama
-from vocabscale.train.schedule import eval_steps, learning_rate
+from vocabscale.train.schedule import (
+    cooldown_rate,
+    eval_points,
+    eval_steps,
+    learning_rate,
+    trained_steps,
+)
 from vocabscale.train.stage import EXIT_PREEMPTED
 
 VOCAB = 320
@@ -214,16 +230,46 @@ def test_two_processes_train_on_the_same_data_and_evaluate_like_one(
     assert f"{ce_sum:.10g}" == f"{a['eval_ce_sum'].iloc[-1]:.10g}"
 
 
-def test_shards_of_a_batch_make_the_global_batch():
-    tokens = np.arange(10_000, dtype=np.uint16)
-    inputs, targets = sample_batch(tokens, seed=3, step=17, sequences=8, context=16)
-    for world in (2, 4, 8):
-        shards = [sample_batch(tokens, 3, 17, 8, 16, rank, world) for rank in range(world)]
-        assert torch.equal(torch.cat([x for x, _ in shards]), inputs)
-        assert torch.equal(torch.cat([y for _, y in shards]), targets)
-    assert torch.equal(inputs[:, 1:], targets[:, :-1])
-    other_step, _ = sample_batch(tokens, seed=3, step=18, sequences=8, context=16)
-    assert not torch.equal(other_step, inputs)
+def read_windows(tokens, order, steps, sequences, world) -> list[int]:
+    """The windows the global batches of `steps` steps hold, put together from `world` ranks."""
+    read = []
+    for step in range(steps):
+        shards = [training_batch(tokens, order, step, sequences, r, world) for r in range(world)]
+        inputs = torch.cat([x for x, _ in shards])
+        targets = torch.cat([y for _, y in shards])
+        assert len(inputs) == sequences and torch.equal(inputs[:, 1:], targets[:, :-1])
+        read += [int(x[0]) // order.context for x in inputs]
+    return read
+
+
+def test_every_window_is_read_once_per_epoch_over_one_and_two_ranks():
+    context, sequences = 16, 8
+    tokens = np.arange(1000, dtype=np.uint16)  # 62 windows of 17 tokens at a stride of 16
+    order = WindowOrder(len(tokens), context, seed=3)
+    assert order.windows == 62
+    steps = -(-3 * order.windows // sequences)  # three epochs, batches straddling their ends
+    one, two = (read_windows(tokens, order, steps, sequences, world) for world in (1, 2))
+    assert two == one  # two ranks read the global batches one process reads
+    epochs = [one[i : i + order.windows] for i in range(0, 3 * order.windows, order.windows)]
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(order.windows))  # each window exactly once
+    assert epochs[0] != epochs[1] != epochs[2]  # a new order every epoch
+    # every token but the first is a target exactly once per epoch
+    targets = np.concatenate([tokens[s + 1 : s + context + 1] for s in order.starts(0, 62)])
+    assert sorted(targets) == list(range(1, 62 * context + 1))
+    assert order.epochs(93) == pytest.approx(1.5)
+
+
+def test_the_data_order_is_identical_after_a_resume():
+    tokens = np.arange(5000, dtype=np.uint16)
+    uninterrupted = WindowOrder(len(tokens), 32, seed=7)
+    batches = [training_batch(tokens, uninterrupted, step, 16)[0] for step in range(40)]
+    for resumed_at in (0, 9, 17, 33):  # a fresh process, as a resumed run would start
+        resumed = WindowOrder(len(tokens), 32, seed=7)
+        for step in range(resumed_at, 40):
+            assert torch.equal(training_batch(tokens, resumed, step, 16)[0], batches[step])
+    other_seed = WindowOrder(len(tokens), 32, seed=8)
+    assert not torch.equal(training_batch(tokens, other_seed, 0, 16)[0], batches[0])
 
 
 def test_gradient_accumulation_equals_one_large_batch():
@@ -243,30 +289,80 @@ def test_gradient_accumulation_equals_one_large_batch():
             torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-7)
 
 
-def test_schedule_and_evaluation_points():
-    settings = {**defaults("train"), "seed": 0, "context": 8, "batch_tokens": 8}
-    config = TrainConfig.from_params({**settings, "micro_batch_size": 1, "lr": 1.0, "evals": 20})
-    rates = [learning_rate(step, 1000, config) for step in range(1000)]
-    assert rates[0] == pytest.approx(0.01) and rates[99] == pytest.approx(1.0)  # 10% warmup
-    assert rates[-1] == pytest.approx(0.1, abs=1e-4)  # cosine down to min_lr_ratio
-    assert all(a >= b for a, b in itertools.pairwise(rates[99:]))
-    # the paper's 20 evaluations, evenly spaced in tokens, the last at the end
-    assert eval_steps(1000, 20) == list(range(50, 1001, 50))
+def config_with(**settings) -> TrainConfig:
+    """A TrainConfig with the defaults, a peak rate of 1 and `settings`."""
+    required = {"seed": 0, "context": 8, "batch_tokens": 8, "micro_batch_size": 1, "lr": 1.0}
+    return TrainConfig.from_params({**defaults("train"), **required, "evals": 20, **settings})
+
+
+def test_each_schedule_s_rate_curve():
+    rates = {
+        name: [learning_rate(step, 1000, config_with(schedule=name)) for step in range(1000)]
+        for name in ("constant", "cosine", "wsd")
+    }
+    for curve in rates.values():  # a linear warmup over 10% of the steps
+        assert curve[0] == pytest.approx(0.01) and curve[99] == pytest.approx(1.0)
+        assert all(a < b for a, b in itertools.pairwise(curve[:100]))
+    assert rates["constant"][100:] == [1.0] * 900  # the authors' trainer
+    # a warmup in tokens is the same whatever the run's length (8 tokens per step here)
+    fixed = config_with(warmup_tokens=400)
+    assert [learning_rate(s, 1000, fixed) for s in range(60)] == [
+        learning_rate(s, 100, fixed) for s in range(60)
+    ]
+    assert learning_rate(49, 1000, fixed) == 1.0 > learning_rate(48, 1000, fixed)
+    assert rates["wsd"] == rates["constant"]  # wsd's main trajectory
+    cosine = rates["cosine"][99:]
+    assert cosine[-1] == pytest.approx(0.1, abs=1e-4)  # down to min_lr_ratio
+    assert cosine[451] == pytest.approx(0.55, abs=1e-3)  # half way down at half the decay
+    assert all(a >= b for a, b in itertools.pairwise(cosine))
+    # a wsd branch: from the main trajectory's rate down to zero in the chosen shape, each step
+    # at the decay's value half way through it
+    for shape, at_half in (("linear", 0.5), ("1-sqrt", 1 - 0.5**0.5), ("cosine", 0.5)):
+        branch = [cooldown_rate(0.8, step, 10, shape) for step in range(10)]
+        assert branch[0] < 0.8 and branch[-1] > 0
+        assert (branch[4] + branch[5]) / 2 == pytest.approx(0.8 * at_half, rel=0.01)
+        assert all(a > b for a, b in itertools.pairwise(branch))
+    assert sum(cooldown_rate(0.8, step, 10, "linear") for step in range(10)) == pytest.approx(4)
+    assert cooldown_rate(0.8, 0, 1, "linear") == pytest.approx(0.4)  # one step decays too
+
+
+def test_evaluation_points_of_each_schedule():
+    # the paper's 20 points, evenly spaced in tokens, the last at the end of the main trajectory
+    for name in ("constant", "cosine"):
+        points = eval_points(1000, 20, name, 0.2)
+        assert [p.steps for p in points] == list(range(50, 1001, 50)) == eval_steps(1000, 20)
+        assert all(p.branch_from == p.steps for p in points) and trained_steps(points) == 1000
+    # wsd: the point of D tokens branches off at D / 1.2 and cools down over the rest, so it has
+    # seen exactly D tokens; every branch's tokens are trained on top of the main trajectory's
+    points = eval_points(1000, 5, "wsd", 0.2)
+    assert [p.steps for p in points] == [200, 400, 600, 800, 1000]
+    assert [p.branch_from for p in points] == [167, 333, 500, 667, 833]
+    assert trained_steps(points) == 833 + 33 + 67 + 100 + 133 + 167
+    # a tiny run keeps at least one step of cooldown per point
+    assert [p.cooldown_steps for p in eval_points(4, 4, "wsd", 0.2)] == [1, 1, 1, 1]
+
+
+DIGEST = {"train": "a" * 64, "validation": "b" * 64}  # what the tokenize stage records
 
 
 def test_checkpoints_are_kept_across_device_and_thread_changes_only(tiny_params_dict):
     params = validate_params(copy.deepcopy(tiny_params_dict))
     spec = model_specs(params)["a"]
-    data = {"splits": {"train": {"tokens": 1000}}}
     config = TrainConfig.from_params(params["train"])
 
     def changed(**kwargs) -> str:
-        return fingerprint(spec, 320, TrainConfig.from_params({**params["train"], **kwargs}), data)
+        settings = TrainConfig.from_params({**params["train"], **kwargs})
+        return fingerprint(spec, 320, settings, DIGEST, "fp32")
 
-    same = fingerprint(spec, 320, config, data)
+    same = fingerprint(spec, 320, config, DIGEST, "fp32")
     assert changed(threads=7) == changed(device="cuda") == changed(compile=True) == same
     assert changed(lr=1e-4) != same and changed(seed=1) != same
-    assert fingerprint(spec, 640, config, data) != same
+    assert changed(schedule="cosine") != same and changed(cooldown_fraction=0.1) != same
+    assert fingerprint(spec, 640, config, DIGEST, "fp32") != same
+    # keyed on the precision `auto` resolved to: a bf16 state from a GPU is not resumed in fp32
+    assert fingerprint(spec, 320, config, DIGEST, "bf16") != same
+    # and on the content of the token arrays, not their length
+    assert fingerprint(spec, 320, config, {**DIGEST, "train": "c" * 64}, "fp32") != same
 
 
 def test_a_change_to_the_training_code_means_starting_afresh(
@@ -282,10 +378,9 @@ def test_a_change_to_the_training_code_means_starting_afresh(
     # and the digest is part of what a checkpoint must match
     params = validate_params(copy.deepcopy(tiny_params_dict))
     spec, config = model_specs(params)["a"], TrainConfig.from_params(params["train"])
-    data = {"splits": {"train": {"tokens": 1000}}}
-    same = fingerprint(spec, 320, config, data)
+    same = fingerprint(spec, 320, config, DIGEST, "fp32")
     monkeypatch.setattr(checkpoint_module, "code_digest", lambda: code_digest(package))
-    assert fingerprint(spec, 320, config, data) != same
+    assert fingerprint(spec, 320, config, DIGEST, "fp32") != same
 
 
 def test_an_unreadable_checkpoint_means_starting_afresh(tmp_path):
@@ -301,3 +396,176 @@ def test_gpus_must_share_the_batch_evenly(tiny_params_dict):
     params["models"]["a"]["gpus"] = 3  # 2048 / 32 = 64 sequences per step
     with pytest.raises(ParamsError, match=r"models\.a\.gpus"):
         validate_params(params)
+
+
+def trainer(params_file: Path, model: str, tokens: Path, checkpoint_dir: Path, **train) -> Trainer:
+    """A Trainer of `model` on one CPU process, with `train` settings changed."""
+    params = load(params_file)
+    config = TrainConfig.from_params({**params["train"], **train})
+    data = RunData.load(tokens, config.context)
+    spec = model_specs(params)[model]
+    return Trainer(spec, data, config, Process(0, 1, torch.device("cpu")), checkpoint_dir)
+
+
+def assert_same_training_state(ours: dict, reference: dict) -> None:
+    """Weights and optimizer state equal to the bit."""
+    for key, tensor in reference["model"].items():
+        assert torch.equal(ours["model"][key], tensor), key
+    optimizer, expected = ours["optimizer"], reference["optimizer"]
+    assert optimizer["param_groups"] == expected["param_groups"]
+    for index, state in expected["state"].items():
+        for key, tensor in state.items():
+            assert torch.equal(optimizer["state"][index][key], tensor), (index, key)
+
+
+def test_a_wsd_branch_leaves_the_main_trajectory_bit_identical(
+    tmp_path, params_file, tokenized, monkeypatch, one_thread
+):
+    """The main trajectory of a wsd run, after each cooldown branch (a copy that trained,
+    decayed and was evaluated), is the run that never branched: the same warmup and peak rate
+    (the constant schedule), to the bit."""
+    saved = []  # every state the wsd run saves: its main trajectory but for the very last
+    save_state = loop_module.save_state
+
+    def keep(path: Path, state: dict) -> None:
+        if path.name == "state.pt":
+            saved.append(copy.deepcopy(state))
+        save_state(path, state)
+
+    monkeypatch.setattr(loop_module, "save_state", keep)
+    wsd = trainer(params_file, "k", tokenized[VOCAB], tmp_path / "wsd", schedule="wsd")
+    wsd.train()
+    points = wsd.points
+    assert [p.cooldown_steps for p in points] == [3, 7, 10, 13]
+    main = [state for state in saved if len(state["records"]) < len(points)]
+    # states before and after each branch, and every checkpoint_every steps in between
+    assert {p.branch_from for p in points} <= {state["step"] for state in main}
+    assert len(main) > len(points)
+
+    plain = trainer(params_file, "k", tokenized[VOCAB], tmp_path / "plain", schedule="constant")
+    plain.prepare()
+    for state in main:
+        while plain.state.step < state["step"]:
+            plain.train_step(stop_requested=False)
+        assert_same_training_state(state, plain.training_state())
+    while plain.state.step < wsd.main_steps:
+        plain.train_step(stop_requested=False)
+    assert wsd.state.history == plain.state.history  # every step's rate, loss, gradient norm
+    assert [r["step"] for r in wsd.state.records] == [20, 40, 60, 80]
+
+
+def test_a_run_stopped_in_a_cooldown_branch_resumes_to_the_same_numbers(
+    tmp_path, params_file, tokenized, monkeypatch, caplog, one_thread
+):
+    params = load(params_file)
+    spec = model_specs(params)["k"]
+    config = TrainConfig.from_params({**params["train"], "threads": 0})
+    train_run(spec, tokenized[VOCAB], config, tmp_path / "reference", tmp_path / "ref-state")
+    third = eval_points(STEPS, 4, "wsd", config.cooldown_fraction)[2]
+    cooldown_rate = loop_module.cooldown_rate
+
+    def sigterm_half_way(start: float, step: int, steps: int, shape: str) -> float:
+        if steps == third.cooldown_steps and step == steps // 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return cooldown_rate(start, step, steps, shape)
+
+    monkeypatch.setattr(loop_module, "cooldown_rate", sigterm_half_way)
+    with pytest.raises(Preempted, match="cooldown branch of evaluation point 3"):
+        train_run(spec, tokenized[VOCAB], config, tmp_path / "run", tmp_path / "state")
+    assert torch.load(tmp_path / "state" / "branch.pt", weights_only=True)["step"] == 6
+    assert not (tmp_path / "run").exists()
+
+    monkeypatch.undo()
+    caplog.set_level(logging.INFO, logger="vocabscale")
+    train_run(spec, tokenized[VOCAB], config, tmp_path / "run", tmp_path / "state")
+    assert "resuming the cooldown of evaluation point 3 at step 6 of 10" in caplog.text
+    assert_same_run(tmp_path / "run", tmp_path / "reference")
+    assert not (tmp_path / "state" / "branch.pt").exists()
+
+
+def swap_two_documents(corpus_dir: Path, out: Path) -> Path:
+    """A copy of the corpus whose first two training documents trade places: the same tokens
+    in another order."""
+    shutil.copytree(corpus_dir, out)
+    shard = train_shards(out)[0]
+    texts = pq.read_table(shard).column("text").to_pylist()
+    assert texts[0] != texts[1]
+    texts[0], texts[1] = texts[1], texts[0]
+    pq.write_table(pa.table({"text": pa.array(texts, pa.large_string())}), shard)
+    return out
+
+
+def test_changed_token_content_of_the_same_length_trains_afresh(
+    tmp_path, params_file, corpus_dir, tokenized, caplog
+):
+    tokenizer = tokenized[VOCAB].parent / f"v{VOCAB}" / "tokenizer.json"
+    changed = tmp_path / "tokens"
+    swapped = swap_two_documents(corpus_dir, tmp_path / "corpus")
+    tokenize_corpus(swapped, tokenizer, changed, **tokenizer_settings())
+    before, after = read_json(tokenized[VOCAB] / "stats.json"), read_json(changed / "stats.json")
+    assert after["splits"]["train"]["tokens"] == before["splits"]["train"]["tokens"]
+    assert after["splits"]["train"]["sha256"] != before["splits"]["train"]["sha256"]
+
+    params = load(params_file)
+    spec = model_specs(params)["one"]
+    config = TrainConfig.from_params({**params["train"], "threads": 0})
+    state = tmp_path / "state"
+    caplog.set_level(logging.INFO, logger="vocabscale")
+    train_run(spec, tokenized[VOCAB], config, tmp_path / "a", state)
+    train_run(spec, tokenized[VOCAB], config, tmp_path / "again", state)
+    assert "resuming" in caplog.text  # the same data: resumed
+    caplog.clear()
+    train_run(spec, changed, config, tmp_path / "b", state)
+    assert "belongs to other settings or data; not resumed" in caplog.text
+    assert "resuming" not in caplog.text
+    trained = [pd.read_csv(tmp_path / run / "evals.csv")["eval_ce_sum"] for run in ("a", "b")]
+    assert not trained[0].equals(trained[1])
+
+
+def test_a_run_longer_than_the_corpus_reads_a_second_epoch_and_says_so(
+    tmp_path, params_file, tokenized, caplog
+):
+    params = load(params_file)
+    corpus = read_json(tokenized[VOCAB] / "stats.json")["splits"]["train"]["tokens"]
+    steps = int(1.6 * corpus) // 2048
+    spec = dataclasses.replace(model_specs(params)["one"], train_tokens=steps * 2048)
+    config = TrainConfig.from_params({**params["train"], "threads": 0, "evals": 3})
+    run = train_run(spec, tokenized[VOCAB], config, tmp_path / "run", tmp_path / "state")
+    windows = (corpus - 1) // config.context
+    assert run["epochs"] == pytest.approx(steps * 64 / windows) and run["epochs"] > 1.5
+    epochs = pd.read_csv(tmp_path / "run" / "evals.csv")["epochs"]
+    assert epochs.iloc[0] < 1 < epochs.iloc[-1]
+    assert f"but the corpus holds {corpus}: {run['epochs']:.2f} epochs" in caplog.text
+
+
+def test_token_arrays_without_a_content_digest_are_refused(tmp_path, tokenized):
+    old = tmp_path / "tokens"
+    shutil.copytree(tokenized[VOCAB], old)
+    stats = read_json(old / "stats.json")
+    del stats["splits"]["train"]["sha256"]  # as an older tokenize stage wrote them
+    (old / "stats.json").write_text(json.dumps(stats))
+    with pytest.raises(ValueError, match=r"tokens/stats.json records no content digest"):
+        RunData.load(old, 32)
+
+
+def test_with_a_warmup_in_tokens_a_wsd_point_is_the_run_of_its_length(
+    tmp_path, params_file, tokenized, one_thread
+):
+    params = load(params_file)
+    config = TrainConfig.from_params({**params["train"], "threads": 0, "warmup_tokens": 6 * 2048})
+    assert config.schedule == "wsd"
+    spec = model_specs(params)["k"]  # 80 steps, points at 20, 40, 60, 80
+    train_run(spec, tokenized[VOCAB], config, tmp_path / "long", tmp_path / "long-state")
+    half = dataclasses.replace(spec, train_tokens=40 * 2048)
+    train_run(
+        spec=half,
+        tokens_dir=tokenized[VOCAB],
+        config=config,
+        out_dir=tmp_path / "half",
+        checkpoint_dir=tmp_path / "half-state",
+    )
+    long = pd.read_csv(tmp_path / "long" / "evals.csv").set_index("step")
+    short = pd.read_csv(tmp_path / "half" / "evals.csv").set_index("step")
+    # the same warmup, main-trajectory rates, batches and cooldown: the same model, to the bit
+    assert long.loc[40, "eval_ce_sum"] == short.loc[40, "eval_ce_sum"]
+    assert long.loc[20, "eval_ce_sum"] == short.loc[20, "eval_ce_sum"]

@@ -1,7 +1,8 @@
 """Cluster planning: what each job costs and what it asks SLURM for.
 
-`vocabscale plan` prints every job of the grid with its geometry, FLOPs, GPU-hours and time
-limit before anyone submits dozens of jobs; the Snakemake rules take their SLURM resources from
+`vocabscale plan` prints every job of the grid with its geometry, FLOPs, GPU-hours (the wsd
+cooldown branches and the evaluations included), time limit and the epochs each run reads
+before anyone submits dozens of jobs; the Snakemake rules take their SLURM resources from
 `train_resources` and `cpu_job_resources`, so the two always agree.
 
 A training job on one node is one task holding all its GPUs, torchrun inside it starting one
@@ -11,6 +12,12 @@ that SLURM may spread over nodes; the resource `tasks_per_gpu: 0` turns that off
 K nodes is one task per node, each with G GPUs (`--nodes=K --ntasks=K --ntasks-per-node=1
 --gres=gpu:<type>:G`); the executor's `mpi` resource runs `vocabscale train` in the job's
 first step, which starts torchrun on every node with srun (`vocabscale.train.distributed`).
+
+Whether a run needs more tokens than the corpus holds cannot be known when params.yaml is
+validated (the corpus is not tokenized yet), so `data_warning` checks it with the best numbers
+there are: the token counts of `results/tokens/v<V>/stats.json` once tokenized, else an estimate
+from `corpus.max_characters` and the paper's f(V). The Snakefile prints it before any job runs,
+`vocabscale plan` prints it, and every training run checks its own, measured, at its start.
 
 Partition, account, QoS and GPU type come from the environment (VOCABSCALE_SLURM_PARTITION,
 VOCABSCALE_SLURM_ACCOUNT, VOCABSCALE_SLURM_QOS, VOCABSCALE_SLURM_GPU_TYPE) or, failing that,
@@ -36,6 +43,10 @@ from vocabscale.corpus.sources import BUILTIN_PYTHON_DOCS, local_files
 from vocabscale.io import read_json
 from vocabscale.sweep import ModelSpec, model_specs, run_id
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
+from vocabscale.train.schedule import eval_points, trained_steps
+
+#: Where `vocabscale plan` and the Snakefile look for the token counts of a tokenized corpus.
+TOKENS_DIR = "results/tokens"
 
 ENVIRONMENT = {
     "partition": "VOCABSCALE_SLURM_PARTITION",
@@ -93,18 +104,42 @@ class RunCost:
     gpus: int  # per node (CPU processes in a CPU sweep)
     cpus_per_node: int
     mem_mb_per_node: int
+    train_tokens: float  # D of the run (of its last evaluation point)
     flops: float  # the paper's 6 (Nnv + V d) D
+    trained_tokens: int  # every optimizer step's tokens, wsd cooldown branches included
     flops_with_attention: float  # what the GPUs actually execute, evaluations included
     gpu_hours: float
     runtime_minutes: int  # one SLURM job's limit (capped; longer runs continue on retry)
     grace_seconds: int  # SIGTERM this long before the limit: the run checkpoints and exits
     jobs: int  # SLURM jobs the run needs at that limit
+    corpus_tokens: float  # training tokens of the corpus at this V (nan: unknown)
+    corpus_measured: bool  # counted by the tokenize stage, or estimated
+    epochs: float  # passes over the corpus the run makes (nan: unknown)
 
 
-def run_cost(spec: ModelSpec, vocab_size: int, params: dict[str, Any]) -> RunCost:
-    """FLOPs of one run, the GPU time they take at the expected utilisation, and its jobs."""
+def corpus_tokens(params: dict[str, Any], vocab_size: int, tokens_dir: str | Path) -> tuple:
+    """(training tokens of the corpus at V, whether counted): the tokenize stage's count when
+    it has run, else corpus.max_characters x the paper's f(V) (an estimate), else nan."""
+    stats = Path(tokens_dir) / f"v{vocab_size}" / "stats.json"
+    if stats.exists():
+        return read_json(stats)["splits"]["train"]["tokens"], True
+    characters = params["corpus"]["max_characters"]
+    if characters is None:
+        return math.nan, False
+    return characters * float(PAPER_TOKENS_PER_CHAR(vocab_size)), False
+
+
+def run_cost(
+    spec: ModelSpec, vocab_size: int, params: dict[str, Any], tokens_dir: str | Path = TOKENS_DIR
+) -> RunCost:
+    """FLOPs of one run, the GPU time they take at the expected utilisation, its jobs and the
+    epochs it reads."""
     train, cluster = params["train"], cluster_settings(params)
     shape, tokens, name = spec.shape, spec.train_tokens, run_id(spec.name, vocab_size)
+    steps = int(tokens // train["batch_tokens"])
+    points = eval_points(steps, train["evals"], train["schedule"], train["cooldown_fraction"])
+    trained = trained_steps(points) * train["batch_tokens"]
+    corpus, measured = corpus_tokens(params, vocab_size, tokens_dir)
     paper_flops = accounting.flops(shape.non_vocab_params, vocab_size, shape.d_model, tokens)
     per_token = accounting.flops_per_token_with_attention(
         shape.non_vocab_params, vocab_size, shape.d_model, shape.n_layer, train["context"]
@@ -115,7 +150,7 @@ def run_cost(spec: ModelSpec, vocab_size: int, params: dict[str, Any]) -> RunCos
         * params["corpus"]["validation_characters"]
         * float(PAPER_TOKENS_PER_CHAR(vocab_size))
     )
-    executed = per_token * (tokens + eval_tokens / 3)
+    executed = per_token * (trained + eval_tokens / 3)
     seconds = executed / (spec.processes * cluster["gpu_peak_flops"] * cluster["expected_mfu"])
     grace = preemption.grace_seconds(shape, vocab_size, cluster)
     limit, jobs = time_limit(seconds / 60, grace, cluster, f"run {name}")
@@ -127,22 +162,46 @@ def run_cost(spec: ModelSpec, vocab_size: int, params: dict[str, Any]) -> RunCos
         gpus=spec.gpus,
         cpus_per_node=cluster["cpus_per_gpu"] * spec.gpus,
         mem_mb_per_node=cluster["mem_mb_per_gpu"] * spec.gpus,
+        train_tokens=tokens,
         flops=paper_flops,
+        trained_tokens=trained,
         flops_with_attention=executed,
         gpu_hours=seconds * spec.processes / 3600,
         runtime_minutes=limit,
         grace_seconds=grace,
         jobs=jobs,
+        corpus_tokens=corpus,
+        corpus_measured=measured,
+        epochs=tokens / corpus,
     )
 
 
-def plan(params: dict[str, Any]) -> pd.DataFrame:
+def plan(params: dict[str, Any], tokens_dir: str | Path = TOKENS_DIR) -> pd.DataFrame:
     """Every run of the grid with its cost and geometry, in submission order."""
     rows = []
     for spec in model_specs(params).values():
         for vocab_size in params["tokenizer"]["vocab_sizes"]:
-            rows.append(run_cost(spec, vocab_size, params).__dict__)
+            rows.append(run_cost(spec, vocab_size, params, tokens_dir).__dict__)
     return pd.DataFrame(rows)
+
+
+def data_warning(table: pd.DataFrame) -> str | None:
+    """What to say when runs of the plan need more tokens than the corpus holds (they read
+    some of it twice), naming them and the numbers; None when none does."""
+    repeating = table[table["epochs"] > 1]
+    if repeating.empty:
+        return None
+    lines = [
+        f"{len(repeating)} run(s) need more training tokens than the corpus holds and read "
+        "some of it twice (raise corpus.max_characters or lower models.<name>.train_tokens):"
+    ]
+    for row in repeating.itertuples():
+        source = "counted" if row.corpus_measured else "estimated from corpus.max_characters"
+        lines.append(
+            f"  {row.run}: {row.train_tokens:.4g} tokens, the corpus {row.corpus_tokens:.4g} "
+            f"({source}): {row.epochs:.2f} epochs"
+        )
+    return "\n".join(lines)
 
 
 def train_resources(params: dict[str, Any], model: str, vocab_size: int) -> dict[str, Any]:
@@ -327,21 +386,23 @@ def format_plan(table: pd.DataFrame, params: dict[str, Any]) -> str:
     device = (cluster.get("gpu_type") or "GPU") if uses_gpus(params) else "CPU proc."
     lines = [
         f"{'run':<22} {'nodes x GPUs':>16} {'CPUs':>5} {'mem':>8} {'limit':>7} {'TERM@':>6} "
-        f"{'jobs':>4} {'GPU-h':>9} {'C = 6ND':>10} {'executed':>10}"
+        f"{'jobs':>4} {'GPU-h':>9} {'tokens':>9} {'C = 6ND':>10} {'executed':>10} {'epochs':>6}"
     ]
     for row in table.itertuples():
         geometry = f"{row.nodes} x {row.gpus} {device}"
         lines.append(
             f"{row.run:<22} {geometry:>16} {row.cpus_per_node:>5} "
             f"{row.mem_mb_per_node / 1000:>5.0f} GB {row.runtime_minutes:>6}m "
-            f"{row.grace_seconds:>5}s {row.jobs:>4} {row.gpu_hours:>9.1f} {row.flops:>10.3g} "
-            f"{row.flops_with_attention:>10.3g}"
+            f"{row.grace_seconds:>5}s {row.jobs:>4} {row.gpu_hours:>9.1f} "
+            f"{row.train_tokens:>9.3g} {row.flops:>10.3g} {row.flops_with_attention:>10.3g} "
+            f"{row.epochs:>6.2f}"
         )
     lines.append(
         f"{len(table)} runs, {table['flops'].sum():.3g} FLOPs (6ND), "
         f"{table['flops_with_attention'].sum():.3g} executed with attention and evaluations; "
         f"total {table['gpu_hours'].sum():,.1f} GPU-hours"
     )
+    lines.append(schedule_note(table, params["train"]))
     lines.append(
         "each job: one task per node (torchrun starts one process per GPU), CPUs and memory per "
         "node, SIGTERM `TERM@` seconds before the limit to checkpoint; assumes "
@@ -349,6 +410,7 @@ def format_plan(table: pd.DataFrame, params: dict[str, Any]) -> str:
         f"utilisation; partition {cluster.get('partition') or '(default)'}, account "
         f"{cluster.get('account') or '(default)'}"
     )
+    lines.append(data_warning(table) or corpus_note(table))
     return "\n".join([*lines, "", *format_cpu_jobs(params)])
 
 
@@ -368,14 +430,41 @@ def format_cpu_jobs(params: dict[str, Any]) -> list[str]:
     return lines
 
 
+def schedule_note(table: pd.DataFrame, train: dict[str, Any]) -> str:
+    """What the schedule adds to the training compute."""
+    if train["schedule"] != "wsd":
+        return f"schedule {train['schedule']}: every evaluation point is the main trajectory"
+    extra = table["trained_tokens"].sum() / table["train_tokens"].sum() - 1
+    return (
+        f"schedule wsd: the cooldown branches of the {train['evals']} evaluation points "
+        f"(train.cooldown_fraction {train['cooldown_fraction']:g}) add {extra:.0%} to the "
+        "tokens trained; executed FLOPs and GPU-hours include them"
+    )
+
+
+def corpus_note(table: pd.DataFrame) -> str:
+    """Where the epochs come from, when no run repeats data."""
+    if table["epochs"].isna().all():
+        return (
+            "epochs: unknown until the corpus is tokenized (corpus.max_characters is not set); "
+            "every training run checks its own when it starts"
+        )
+    measured = table["corpus_measured"]
+    source = "counted" if measured.all() else "partly estimated" if measured.any() else "estimated"
+    return f"epochs: every run reads its data once (corpus sizes {source})"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_params_argument(parser)
     parser.add_argument("--csv", action="store_true", help="print the training jobs as CSV")
+    parser.add_argument(
+        "--tokens-dir", default=TOKENS_DIR, help="the tokenize stage's outputs, v<V>/stats.json"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
-    table = plan(params)
+    table = plan(params, args.tokens_dir)
     if args.csv:
         table.to_csv(sys.stdout, index=False)
     else:

@@ -268,6 +268,10 @@ def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False, float_format="%.10g", lineterminator="\n")
 
 
+#: The token arrays of a tokenize output directory, `<split>.bin`.
+TOKEN_SPLITS = ("train", "validation")
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     """uint16 holds ids below 65536; larger vocabularies need uint32."""
     return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)

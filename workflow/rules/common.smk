@@ -3,9 +3,13 @@
 # what each step depends on besides its inputs (its code and settings, declared in dvc.yaml for
 # both engines: each rule takes its stage's code as inputs and its settings as params).
 
+import sys
+
 from vocabscale.cluster import (
     CPU_JOBS,
     cpu_job_resource_callables,
+    data_warning,
+    plan,
     train_resource_callables,
     train_retries,
 )
@@ -28,6 +32,10 @@ def params_file():
 
 PARAMS_FILE = params_file()
 PARAMS = load_params(PARAMS_FILE)  # validated; a bad key stops here, before any job runs
+# runs that need more tokens than the corpus holds, said before any job runs (the corpus size is
+# counted once tokenized, estimated from corpus.max_characters before; see vocabscale.cluster)
+if REPEATS := data_warning(plan(PARAMS)):
+    print(f"WARNING: {REPEATS}", file=sys.stderr)
 VOCAB_SIZES = PARAMS["tokenizer"]["vocab_sizes"]
 MODELS = list(PARAMS["models"])
 RUNS = run_grid(PARAMS)

@@ -36,7 +36,14 @@ RUNS_COLUMNS = [
     "bpc",
     "diverged",
 ]
-EXTRA_COLUMNS = ["flops_with_attention", "n_layer", "context"]
+EXTRA_COLUMNS = [
+    "flops_with_attention",
+    "n_layer",
+    "context",
+    "schedule",
+    "cooldown_tokens",
+    "epochs",
+]
 
 
 def collect_runs(

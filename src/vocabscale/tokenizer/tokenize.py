@@ -4,7 +4,8 @@ Outputs (one directory per V):
   train.bin, validation.bin   token ids (uint16 when V <= 65536, else uint32); every document is
                               preceded by end-of-text, so every text token is a target
   unigram_counts.npy          int64 count of each id in train.bin (the unigram distribution)
-  stats.json                  tokens, documents and characters per split, dtype
+  stats.json                  tokens, documents, characters and the sha256 of the array per
+                              split, dtype (training keys its resume state on the digests)
 
 How it runs on corpora of hundreds of GB:
   streaming   documents are read a parquet batch at a time; memory holds a few batches
@@ -22,8 +23,9 @@ How it runs on corpora of hundreds of GB:
               cuts the arrays back to the checkpoint and goes on from there. Each document is
               encoded on its own, so the arrays do not depend on where the run stopped:
               they are byte-identical to those of an uninterrupted run.
-The unigram counts are summed batch by batch as train.bin is written; a resumed run counts
-the part of train.bin it keeps again from the file, so the counts always agree with it.
+The unigram counts and each array's sha256 are computed batch by batch as the arrays are
+written; a resumed run reads the part of the array it keeps back from the file first, so counts
+and digest always agree with it.
 """
 
 from __future__ import annotations
@@ -53,15 +55,14 @@ from tqdm import tqdm
 from vocabscale.config import add_params_argument, load_params
 from vocabscale.corpus import shards
 from vocabscale.corpus.shards import train_shards
-from vocabscale.io import output_lock, publish_dir, token_dtype, write_json
+from vocabscale.io import TOKEN_SPLITS, output_lock, publish_dir, token_dtype, write_json
 from vocabscale.tokenizer import bpe
 from vocabscale.tokenizer.bpe import END_OF_TEXT, check_parallelism, set_threads
 
 log = logging.getLogger(__name__)
 
 #: Layout version of the partial work directory; a change discards old partial work.
-PARTIAL_FORMAT = 1
-SPLITS = ("train", "validation")
+PARTIAL_FORMAT = 2
 _READ_ROWS = 1024
 
 
@@ -184,8 +185,8 @@ class Progress:
     """The checkpoint: finished splits, and how far the split in progress has got."""
 
     fingerprint: str
-    done: dict[str, dict[str, int]] = field(default_factory=dict)
-    split: str = SPLITS[0]
+    done: dict[str, dict[str, Any]] = field(default_factory=dict)
+    split: str = TOKEN_SPLITS[0]
     position: tuple[int, int] = (0, 0)
     bytes: int = 0
     documents: int = 0
@@ -222,9 +223,11 @@ class SplitWriter:
         progress_path: Path,
         checkpoint_seconds: float,
         bar: tqdm,
+        digest: hashlib._Hash,
         counts: np.ndarray | None = None,
     ) -> None:
         self.out = out
+        self.digest = digest
         self.counts = counts
         self.dtype = dtype
         self.end_of_text = (end_of_text,)
@@ -241,6 +244,7 @@ class SplitWriter:
         )
         ids = np.fromiter(flat, dtype=self.dtype, count=count)
         self.out.write(memoryview(ids))
+        self.digest.update(memoryview(ids))
         if self.counts is not None:
             _add_counts(self.counts, ids)
         progress = self.progress
@@ -333,16 +337,19 @@ def _add_counts(counts: np.ndarray, ids: np.ndarray) -> None:
     counts += found
 
 
-def unigram_counts(path: Path, dtype: np.dtype, vocab_size: int, limit: int) -> np.ndarray:
-    """int64 count of every id in the first `limit` bytes of a token array, read in chunks
-    (not memory-mapped: mapped pages would count as resident memory for the whole file)."""
-    counts = np.zeros(vocab_size, dtype=np.int64)
+def read_back(
+    path: Path, dtype: np.dtype, limit: int, digest: hashlib._Hash, counts: np.ndarray | None
+) -> None:
+    """Feed the first `limit` bytes of a token array to `digest` and, when given, add the count
+    of every id in them to `counts`; read in chunks (not memory-mapped: mapped pages would count
+    as resident memory for the whole file)."""
     chunk = (1 << 22) * dtype.itemsize
     with open(path, "rb") as stream:
         for start in range(0, limit, chunk):
             data = stream.read(min(chunk, limit - start))
-            _add_counts(counts, np.frombuffer(data, dtype=dtype))
-    return counts
+            digest.update(data)
+            if counts is not None:
+                _add_counts(counts, np.frombuffer(data, dtype=dtype))
 
 
 # --- the stage ----------------------------------------------------------------------------
@@ -365,6 +372,9 @@ def _tokenize_split(
     if progress.split != split:
         progress.split, progress.position, progress.bytes = split, (0, 0), 0
         progress.documents = progress.characters = 0
+    digest = hashlib.sha256()
+    if progress.bytes:  # resuming: the part of the array that is kept
+        read_back(path, dtype, progress.bytes, digest, counts)
     bar = tqdm(
         desc=f"tokenize V={tokenizer.get_vocab_size()} {split}",
         total=total_characters,
@@ -384,6 +394,7 @@ def _tokenize_split(
             work / "progress.json",
             checkpoint_seconds,
             bar,
+            digest,
             counts,
         )
         batches = read_batches(paths, progress.position, batch_documents, batch_characters)
@@ -397,6 +408,7 @@ def _tokenize_split(
             "documents": progress.documents,
             "characters": progress.characters,
             "tokens": progress.bytes // dtype.itemsize,
+            "sha256": digest.hexdigest(),
         }
         writer.checkpoint()
 
@@ -426,15 +438,13 @@ def tokenize_corpus(
     progress = _open_work(work, fingerprint, dtype.itemsize)
     if "train" in progress.done:
         counts = np.load(work / "unigram_counts.npy")
-    elif progress.split == "train" and progress.bytes:
-        counts = unigram_counts(work / "train.bin", dtype, vocab_size, progress.bytes)
     else:
         counts = np.zeros(vocab_size, dtype=np.int64)
     check_parallelism()
     started, cpu_started = time.perf_counter(), time.process_time()
     characters_before = sum(s["characters"] for s in progress.done.values())
     characters_before += progress.characters if progress.split not in progress.done else 0
-    for split in SPLITS:
+    for split in TOKEN_SPLITS:
         if split not in progress.done:
             _tokenize_split(
                 tokenizer,
@@ -449,7 +459,7 @@ def tokenize_corpus(
                 counts if split == "train" else None,
             )
     stats: dict[str, Any] = {"vocab_size": vocab_size, "dtype": dtype.name}
-    stats["splits"] = {split: progress.done[split] for split in SPLITS}
+    stats["splits"] = {split: progress.done[split] for split in TOKEN_SPLITS}
     train = stats["splits"]["train"]
     stats["tokens_per_character"] = train["tokens"] / train["characters"]
     write_json(work / "stats.json", stats)

@@ -2,8 +2,10 @@
 
 The state (model, optimizer, schedule position, RNG states, records so far) is saved
 atomically to `<checkpoint dir>/state.pt`, a directory of its own that survives reruns and
-that neither engine tracks. It is resumed only when its fingerprint matches: the same shape,
-vocabulary, settings that change the arithmetic, data and training code.
+that neither engine tracks; a wsd cooldown branch in progress saves its own beside it,
+`branch.pt`. They are resumed only when their fingerprint matches: the same shape, vocabulary,
+settings that change the arithmetic (the schedule and the resolved precision among them), the
+same content of the token arrays and the same training code.
 """
 
 from __future__ import annotations
@@ -47,16 +49,21 @@ def code_digest(package: Path = PACKAGE) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(spec: ModelSpec, vocab_size: int, config: TrainConfig, data: dict) -> str:
-    """What a checkpoint must match to be resumed (anything else means: start afresh). The
-    number of processes is not part of it: a run may resume on more or fewer GPUs."""
+def fingerprint(
+    spec: ModelSpec, vocab_size: int, config: TrainConfig, data_digest: dict, precision: str
+) -> str:
+    """What a checkpoint must match to be resumed (anything else means: start afresh): the
+    content of the token arrays (their digests), the precision `auto` resolved to on this
+    machine, the schedule and every other setting that changes the arithmetic. The number of
+    processes is not part of it: a run may resume on more or fewer GPUs."""
     relevant = {
         "code": code_digest(),
         "shape": asdict(spec.shape),
         "train_tokens": spec.train_tokens,
         "vocab_size": vocab_size,
         "config": {k: v for k, v in asdict(config).items() if k not in NOT_FINGERPRINTED},
-        "train_tokens_in_corpus": data["splits"]["train"]["tokens"],
+        "precision": precision,
+        "data": data_digest,
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -99,9 +106,9 @@ def read_state(path: Path, mmap: bool) -> dict[str, Any] | None:
         return None
 
 
-def remove_stale_temporaries(out_dir: Path, state_path: Path) -> None:
+def remove_stale_temporaries(out_dir: Path, checkpoint_dir: Path) -> None:
     """A SIGKILL during an atomic write leaves its temporary behind; clear this run's."""
-    for stale in state_path.parent.glob(f".{state_path.name}.*.tmp"):
+    for stale in checkpoint_dir.glob(".*.pt.*.tmp"):
         stale.unlink(missing_ok=True)
     for stale in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)

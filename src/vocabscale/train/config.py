@@ -19,8 +19,12 @@ class TrainConfig:
     batch_tokens: int
     micro_batch_size: int
     lr: float
+    schedule: str
     min_lr_ratio: float
     warmup_fraction: float
+    warmup_tokens: float | None
+    cooldown_fraction: float
+    cooldown_shape: str
     weight_decay: float
     beta1: float
     beta2: float
