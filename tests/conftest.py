@@ -105,6 +105,27 @@ def tokenized(tmp_path_factory, corpus_dir) -> dict[int, Path]:
     return out
 
 
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tokenized) -> Path:
+    """A real run of a tiny model (V = 640, 2 blocks, context 32), laid out as the pipeline
+    lays out its results: `runs/t-v640/` beside `tokenizers/v640/tokenizer.json`."""
+    from vocabscale.accounting import ModelShape
+    from vocabscale.sweep import ModelSpec
+    from vocabscale.train.config import TrainConfig
+    from vocabscale.train.loop import train_run
+
+    results = tmp_path_factory.mktemp("results")
+    tokenizer = results / "tokenizers/v640/tokenizer.json"
+    tokenizer.parent.mkdir(parents=True)
+    shutil.copyfile(tokenized[640].parent / "v640/tokenizer.json", tokenizer)
+    train = defaults("train") | {"seed": 0, "context": 32, "batch_tokens": 1024}
+    train |= {"micro_batch_size": 32, "lr": 1e-2, "evals": 2, "device": "cpu", "threads": 1}
+    spec = ModelSpec("t", ModelShape(n_layer=2, n_head=2, d_model=32, ffn=64), 96 * 1024, 1)
+    run = results / "runs/t-v640"
+    train_run(spec, tokenized[640], TrainConfig.from_params(train), run, results / "ckpt")
+    return run
+
+
 #: What a scratch copy of the project holds: both engines' definitions, the code the DVC stages
 #: depend on, and the DVC set-up.
 PROJECT_FILES = (

@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from vocabscale.accounting import PAPER_SHAPES, ModelShape
-from vocabscale.train.model import Llama, head_chunk_rows, summed_cross_entropy
+from vocabscale.train.model import (
+    LOSS_HEADS,
+    Llama,
+    check_loss_head,
+    head_chunk_rows,
+    head_loss,
+    summed_cross_entropy,
+)
 
 
 def plain_cross_entropy(hidden, weight, targets):
@@ -82,6 +89,57 @@ def test_the_model_head_equals_plain_cross_entropy_of_its_logits():
     logits = model.output(model(tokens[:, :-1]))
     reference = F.cross_entropy(logits.reshape(-1, 97), tokens[:, 1:].reshape(-1), reduction="sum")
     assert summed.item() == pytest.approx(reference.item(), rel=1e-6)
+
+
+def runs_here(head: str) -> bool:
+    """Whether a loss head's backend runs on this machine (liger: CUDA and Liger-Kernel)."""
+    try:
+        check_loss_head(head, "auto")
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("head", [h for h in LOSS_HEADS if h != "chunked"])
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+def test_every_loss_head_gives_the_chunked_heads_loss_and_gradients(head, chunk):
+    if not runs_here(head):
+        pytest.skip(f"the {head} loss head does not run on this machine")
+    device = "cuda" if head == "liger" else "cpu"
+    inputs = [t.to(device) for t in head_inputs(tokens=200, width=24, vocab=301)]
+    chunked = loss_and_grads(lambda h, w, y: head_loss("chunked", h, w, y, chunk), *inputs)
+    other = loss_and_grads(lambda h, w, y: head_loss(head, h, w, y, chunk), *inputs)
+    assert other[0].item() == pytest.approx(chunked[0].item(), rel=1e-5)
+    for theirs, ours in zip(other[1:], chunked[1:]):
+        torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
+
+
+def test_the_model_trains_and_evaluates_through_the_chosen_head():
+    """(batch, time) inputs, the training and the evaluation paths: the torch head's model
+    gives the chunked head's loss and gradients."""
+    if not runs_here("torch"):
+        pytest.skip("torch.nn.functional.linear_cross_entropy needs torch >= 2.13")
+    tokens = torch.randint(0, 97, (3, 13), generator=torch.Generator().manual_seed(1))
+    results = []
+    for head in ("chunked", "torch"):
+        torch.manual_seed(0)
+        model = Llama(ModelShape(2, 2, 16, 32), 97, 12, head_chunk_tokens=5, loss_head=head)
+        loss = model(tokens[:, :-1], tokens[:, 1:])
+        loss.backward()
+        with torch.no_grad():
+            evaluated = model(tokens[:, :-1], tokens[:, 1:])
+        results.append((loss.item(), evaluated.item(), model.output.weight.grad))
+    (loss, evaluated, grad), (torch_loss, torch_evaluated, torch_grad) = results
+    assert torch_loss == pytest.approx(loss, rel=1e-6)
+    assert torch_evaluated == pytest.approx(evaluated, rel=1e-6)
+    torch.testing.assert_close(torch_grad, grad, rtol=1e-5, atol=1e-6)
+
+
+def test_a_loss_head_that_cannot_run_here_is_refused_before_training():
+    with pytest.raises(ValueError, match=r"train\.loss_head: liger runs on CUDA only"):
+        check_loss_head("liger", "cpu")
+    with pytest.raises(ValueError, match=r"train\.loss_head: 'fused' is not one of"):
+        check_loss_head("fused", "cpu")
 
 
 def test_head_chunks_hold_a_fixed_number_of_logits():

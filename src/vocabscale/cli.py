@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("vocabscale.estimate.predict", "predict V for a model from coefficients"),
     "plan": ("vocabscale.cluster", "per-run FLOPs, GPU-hours and SLURM jobs of the grid"),
     "dvc-commit": ("vocabscale.handover", "record a finished Snakemake run with DVC"),
+    "export-hf": ("vocabscale.export", "write a run as a Hugging Face model directory"),
 }
 
 

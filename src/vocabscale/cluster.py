@@ -153,6 +153,22 @@ def job_resources(params: dict[str, Any]) -> dict[str, Any]:
     return {"runtime": cluster["cpu_job_runtime_minutes"], **placement(cluster, cpu=True)}
 
 
+def downstream_resources(params: dict[str, Any]) -> dict[str, Any]:
+    """SLURM resources of one downstream evaluation job: a GPU unless it evaluates on the CPU
+    (`downstream.device: cpu`), for `cluster.eval_job_runtime_minutes`."""
+    cluster = cluster_settings(params)
+    resources: dict[str, Any] = {
+        "runtime": cluster["eval_job_runtime_minutes"],
+        "cpus_per_task": cluster["cpus_per_gpu"],
+        "mem_mb": cluster["mem_mb_per_gpu"],
+    }
+    if params["downstream"]["device"] != "cpu":
+        resources["gpu"] = 1
+        if cluster.get("gpu_type"):
+            resources["gpu_model"] = cluster["gpu_type"]
+    return {**resources, **placement(cluster)}
+
+
 def placement(cluster: dict[str, Any], cpu: bool = False) -> dict[str, Any]:
     """Partition, account and QoS as SLURM resources, those that are set; for CPU jobs a
     `cpu_<key>` setting (cluster.cpu_partition) goes before the GPU jobs' one."""

@@ -6,8 +6,15 @@ rule report:
         ),
         runs="results/runs.csv",
         tokenization="results/tokenization/fit.json",
+        downstream="results/downstream.csv",
     output:
-        directory("results/report"),
+        # `snakemake --report report.zip` shows the page, the tables and every figure
+        report(
+            directory("results/report"),
+            patterns=["{name}.html", "{name}.csv", "figures/{name}.png"],
+            caption="../report/report.rst",
+            category="Prediction report",
+        ),
     params:
         file=PARAMS_FILE,
         section=PARAMS["report"],
@@ -15,4 +22,5 @@ rule report:
         "logs/report.log",
     shell:
         "vocabscale report --params {params.file} --estimates results/estimates "
-        "--runs {input.runs} --tokenization {input.tokenization} --out {output} --log {log}"
+        "--runs {input.runs} --tokenization {input.tokenization} "
+        "--downstream {input.downstream} --out {output} --log {log}"

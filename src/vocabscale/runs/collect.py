@@ -32,6 +32,7 @@ RUNS_COLUMNS = [
     "loss",
     "loss_u",
     "bpc",
+    "bpb",
     "diverged",
 ]
 EXTRA_COLUMNS = ["flops_with_attention", "n_layer", "context"]

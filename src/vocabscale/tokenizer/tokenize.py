@@ -4,7 +4,8 @@ Outputs (one directory per V):
   train.bin, validation.bin   token ids (uint16 when V <= 65536, else uint32); every document is
                               preceded by end-of-text, so every text token is a target
   unigram_counts.npy          int64 count of each id in train.bin (the unigram distribution)
-  stats.json                  tokens, documents and characters per split, dtype
+  stats.json                  tokens, documents and characters per split (and the UTF-8
+                              bytes of the validation text, for bits per byte), dtype
 
 How it runs on corpora of hundreds of GB:
   streaming   documents are read a parquet batch at a time; memory holds a few batches
@@ -49,7 +50,7 @@ from tokenizers import Encoding, Tokenizer
 from tqdm import tqdm
 
 from vocabscale.config import add_params_argument, load_params
-from vocabscale.corpus.shards import train_shards
+from vocabscale.corpus.shards import train_shards, utf8_bytes
 from vocabscale.io import token_dtype, write_json
 from vocabscale.tokenizer.bpe import END_OF_TEXT, check_parallelism, set_threads
 
@@ -440,6 +441,7 @@ def tokenize_corpus(
             )
     stats: dict[str, Any] = {"vocab_size": vocab_size, "dtype": dtype.name}
     stats["splits"] = {split: progress.done[split] for split in SPLITS}
+    stats["splits"]["validation"]["utf8_bytes"] = utf8_bytes(inputs["validation"][0])
     train = stats["splits"]["train"]
     stats["tokens_per_character"] = train["tokens"] / train["characters"]
     write_json(work / "stats.json", stats)

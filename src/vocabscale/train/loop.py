@@ -100,7 +100,7 @@ def build_model(
     (regional compilation: one graph reused by every block, the chunked head left eager)."""
     torch.manual_seed(config.seed)
     rows = head_chunk_rows(vocab_size, config.head_chunk_tokens, config.head_chunk_logits)
-    model = Llama(spec.shape, vocab_size, config.context, head_chunk_tokens=rows).to(device)
+    model = Llama(spec.shape, vocab_size, config.context, rows, config.loss_head).to(device)
     if config.compile:
         for block in model.blocks:
             block.compile()
@@ -450,6 +450,7 @@ class Trainer:
             "eval_tokens": int(len(data.validation) - 1),
             "eval_characters": data.stats["splits"]["validation"]["characters"],
             "precision": resolved_precision(self.proc.device, config.precision),
+            "loss_head": config.loss_head,
             "processes": self.proc.world,
         }
 

@@ -15,6 +15,7 @@ from vocabscale.sweep import model_specs
 from vocabscale.train import distributed
 from vocabscale.train.config import TrainConfig
 from vocabscale.train.loop import Preempted, train_run
+from vocabscale.train.model import check_loss_head
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> None:
             f"{args.params}: models.{args.model} does not exist (models: {', '.join(specs)})"
         )
     spec, config = specs[args.model], TrainConfig.from_params(params["train"])
+    check_loss_head(config.loss_head, config.device)
     if spec.gpus > 1 and not distributed.launched():
         # One process per GPU: this very command again, under torchrun.
         distributed.check_devices(spec.gpus, config.device)
