@@ -38,10 +38,11 @@ def build_report(
     settings: dict[str, Any],
     out_dir: str | Path,
     tokenization: str | Path | None = None,
+    downstream: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write the report directory (`settings`: the validated `report` section); returns the
     predictions table, the doubts and which figures were drawn."""
-    evidence = gather_evidence(estimates, runs_path, settings, tokenization)
+    evidence = gather_evidence(estimates, runs_path, settings, tokenization, downstream)
     doubts = find_doubts(evidence)
     with atomic_dir(out_dir) as tmp:
         (tmp / "figures").mkdir()
@@ -73,12 +74,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fit.json of fit-tokenization, for the measured points of the f(V) figure "
         "(default: read them from the runs table)",
     )
+    parser.add_argument(
+        "--downstream", help="downstream.csv of collect-downstream, for the downstream scores"
+    )
     parser.add_argument("--out", required=True, help="the report directory to write")
 
 
 def run(args: argparse.Namespace) -> None:
     settings = load_params(args.params)["report"]
-    result = build_report(args.estimates, args.runs, settings, args.out, args.tokenization)
+    result = build_report(
+        args.estimates, args.runs, settings, args.out, args.tokenization, args.downstream
+    )
     print(
         f"wrote {Path(args.out) / 'report.md'} (and report.html): "
         f"{len(result['predictions'])} predictions, {len(result['doubts'])} warning(s)"
