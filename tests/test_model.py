@@ -1,6 +1,8 @@
 """The model: the chunked loss head is exactly cross-entropy, the parameter counts are the
 closed form the scaling laws use, and attention is causal."""
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -179,3 +181,22 @@ def test_parameter_counts_of_the_paper_presets_match_the_closed_form(name):
     # untied embeddings: the input embedding and the output head, V x d each
     assert sum(p.numel() for p in model.parameters()) == nnv + 2 * vocab * shape.d_model
     assert model.embedding.weight.shape == model.output.weight.shape == (vocab, shape.d_model)
+
+
+def test_a_run_records_its_loss_head_and_learns_the_same_with_each(tokenized, tmp_path):
+    from vocabscale.config import defaults
+    from vocabscale.io import read_json
+    from vocabscale.sweep import ModelSpec
+    from vocabscale.train.config import TrainConfig
+    from vocabscale.train.loop import train_run
+
+    spec = ModelSpec("t", ModelShape(n_layer=1, n_head=2, d_model=32, ffn=64), 16 * 1024, 1)
+    losses = {}
+    for head in ("chunked", "torch"):
+        train = defaults("train") | {"seed": 0, "context": 32, "batch_tokens": 1024, "lr": 1e-2}
+        train |= {"micro_batch_size": 32, "evals": 2, "device": "cpu", "loss_head": head}
+        out = tmp_path / head
+        run = train_run(spec, tokenized[320], TrainConfig.from_params(train), out, out / "ckpt")
+        assert read_json(out / "run.json")["loss_head"] == run["loss_head"] == head
+        losses[head] = pd.read_csv(out / "evals.csv")["eval_ce_sum"].to_numpy()
+    np.testing.assert_allclose(losses["torch"], losses["chunked"], rtol=1e-4)

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from vocabscale import accounting
 from vocabscale.io import atomic_dir, write_csv, write_json
 from vocabscale.sweep import ModelSpec
-from vocabscale.train import distributed
+from vocabscale.train import distributed, live
 from vocabscale.train.checkpoint import (
     fingerprint,
     read_state,
@@ -299,6 +299,7 @@ class Trainer:
         self.state.step += 1
         self.last_loss = loss
         self.record_history(lr, loss, grad_norm)
+        live.log_step(self.state.step, self.state.step * config.batch_tokens, loss, lr)
         return bool(stop)
 
     def record_history(self, lr: float, loss: float, grad_norm: float) -> None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import asdict
+from pathlib import Path
 
 from vocabscale.config import ParamsError, add_params_argument, load_params
 from vocabscale.sweep import model_specs
 from vocabscale.train import distributed
 from vocabscale.train.config import TrainConfig
+from vocabscale.train.live import live_curves
 from vocabscale.train.loop import Preempted, train_run
 from vocabscale.train.model import check_loss_head
 
@@ -50,10 +53,14 @@ def run(args: argparse.Namespace) -> None:
             log.error("torchrun exited with status %d", status)
             sys.exit(EXIT_PREEMPTED if terminated else status)
         return
-    if distributed.rank() > 0:
-        logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for the run
+    curves = params["live"]
+    if distributed.rank() > 0:  # rank 0 speaks for the run
+        logging.getLogger().setLevel(logging.WARNING)
+        curves = {"logger": "none"}
+    run_params = {"model": spec.name, **asdict(spec.shape), **params["train"]}
     try:
-        train_run(spec, args.tokens, config, args.out, args.checkpoint_dir)
+        with live_curves(curves, Path(args.out).name, run_params):
+            train_run(spec, args.tokens, config, args.out, args.checkpoint_dir)
     except Preempted as stop:
         log.warning("%s", stop)
         sys.exit(EXIT_PREEMPTED)
