@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import transformers
-from machine import cpu_model, memory_gib, usable_cores
+from machine import cpu_model, memory_gib, record_section, usable_cores
 
 from vocabscale.accounting import PAPER_SHAPES
 from vocabscale.config import defaults
@@ -157,19 +157,6 @@ def report(args, first_losses: dict, times: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_section(path: Path, text: str) -> None:
-    """RESULTS.md with this benchmark's section (from its heading to the next top-level one)
-    replaced by `text`, or appended."""
-    old = path.read_text() if path.exists() else ""
-    start = old.find(HEADING)
-    if start < 0:
-        path.write_text(old.rstrip("\n") + "\n\n" + text)
-        return
-    end = old.find("\n# ", start + len(HEADING))
-    rest = old[end + 1 :] if end >= 0 else ""
-    path.write_text(old[:start] + text + ("\n" + rest if rest else ""))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="33M", choices=list(PAPER_SHAPES))
@@ -197,7 +184,7 @@ def main() -> None:
         }
     text = report(args, first, measure(steps, args))
     print(text)
-    replace_section(Path(args.out), text)
+    record_section(args.out, HEADING, text)
     print(f"wrote {args.out}")
 
 

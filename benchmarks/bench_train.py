@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from machine import cpu_model, memory_gib
+from machine import cpu_model, memory_gib, record_section
 
 from vocabscale import accounting
 from vocabscale.accounting import PAPER_SHAPES
@@ -58,6 +58,7 @@ from vocabscale.train.model import (
 )
 
 GB = 1e9
+HEADS_HEADING = "# Loss heads: forward + backward"
 
 #: Stated dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, by a fragment of the name torch
 #: reports. First match wins, so the more specific names come first.
@@ -329,10 +330,9 @@ def loss_head_section(args, device: torch.device) -> list[str]:
     header += ["working GB", "fwd+bwd s", "note"]
     lines = [
         "",
-        f"## Loss head: forward + backward, {args.head_tokens} tokens, d = {args.head_width}",
-        "",
-        f"Chunk budget {args.head_chunk_logits:,} logits (--head-chunk-logits; the training "
-        f"default, train.head_chunk_logits, is {defaults('train.head_chunk_logits'):,}). Peak: "
+        f"{args.head_tokens} tokens, d = {args.head_width}. Chunk budget "
+        f"{args.head_chunk_logits:,} logits (--head-chunk-logits; the training default, "
+        f"train.head_chunk_logits, is {defaults('train.head_chunk_logits'):,}). Peak: "
         "memory above what was held before the head ran. V x d buffers: the float32 gradient "
         "of the weight" + (" and its bf16 copy under autocast" if cast else "") + ", which "
         "any head holds. Working: the peak less those and the float32 gradient of the hidden "
@@ -485,11 +485,19 @@ def main(argv: list[str] | None = None) -> None:
         header += ["achieved TFLOP/s", "MFU", memory, "note"]
         table = markdown_table(header, rows)
         report += ["", "## Training step", "", table]
+        record_section(args.out, report[0], "\n".join(report) + "\n")
 
-    report += loss_head_section(args, device)
-    text = "\n".join(report) + "\n"
-    print(text)
-    Path(args.out).write_text(text)
+    heads = [
+        HEADS_HEADING,
+        "",
+        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- device: {device_description(device)}",
+        f"- torch {torch.__version__}; command: "
+        f"`python benchmarks/bench_train.py {' '.join(argv or sys.argv[1:])}`",
+        *loss_head_section(args, device),
+    ]
+    record_section(args.out, HEADS_HEADING, "\n".join(heads) + "\n")
+    print("\n".join(heads))
     print(f"wrote {args.out}")
 
 

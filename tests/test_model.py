@@ -196,7 +196,8 @@ def test_a_run_records_its_loss_head_and_learns_the_same_with_each(tokenized, tm
         train = defaults("train") | {"seed": 0, "context": 32, "batch_tokens": 1024, "lr": 1e-2}
         train |= {"micro_batch_size": 32, "evals": 2, "device": "cpu", "loss_head": head}
         out = tmp_path / head
-        run = train_run(spec, tokenized[320], TrainConfig.from_params(train), out, out / "ckpt")
+        checkpoints = tmp_path / f"{head}-state"
+        run = train_run(spec, tokenized[320], TrainConfig.from_params(train), out, checkpoints)
         assert read_json(out / "run.json")["loss_head"] == run["loss_head"] == head
         losses[head] = pd.read_csv(out / "evals.csv")["eval_ce_sum"].to_numpy()
     np.testing.assert_allclose(losses["torch"], losses["chunked"], rtol=1e-4)
