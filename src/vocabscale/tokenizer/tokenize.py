@@ -363,6 +363,7 @@ def _tokenize_split(
         unit=" chars",
         unit_scale=True,
         mininterval=2,
+        disable=None,  # only on a terminal
     )
     with open(path, "r+b" if path.exists() else "wb") as out:
         out.truncate(progress.bytes)  # anything after the checkpoint is redone

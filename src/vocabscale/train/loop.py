@@ -388,7 +388,7 @@ class Trainer:
             desc=f"train {self.spec.name} V={self.data.vocab_size}",
             unit="step",
             mininterval=2,
-            disable=not self.proc.main,
+            disable=None if self.proc.main else True,  # None: only on a terminal
         )
         with SigtermFlag() as sigterm, progress:
             while self.state.step < self.total_steps:
