@@ -192,6 +192,12 @@ def load_downstream(path: str | Path | None) -> tuple[pd.DataFrame | None, str]:
     return table, str(path)
 
 
+def downstream_metric(table: pd.DataFrame) -> str:
+    """acc_norm (length-normalized, what ARC and HellaSwag are usually quoted with) where the
+    tasks have it, else acc."""
+    return "acc_norm" if table["acc_norm"].notna().any() else "acc"
+
+
 def downstream_predictions(evidence: Evidence) -> pd.DataFrame:
     """Each approach's V for each model shape of the downstream table, at that model's
     compute (the mean C of its runs, which differ only by the vocabulary's 6 V d D)."""

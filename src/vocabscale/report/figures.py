@@ -34,6 +34,7 @@ from vocabscale.report.evidence import (
     TRUE_TOKENS,
     Evidence,
     Skipped,
+    downstream_metric,
     downstream_predictions,
     isoflops_envelope,
     title,
@@ -679,12 +680,6 @@ def figure_vocab_vs_nnv(evidence: Evidence, path: Path) -> None:
     ax.set_title(heading, fontsize=10)
     _legend_outside(ax)
     _save(fig, path)
-
-
-def downstream_metric(table: pd.DataFrame) -> str:
-    """acc_norm (length-normalized, what ARC and HellaSwag are usually quoted with) where the
-    tasks have it, else acc."""
-    return "acc_norm" if table["acc_norm"].notna().any() else "acc"
 
 
 def figure_downstream(evidence: Evidence, path: Path) -> None:

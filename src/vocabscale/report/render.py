@@ -21,12 +21,13 @@ from vocabscale.report.doubts import CHECKS, meaning_of
 from vocabscale.report.evidence import (
     Evidence,
     Skipped,
+    downstream_metric,
     downstream_predictions,
     isoflops_envelope,
     target_distances,
     title,
 )
-from vocabscale.report.figures import FIGURES, downstream_metric
+from vocabscale.report.figures import FIGURES
 from vocabscale.report.numbers import human, range_text, sci, times
 
 

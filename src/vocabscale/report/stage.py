@@ -3,8 +3,8 @@ behind it, and what to doubt.
 
 Runs on any estimates directory (the three approaches' JSON files) or on one coefficients.json
 from `vocabscale estimate`, so a report can be rebuilt from results pulled with DVC or fitted on
-another team's runs table. The runs table and the tokenizers' f(V) measurements are optional:
-figures that need them are replaced by a sentence saying so.
+another team's runs table. The runs table, the tokenizers' f(V) measurements and the
+downstream scores are optional: figures that need them are replaced by a sentence saying so.
 
 Reading the inputs is `evidence`, what to doubt `doubts`, the figures `figures`, the formats
 `render`. Outputs (written atomically as one directory): report.md and report.html (the same
