@@ -102,7 +102,7 @@ def test_the_stage_scores_every_run_and_the_report_shows_it(pipeline_with_downst
             f"{row.acc:.3f} ± {row.acc_stderr:.3f} | {row.acc_norm:.3f} ± {row.acc_norm_stderr:.3f}"
         )
         assert cell in report, cell
-    assert "What each approach predicts for these models at their compute" in report
+    assert "What each approach predicts for these models" in report
 
 
 @pytest.mark.slow

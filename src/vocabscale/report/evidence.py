@@ -199,8 +199,10 @@ def downstream_metric(table: pd.DataFrame) -> str:
 
 
 def downstream_predictions(evidence: Evidence) -> pd.DataFrame:
-    """Each approach's V for each model shape of the downstream table, at that model's
-    compute (the mean C of its runs, which differ only by the vocabulary's 6 V d D)."""
+    """Each approach's V for each model shape of the downstream table: approach 3 at that
+    model's compute (the mean C of its runs, which differ only by the vocabulary's 6 V d D),
+    approaches 1 and 2 at the compute-optimal budget of its Nnv, the only one they answer
+    for."""
     table = evidence.need_downstream()
     models = table.groupby("model", sort=False).agg(
         nnv=("non_vocab_params", "first"), d_model=("d_model", "first"), flops=("flops", "mean")
@@ -212,7 +214,7 @@ def downstream_predictions(evidence: Evidence) -> pd.DataFrame:
         except ValueError:
             continue
         for approach, values in answer["approaches"].items():
-            rows.append({"model": model, **row, "approach": approach, **values})
+            rows.append({**values, "model": model, **row, "approach": approach})
     columns = ["model", "nnv", "d_model", "flops", "approach", "vocab_size"]
     return pd.DataFrame(rows).reindex(columns=columns)
 

@@ -732,7 +732,8 @@ def figure_downstream(evidence: Evidence, path: Path) -> None:
     first = axes.flat[0]
     for approach in dict.fromkeys(predicted["approach"]):
         first.scatter([], [], color=colour(approach), label=f"{title(approach)}: predicted V")
-    first.legend(fontsize=7, frameon=False, loc="lower left")
+    handles, labels = first.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     _save(fig, path)
 
 
@@ -813,7 +814,8 @@ FIGURES: tuple[FigureSpec, ...] = (
         "line is one model shape: its runs have the same Nnv and were trained on the same "
         "tokens, so their compute differs only by the vocabulary's share, 6 V d D (its range "
         "in the legend). The markers along the top are each approach's predicted V for that "
-        "model at its compute, in the approach's colour and the model's marker.",
+        "model (approach 3 at its compute, approaches 1 and 2 at the compute-optimal budget of "
+        "its Nnv), in the approach's colour and the model's marker.",
     ),
 )
 

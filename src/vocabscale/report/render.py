@@ -209,6 +209,11 @@ def _downstream_markdown(evidence: Evidence) -> list[str]:
         "| task | model | V | C (FLOPs) | acc | acc_norm |",
         "|---|---|--:|--:|--:|--:|",
     ]
+    order = {task: i for i, task in enumerate(dict.fromkeys(table["task"]))}
+    table = table.sort_values(
+        ["task", "non_vocab_params", "vocab_size"],
+        key=lambda column: column.map(order) if column.name == "task" else column,
+    )
     metric = downstream_metric(table)
     best = table.groupby(["task", "model"])[metric].transform("max")
     for row, top in zip(table.itertuples(index=False), best == table[metric]):
@@ -225,7 +230,8 @@ def _downstream_markdown(evidence: Evidence) -> list[str]:
         lines += [
             "",
             f"Bold: the best V of each model on each task by {metric}. What each approach "
-            "predicts for these models at their compute:",
+            "predicts for these models (approach 3 at their compute, C below; approaches 1 and "
+            "2 at the compute-optimal budget of their Nnv):",
             "",
             "| model | Nnv | C (FLOPs) | " + " | ".join(f"{title(a)} V" for a in approaches) + " |",
             "|---|--:|--:|" + "--:|" * len(approaches),
