@@ -10,20 +10,14 @@ from pathlib import Path
 import pandas as pd
 
 from vocabscale.config import add_params_argument, load_params
+from vocabscale.downstream import RUN_COLUMNS
 from vocabscale.io import read_json, write_csv
 from vocabscale.sweep import run_grid
 
 log = logging.getLogger(__name__)
 
 DOWNSTREAM_COLUMNS = [
-    "run_id",
-    "model",
-    "vocab_size",
-    "d_model",
-    "non_vocab_params",
-    "vocab_params",
-    "train_tokens",
-    "flops",
+    *RUN_COLUMNS,
     "task",
     "num_fewshot",
     "samples",
@@ -42,7 +36,7 @@ def collect_downstream(
     rows = []
     for run_id in run_ids:
         record = read_json(Path(results_dir) / f"{run_id}.json")
-        run = {key: record[key] for key in DOWNSTREAM_COLUMNS[:8]}
+        run = {key: record[key] for key in RUN_COLUMNS}
         rows += [{**run, "task": task, **values} for task, values in record["tasks"].items()]
     table = pd.DataFrame(rows).reindex(columns=DOWNSTREAM_COLUMNS)
     table = table.sort_values(["task", "non_vocab_params", "vocab_size"], kind="stable")

@@ -24,19 +24,17 @@ from typing import Any
 
 from vocabscale import accounting
 from vocabscale.config import ParamsError, add_params_argument, load_params
+from vocabscale.downstream import RUN_COLUMNS
 from vocabscale.export import export_run
 from vocabscale.io import read_json, write_json
 
 log = logging.getLogger(__name__)
 
-#: What each per-run record repeats from run.json, so that the scores table stands alone.
-RUN_KEYS = ("run_id", "model", "vocab_size", "d_model", "non_vocab_params", "vocab_params")
-
 
 def run_record(run: dict[str, Any]) -> dict[str, Any]:
-    """The run's identity, size and compute (the paper's C = 6 (Nnv + V d) D)."""
-    record = {key: run[key] for key in RUN_KEYS}
-    record["train_tokens"] = run["train_tokens"]
+    """The run's identity, size and compute (the paper's C = 6 (Nnv + V d) D), from its
+    run.json, so that the scores table stands alone."""
+    record = {key: run[key] for key in RUN_COLUMNS if key != "flops"}
     record["flops"] = accounting.flops(
         run["non_vocab_params"], run["vocab_size"], run["d_model"], run["train_tokens"]
     )

@@ -722,6 +722,7 @@ def figure_downstream(evidence: Evidence, path: Path) -> None:
                     linewidths=0.5,
                     zorder=4,
                 )
+        ax.margins(y=0.2)  # room along the top for the predicted V
         ax.set_xscale("log")
         _plain_log_ticks(ax.xaxis)
         ax.set_title(task)
