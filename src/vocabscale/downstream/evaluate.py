@@ -79,12 +79,11 @@ def scores(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def evaluate_model(model_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
+def evaluate_model(model_dir: Path, settings: dict[str, Any], manager) -> dict[str, Any]:
     """lm-evaluation-harness on a Hugging Face directory; its scores, per task."""
     import lm_eval
     import torch
 
-    manager = task_manager(settings["tasks"], settings["include_path"])
     device = settings["device"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -113,13 +112,14 @@ def evaluate_run(
         log.info("downstream evaluation is off (downstream.tasks is empty): nothing to evaluate")
         record["tasks"] = {}
     else:
+        manager = task_manager(settings["tasks"], settings["include_path"])  # before any work
         out.parent.mkdir(parents=True, exist_ok=True)
         # beside the output (a node's /tmp may not hold a large model), named as temporaries
         # are, which DVC ignores (.dvcignore); removed when done, also after a failure
         scratch = tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         with scratch as tmp:
             model_dir = export_run(run_dir, tokenizer, Path(tmp) / "hf")
-            record.update(evaluate_model(model_dir, settings))
+            record.update(evaluate_model(model_dir, settings, manager))
         for task, values in record["tasks"].items():
             log.info("%s on %s: %s", record["run_id"], task, values)
     write_json(out, record)
