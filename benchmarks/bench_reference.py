@@ -91,13 +91,13 @@ def step_functions(ours, reference, config, inputs, targets) -> dict:
         )
         (loss / tokens).backward()
         finish(reference, optimizers["hf"])
-        return float(loss) / tokens
+        return float(loss.detach()) / tokens
 
     def hf_labels() -> float:
         loss = reference(input_ids=inputs, labels=inputs).loss
         loss.backward()
         finish(reference, optimizers["hf"])
-        return float(loss)
+        return float(loss.detach())
 
     return {"vocabscale": vocabscale, "hf_sum": hf_sum, "hf_labels": hf_labels}
 

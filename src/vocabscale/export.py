@@ -166,7 +166,10 @@ def check_tokenizer(tokenizer_path: Path, run: dict[str, Any], run_dir: Path) ->
 
 def export_run(run_dir: str | Path, tokenizer_path: str | Path, out_dir: str | Path) -> Path:
     """Write the Hugging Face directory of one run (atomically: all of it or nothing)."""
-    from safetensors.torch import save_file
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        raise ValueError("export needs safetensors: pip install -e '.[hf]'") from None
 
     run_dir, tokenizer_path, out_dir = Path(run_dir), Path(tokenizer_path), Path(out_dir)
     run = read_json(run_dir / "run.json")

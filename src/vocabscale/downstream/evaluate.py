@@ -44,7 +44,12 @@ def run_record(run: dict[str, Any]) -> dict[str, Any]:
 def task_manager(tasks: list[str], include_path: str | None):
     """lm-evaluation-harness' task index. Indexing its thousands of built-in tasks takes
     seconds, so when every task is defined in `include_path` only that directory is read."""
-    from lm_eval.tasks import TaskManager
+    try:
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise ParamsError(
+            "downstream.tasks: lm-evaluation-harness is not installed: pip install -e '.[hf]'"
+        ) from None
 
     if include_path:
         if not Path(include_path).is_dir():

@@ -33,7 +33,7 @@ class DvcliveBackend:
     starts afresh or resumes)."""
 
     def __init__(self, directory: Path, run_params: dict[str, Any]) -> None:
-        from dvclive import Live  # a dependency of the package (via dvc), checked here anyway
+        from dvclive import Live
 
         self.open_live, self.directory, self.run_params = Live, directory, run_params
         self.live = None
