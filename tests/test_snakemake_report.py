@@ -24,7 +24,8 @@ def test_the_report_archive_holds_every_figure(local_workflow_run, tmp_path):
         if (local_workflow_run / f"results/report/figures/{spec.name}.png").exists()
     ]
     assert len(drawn) >= len(FIGURES) - 1  # all but the downstream figure, off by default
-    for name in [*(f"{n}.png" for n in drawn), "report.html", "predictions.csv", "downstream.csv"]:
+    tables = ["report.html", "report.md", "predictions.csv", "downstream.csv"]
+    for name in [*(f"{n}.png" for n in drawn), *tables]:
         assert any(entry.endswith(f"/{name}") for entry in names), name
     page = next(n for n in names if n.endswith("report/report.html"))
     index = zipfile.ZipFile(archive).read(page).decode()

@@ -11,7 +11,7 @@ rule report:
         # `snakemake --report report.zip` shows the page, the tables and every figure
         report(
             directory("results/report"),
-            patterns=["{name}.html", "{name}.csv", "figures/{name}.png"],
+            patterns=["{name}.html", "{name}.md", "{name}.csv", "figures/{name}.png"],
             caption="../report/report.rst",
             category="Prediction report",
         ),
