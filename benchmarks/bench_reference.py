@@ -154,6 +154,12 @@ def report(args, first_losses: dict, times: dict) -> str:
             f"| {name} | {wall:.3f} | {tokens / wall:,.1f} | {cpu:.3f} | "
             f"{wall / ours['wall']:.3f} | {cpu / ours['cpu']:.3f} |"
         )
+    lines += [
+        "",
+        "CPU time is this process's: on a machine busy with other work (a load average above "
+        "its cores) wall-clock time is set by the scheduler, and the CPU-time ratio is the "
+        "comparison to read.",
+    ]
     return "\n".join(lines) + "\n"
 
 
