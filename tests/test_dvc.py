@@ -132,7 +132,9 @@ def test_a_new_vocabulary_size_runs_its_stages_and_the_aggregates(
         "fit_tokenization",
         *(f"train@{model}-480" for model in models),
         *(f"normalize@{model}-480" for model in models),
+        *(f"downstream@{model}-480" for model in models),
         "collect",
+        "collect_downstream",
         *(f"estimate@{approach}" for approach in APPROACHES),
         "report",
     }
