@@ -46,25 +46,26 @@ def run_queue(project, timeout: float = 1200) -> None:
 
 
 def experiments(project) -> dict[str, dict]:
-    """`dvc exp show --json`: each experiment's name -> its params.yaml and summary.json."""
+    """`dvc exp show --json`: each experiment's name (not the workspace's or the commit's it
+    started from) -> its params.yaml and summary.json."""
     shown = json.loads(run_in(project, "dvc", "exp", "show", "--json").stdout)
     found = {}
 
-    def walk(entry):
+    def walk(entry, experiment: bool):
         if isinstance(entry, list):
             for item in entry:
-                walk(item)
+                walk(item, experiment)
         elif isinstance(entry, dict):
-            if entry.get("name") and entry.get("data"):
+            if experiment and entry.get("name") and entry.get("data"):
                 data = entry["data"]
                 found[entry["name"]] = {
                     "params": data["params"]["params.yaml"]["data"],
                     "metrics": data["metrics"]["results/report/summary.json"]["data"],
                 }
-            for value in entry.values():
-                walk(value)
+            for key, value in entry.items():
+                walk(value, experiment or key == "experiments")
 
-    walk(shown)
+    walk(shown, experiment=False)
     return found
 
 
