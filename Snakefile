@@ -17,6 +17,10 @@ min_version("8.20")
 configfile: "params.yaml"
 
 
+# `snakemake --report report.zip`: this description, then the outputs flagged with report()
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
@@ -41,6 +45,7 @@ include: "workflow/rules/corpus.smk"
 include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/runs.smk"
+include: "workflow/rules/downstream.smk"
 include: "workflow/rules/estimate.smk"
 include: "workflow/rules/report.smk"
 

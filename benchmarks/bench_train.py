@@ -10,10 +10,12 @@ times full optimizer steps: forward and backward over the micro-batches of a ste
 6 (Nnv + V d) + 12 n_layer context d (attention included, the count MFU is usually quoted with;
 docs/design.md, "The science"). MFU = achieved FLOP/s / the device's stated dense bf16 peak.
 
-The loss-head part measures forward + backward of the chunked head alone at V = 32,768 and
-V = 256,000 (and the plain all-logits head where it fits): its peak memory above what existed
+The loss-head part measures forward + backward of each head `train.loss_head` offers (ours,
+torch's linear_cross_entropy, Liger-Kernel's on CUDA) alone at V = 32,768 and V = 256,000
+(and the plain all-logits head where it fits): its time, its peak memory above what existed
 before, and the part of that which is working memory (the peak less the two gradients the
-head must return, V x d and tokens x d in float32, which any head produces).
+head must return, V x d and tokens x d in float32, which any head produces). Each case is
+timed on its second pass.
 
 On CUDA the figures are torch.cuda.max_memory_allocated; on a CPU there is no bf16 peak to
 divide by (achieved FLOP/s is reported instead), the cases are shortened (context 256, one
@@ -39,7 +41,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from machine import cpu_model, memory_gib
+from machine import cpu_model, memory_gib, record_section
 
 from vocabscale import accounting
 from vocabscale.accounting import PAPER_SHAPES
@@ -47,9 +49,16 @@ from vocabscale.config import defaults
 from vocabscale.sweep import ModelSpec
 from vocabscale.train.config import TrainConfig, autocast_for, resolved_precision
 from vocabscale.train.loop import accumulate_gradients, build_model, build_optimizer
-from vocabscale.train.model import Attention, head_chunk_rows, rope_tables, summed_cross_entropy
+from vocabscale.train.model import (
+    Attention,
+    check_loss_head,
+    head_chunk_rows,
+    head_loss,
+    rope_tables,
+)
 
 GB = 1e9
+HEADS_HEADING = "# Loss heads: forward + backward"
 
 #: Stated dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, by a fragment of the name torch
 #: reports. First match wins, so the more specific names come first.
@@ -217,58 +226,76 @@ def run_case(case: Case, args, device: torch.device) -> Case:
     return case
 
 
+#: The heads measured: `train.loss_head`'s choices, and the all-logits head for reference.
+HEADS = {
+    "chunked": "chunked (ours)",
+    "torch": "torch linear_cross_entropy",
+    "liger": "liger fused (CUDA)",
+    "plain": "plain (all logits)",
+}
+
+
 @dataclass(frozen=True)
 class HeadCase:
     vocab_size: int
     width: int
     tokens: int
     chunk_logits: int
-    plain: bool  # the all-logits head: F.cross_entropy(hidden @ weight.T)
+    head: str  # a `train.loss_head`, or plain: F.cross_entropy(hidden @ weight.T)
 
     @property
     def rows(self) -> int:
-        if self.plain:
+        if self.head == "plain":
             return self.tokens
         most_tokens = defaults("train.head_chunk_tokens")
         return head_chunk_rows(self.vocab_size, most_tokens, self.chunk_logits)
 
 
-def head_memory(case: HeadCase, device: torch.device) -> int:
-    """Forward + backward of the loss head alone: peak memory above what was held before."""
+def head_memory(case: HeadCase, device: torch.device) -> tuple[int, float]:
+    """Forward + backward of the loss head alone, after one untimed pass (kernels, allocator):
+    peak memory above what was held before, and the seconds it took."""
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(case.tokens, case.width, generator=generator).to(device)
     weight = torch.randn(case.vocab_size, case.width, generator=generator).to(device)
-    hidden.requires_grad_()
-    weight.requires_grad_()
     targets = torch.randint(0, case.vocab_size, (case.tokens,), generator=generator).to(device)
+
+    def one_pass() -> None:
+        h, w = hidden.detach().requires_grad_(), weight.detach().requires_grad_()
+        with autocast_for(device, "auto"):
+            if case.head == "plain":
+                loss = F.cross_entropy((h @ w.t()).float(), targets, reduction="sum")
+            else:
+                loss = head_loss(case.head, h, w, targets, case.rows)
+        (loss / case.tokens).backward()
+        sync(device)
+
+    one_pass()
     gc.collect()
     if device.type == "cuda":
-        sync(device)
         start = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
     else:
         start = current_rss()
         reset_peak_rss()
-    with autocast_for(device, "auto"):
-        if case.plain:
-            loss = F.cross_entropy((hidden @ weight.t()).float(), targets, reduction="sum")
-        else:
-            loss = summed_cross_entropy(hidden, weight, targets, chunk_tokens=case.rows)
-    (loss / case.tokens).backward()
+    # on a CPU, this process's CPU time: what the head costs, whatever else the machine runs
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+    started = clock()
+    one_pass()
+    seconds = clock() - started
     if device.type == "cuda":
-        sync(device)
-        return torch.cuda.max_memory_allocated(device) - start
-    return peak_rss() - start
+        return torch.cuda.max_memory_allocated(device) - start, seconds
+    return peak_rss() - start, seconds
 
 
-def head_memory_in_fresh_process(case: HeadCase) -> int:
+def head_memory_in_fresh_process(case: HeadCase) -> tuple[int, float]:
     """CPU: a fresh process per case, whose buffers above 64 KiB are mmapped (and so returned
     to the system when freed), so that its resident set follows its live memory."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # as many threads as this process
     command = [sys.executable, __file__, "--head-case", json.dumps(asdict(case))]
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-    return int(result.stdout.strip().splitlines()[-1])
+    peak, seconds = result.stdout.strip().splitlines()[-1].split()
+    return int(peak), float(seconds)
 
 
 def loss_head_section(args, device: torch.device) -> list[str]:
@@ -277,39 +304,37 @@ def loss_head_section(args, device: torch.device) -> list[str]:
     cast = 2 if resolved_precision(device, "auto") == "bf16" else 0  # bf16 copy of W
     rows, working = [], {}
     for vocab_size in args.head_vocab_sizes:
-        for plain in (False, True):
+        for head, name in HEADS.items():
             sizes = (vocab_size, args.head_width, args.head_tokens, args.head_chunk_logits)
-            case = HeadCase(*sizes, plain=plain)
-            name = "plain (all logits)" if plain else "chunked (ours)"
-            logits_bytes = 4 * case.tokens * vocab_size
-            if plain and not cuda and logits_bytes > 2 * GB:
-                note = f"not run on CPU: its fp32 logits alone are {logits_bytes / GB:.1f} GB"
-                rows.append([f"{vocab_size:,}", name, "-", "-", "-", "-", note])
+            case = HeadCase(*sizes, head=head)
+            note = head_not_run(case, cuda)
+            if note:
+                rows.append([f"{vocab_size:,}", name, "-", "-", "-", "-", "-", note])
                 continue
             try:
-                peak = head_memory(case, device) if cuda else head_memory_in_fresh_process(case)
+                measure = head_memory if cuda else head_memory_in_fresh_process
+                peak, seconds = measure(case, device) if cuda else measure(case)
             except torch.cuda.OutOfMemoryError:
                 gc.collect()
                 torch.cuda.empty_cache()
-                rows.append([f"{vocab_size:,}", name, str(case.rows), "-", "-", "-", "OOM"])
+                rows.append([f"{vocab_size:,}", name, str(case.rows), "-", "-", "-", "-", "OOM"])
                 continue
             # what any head holds that grows with V x d: the weight's float32 gradient and,
             # under autocast, its bf16 copy; and the float32 gradient of the hidden states
             weight_sized = (4 + cast) * vocab_size * case.width
             rest = peak - weight_sized - 4 * case.tokens * case.width
-            if not plain:
+            if head == "chunked":
                 working[vocab_size] = rest
             figures = [f"{peak / GB:.3f}", f"{weight_sized / GB:.3f}", f"{rest / GB:.3f}"]
-            rows.append([f"{vocab_size:,}", name, str(case.rows), *figures, ""])
+            rows.append([f"{vocab_size:,}", name, str(case.rows), *figures, f"{seconds:.3f}", ""])
             print("  " + " | ".join(rows[-1]), flush=True)
     header = ["V", "head", "tokens per chunk", "peak GB", "of which V x d buffers GB"]
-    header += ["working GB", "note"]
+    header += ["working GB", "fwd+bwd s" if cuda else "fwd+bwd CPU s", "note"]
     lines = [
         "",
-        f"## Loss head: forward + backward, {args.head_tokens} tokens, d = {args.head_width}",
-        "",
-        f"Chunk budget {args.head_chunk_logits:,} logits (--head-chunk-logits; the training "
-        f"default, train.head_chunk_logits, is {defaults('train.head_chunk_logits'):,}). Peak: "
+        f"{args.head_tokens} tokens, d = {args.head_width}. Chunk budget "
+        f"{args.head_chunk_logits:,} logits (--head-chunk-logits; the training default, "
+        f"train.head_chunk_logits, is {defaults('train.head_chunk_logits'):,}). Peak: "
         "memory above what was held before the head ran. V x d buffers: the float32 gradient "
         "of the weight" + (" and its bf16 copy under autocast" if cast else "") + ", which "
         "any head holds. Working: the peak less those and the float32 gradient of the hidden "
@@ -324,6 +349,19 @@ def loss_head_section(args, device: torch.device) -> list[str]:
             f"{working[last] / working[first]:.2f}x; peak including the V x d buffers: see table."
         )
     return lines
+
+
+def head_not_run(case: HeadCase, cuda: bool) -> str:
+    """Why a loss-head case is not measured here, or ''."""
+    logits_bytes = 4 * case.tokens * case.vocab_size
+    if case.head == "plain" and not cuda and logits_bytes > 2 * GB:
+        return f"not run on CPU: its fp32 logits alone are {logits_bytes / GB:.1f} GB"
+    if case.head != "plain":
+        try:
+            check_loss_head(case.head, "cuda" if cuda else "cpu")
+        except ValueError as error:
+            return f"not run: {str(error).removeprefix('train.loss_head: ')}"
+    return ""
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -364,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.head_case:  # a child process of head_memory_in_fresh_process
-        print(head_memory(HeadCase(**json.loads(args.head_case)), device))
+        print(*head_memory(HeadCase(**json.loads(args.head_case)), device))
         return
     cuda = device.type == "cuda"
     if args.threads:
@@ -449,11 +487,19 @@ def main(argv: list[str] | None = None) -> None:
         header += ["achieved TFLOP/s", "MFU", memory, "note"]
         table = markdown_table(header, rows)
         report += ["", "## Training step", "", table]
+        record_section(args.out, report[0], "\n".join(report) + "\n")
 
-    report += loss_head_section(args, device)
-    text = "\n".join(report) + "\n"
-    print(text)
-    Path(args.out).write_text(text)
+    heads = [
+        HEADS_HEADING,
+        "",
+        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- device: {device_description(device)}",
+        f"- torch {torch.__version__}; command: "
+        f"`python benchmarks/bench_train.py {' '.join(argv or sys.argv[1:])}`",
+        *loss_head_section(args, device),
+    ]
+    record_section(args.out, HEADS_HEADING, "\n".join(heads) + "\n")
+    print("\n".join(heads))
     print(f"wrote {args.out}")
 
 

@@ -1,4 +1,5 @@
-"""What every benchmark says about the machine it ran on: figures without it mean nothing."""
+"""What every benchmark says about the machine it ran on (figures without it mean nothing), and
+where its figures go: its own section of benchmarks/RESULTS.md."""
 
 from __future__ import annotations
 
@@ -28,3 +29,18 @@ def usable_cores() -> int:
 def memory_gib() -> float:
     """Physical memory of the machine."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def record_section(path: str | Path, heading: str, text: str) -> None:
+    """Put `text` (which starts with `heading`, a top-level Markdown heading) into the results
+    file: in place of that heading's section, up to the next top-level heading, or at the end.
+    Each benchmark rewrites its own sections and leaves the others' alone."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    start = old.find(heading + "\n")
+    if start < 0:
+        path.write_text((old.rstrip("\n") + "\n\n" if old else "") + text)
+        return
+    end = old.find("\n# ", start + len(heading))
+    rest = old[end + 1 :] if end >= 0 else ""
+    path.write_text(old[:start] + text + ("\n" + rest if rest else ""))

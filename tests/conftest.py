@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import random
 import shutil
 import subprocess
 import time
@@ -16,6 +17,7 @@ import yaml
 
 from vocabscale.config import defaults, read_yaml
 from vocabscale.corpus.prepare import prepare_corpus
+from vocabscale.corpus.shards import read_texts
 from vocabscale.tokenizer.tokenize import tokenize_corpus
 from vocabscale.tokenizer.train import train_tokenizer
 
@@ -106,6 +108,83 @@ def tokenized(tmp_path_factory, corpus_dir) -> dict[int, Path]:
         )
         out[vocab_size] = root / f"tokens-v{vocab_size}"
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tokenized) -> Path:
+    """A real run of a tiny model (V = 640, 2 blocks, context 32), laid out as the pipeline
+    lays out its results: `runs/t-v640/` beside `tokenizers/v640/tokenizer.json`."""
+    from vocabscale.accounting import ModelShape
+    from vocabscale.sweep import ModelSpec
+    from vocabscale.train.config import TrainConfig
+    from vocabscale.train.loop import train_run
+
+    results = tmp_path_factory.mktemp("results")
+    tokenizer = results / "tokenizers/v640/tokenizer.json"
+    tokenizer.parent.mkdir(parents=True)
+    shutil.copyfile(tokenized[640].parent / "v640/tokenizer.json", tokenizer)
+    train = defaults("train") | {"seed": 0, "context": 32, "batch_tokens": 1024}
+    train |= {"micro_batch_size": 32, "lr": 1e-2, "evals": 2, "device": "cpu", "threads": 1}
+    spec = ModelSpec("t", ModelShape(n_layer=2, n_head=2, d_model=32, ffn=64), 96 * 1024, 1)
+    run = results / "runs/t-v640"
+    train_run(spec, tokenized[640], TrainConfig.from_params(train), run, results / "ckpt")
+    return run
+
+
+def next_text_task(directory: Path, validation: Path, items: int = 48) -> Path:
+    """An lm-evaluation-harness task over local files, so no hub: `next_text`, multiple
+    choice. Each item is 100 characters of held-out text; the choices are the 20 characters
+    that follow and three other such spans (chance: 25%), short enough for a context of 32
+    tokens at V = 320. The YAML names its data files by absolute path (relative ones would be
+    read from the working directory)."""
+    rng = random.Random(0)
+    pieces = []
+    for text in read_texts(validation):
+        text = " ".join(text.split())
+        starts = range(0, len(text) - 119, 120)
+        pieces += [(text[i : i + 100], text[i + 100 : i + 120]) for i in starts]
+    rows = []
+    for index, (context, answer) in enumerate(pieces[:items]):
+        others = [cont for j, (_, cont) in enumerate(pieces) if j != index]
+        choices = [answer, *rng.sample(others, 3)]
+        rng.shuffle(choices)
+        rows.append({"context": context, "choices": choices, "label": choices.index(answer)})
+    directory.mkdir(parents=True, exist_ok=True)
+    splits = {"train": rows[:8], "validation": rows[8:]}
+    for split, split_rows in splits.items():
+        lines = [json.dumps(row) for row in split_rows]
+        (directory / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    config = {
+        "task": "next_text",
+        "dataset_path": "json",
+        "dataset_kwargs": {
+            "data_files": {split: str(directory / f"{split}.jsonl") for split in splits}
+        },
+        "output_type": "multiple_choice",
+        "training_split": "train",
+        "validation_split": "validation",
+        "fewshot_split": "train",
+        "doc_to_text": "{{context}}",
+        "doc_to_choice": "{{choices}}",
+        "doc_to_target": "{{label}}",
+        "metric_list": [
+            {"metric": metric, "aggregation": "mean", "higher_is_better": True}
+            for metric in ("acc", "acc_norm")
+        ],
+        "metadata": {"version": 1.0},
+    }
+    (directory / "next_text.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return directory
+
+
+def offline_env(hf_home: Path) -> dict[str, str]:
+    """`subprocess_env()` for lm-evaluation-harness without the network: Hugging Face's
+    offline switches (no hub lookups, no download-count pings) and a cache of its own."""
+    return subprocess_env() | {
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": str(hf_home),
+    }
 
 
 #: What a scratch copy of the project holds: both engines' definitions, the code the DVC stages

@@ -185,7 +185,9 @@ def test_a_new_vocabulary_size_runs_its_stages_and_the_aggregates(
         "fit_tokenization",
         *(f"train@{model}-480" for model in models),
         *(f"normalize@{model}-480" for model in models),
+        *(f"downstream@{model}-480" for model in models),
         "collect",
+        "collect_downstream",
         *(f"estimate@{approach}" for approach in APPROACHES),
         "report",
     }
@@ -343,6 +345,7 @@ CHANGE_NO_OUTPUT = (
     "tokenizer.batch_characters",
     "tokenizer.checkpoint_seconds",
     "cluster",
+    "live",  # where the training curves are sent as they come, beside the outputs
 )
 
 
@@ -401,8 +404,8 @@ def is_under(key: str, section: str) -> bool:
 
 
 #: Sections a stage declares for their names only, not their settings: collect's runs are the
-#: grid of model names x vocabulary sizes.
-NAMES_ONLY = {("collect", "models")}
+#: grid of model names x vocabulary sizes (the shapes, which have no defaults, count too).
+NAMES_ONLY = {("collect", "models"), ("collect_downstream", "models")}
 
 
 def test_every_default_is_declared_by_the_stages_that_read_it():

@@ -1,12 +1,21 @@
 """The model: the chunked loss head is exactly cross-entropy, the parameter counts are the
 closed form the scaling laws use, and attention is causal."""
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
 from vocabscale.accounting import PAPER_SHAPES, ModelShape
-from vocabscale.train.model import Llama, head_chunk_rows, summed_cross_entropy
+from vocabscale.train.model import (
+    LOSS_HEADS,
+    Llama,
+    check_loss_head,
+    head_chunk_rows,
+    head_loss,
+    summed_cross_entropy,
+)
 
 
 def plain_cross_entropy(hidden, weight, targets):
@@ -84,6 +93,57 @@ def test_the_model_head_equals_plain_cross_entropy_of_its_logits():
     assert summed.item() == pytest.approx(reference.item(), rel=1e-6)
 
 
+def runs_here(head: str) -> bool:
+    """Whether a loss head's backend runs on this machine (liger: CUDA and Liger-Kernel)."""
+    try:
+        check_loss_head(head, "auto")
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("head", [h for h in LOSS_HEADS if h != "chunked"])
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+def test_every_loss_head_gives_the_chunked_heads_loss_and_gradients(head, chunk):
+    if not runs_here(head):
+        pytest.skip(f"the {head} loss head does not run on this machine")
+    device = "cuda" if head == "liger" else "cpu"
+    inputs = [t.to(device) for t in head_inputs(tokens=200, width=24, vocab=301)]
+    chunked = loss_and_grads(lambda h, w, y: head_loss("chunked", h, w, y, chunk), *inputs)
+    other = loss_and_grads(lambda h, w, y: head_loss(head, h, w, y, chunk), *inputs)
+    assert other[0].item() == pytest.approx(chunked[0].item(), rel=1e-5)
+    for theirs, ours in zip(other[1:], chunked[1:]):
+        torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
+
+
+def test_the_model_trains_and_evaluates_through_the_chosen_head():
+    """(batch, time) inputs, the training and the evaluation paths: the torch head's model
+    gives the chunked head's loss and gradients."""
+    if not runs_here("torch"):
+        pytest.skip("torch.nn.functional.linear_cross_entropy needs torch >= 2.13")
+    tokens = torch.randint(0, 97, (3, 13), generator=torch.Generator().manual_seed(1))
+    results = []
+    for head in ("chunked", "torch"):
+        torch.manual_seed(0)
+        model = Llama(ModelShape(2, 2, 16, 32), 97, 12, head_chunk_tokens=5, loss_head=head)
+        loss = model(tokens[:, :-1], tokens[:, 1:])
+        loss.backward()
+        with torch.no_grad():
+            evaluated = model(tokens[:, :-1], tokens[:, 1:])
+        results.append((loss.item(), evaluated.item(), model.output.weight.grad))
+    (loss, evaluated, grad), (torch_loss, torch_evaluated, torch_grad) = results
+    assert torch_loss == pytest.approx(loss, rel=1e-6)
+    assert torch_evaluated == pytest.approx(evaluated, rel=1e-6)
+    torch.testing.assert_close(torch_grad, grad, rtol=1e-5, atol=1e-6)
+
+
+def test_a_loss_head_that_cannot_run_here_is_refused_before_training():
+    with pytest.raises(ValueError, match=r"train\.loss_head: liger runs on CUDA only"):
+        check_loss_head("liger", "cpu")
+    with pytest.raises(ValueError, match=r"train\.loss_head: 'fused' is not one of"):
+        check_loss_head("fused", "cpu")
+
+
 def test_head_chunks_hold_a_fixed_number_of_logits():
     budget = 2**25
     assert head_chunk_rows(32_768, 8192, budget) == 1024
@@ -121,3 +181,23 @@ def test_parameter_counts_of_the_paper_presets_match_the_closed_form(name):
     # untied embeddings: the input embedding and the output head, V x d each
     assert sum(p.numel() for p in model.parameters()) == nnv + 2 * vocab * shape.d_model
     assert model.embedding.weight.shape == model.output.weight.shape == (vocab, shape.d_model)
+
+
+def test_a_run_records_its_loss_head_and_learns_the_same_with_each(tokenized, tmp_path):
+    from vocabscale.config import defaults
+    from vocabscale.io import read_json
+    from vocabscale.sweep import ModelSpec
+    from vocabscale.train.config import TrainConfig
+    from vocabscale.train.loop import train_run
+
+    spec = ModelSpec("t", ModelShape(n_layer=1, n_head=2, d_model=32, ffn=64), 16 * 1024, 1)
+    losses = {}
+    for head in ("chunked", "torch"):
+        train = defaults("train") | {"seed": 0, "context": 32, "batch_tokens": 1024, "lr": 1e-2}
+        train |= {"micro_batch_size": 32, "evals": 2, "device": "cpu", "loss_head": head}
+        out = tmp_path / head
+        checkpoints = tmp_path / f"{head}-state"
+        run = train_run(spec, tokenized[320], TrainConfig.from_params(train), out, checkpoints)
+        assert read_json(out / "run.json")["loss_head"] == run["loss_head"] == head
+        losses[head] = pd.read_csv(out / "evals.csv")["eval_ce_sum"].to_numpy()
+    np.testing.assert_allclose(losses["torch"], losses["chunked"], rtol=1e-4)

@@ -11,6 +11,7 @@ import torch
 
 from vocabscale.accounting import ModelShape
 from vocabscale.config import defaults
+from vocabscale.corpus.shards import read_texts
 from vocabscale.io import read_json, read_tokens
 from vocabscale.runs.normalize import (
     normalize_evals,
@@ -65,12 +66,15 @@ def test_a_unigram_model_has_zero_normalized_loss(tokenized):
     assert count == len(validation) - 1
     evals = pd.DataFrame({"eval_ce_sum": [ce_sum], "eval_tokens": [count]})
     unigram_sum = unigram_cross_entropy_sum(validation[1:], log_probs)
-    out = normalize_evals(evals, unigram_sum, count, stats["splits"]["validation"]["characters"])
+    split = stats["splits"]["validation"]
+    out = normalize_evals(evals, unigram_sum, count, split["characters"], split["utf8_bytes"])
     assert abs(out["loss_u"].iloc[0]) < 1e-6
     assert out["loss"].iloc[0] == pytest.approx(out["unigram_loss"].iloc[0], abs=1e-6)
 
 
-def test_a_trained_model_has_negative_normalized_loss_and_sane_bpc(tokenized, tmp_path):
+def test_a_trained_model_has_negative_normalized_loss_and_sane_bpc_and_bpb(
+    tokenized, corpus_dir, tmp_path
+):
     config = TrainConfig.from_params(
         {
             **defaults("train"),
@@ -95,9 +99,17 @@ def test_a_trained_model_has_negative_normalized_loss_and_sane_bpc(tokenized, tm
     expected = out["eval_ce_sum"] / (stats["splits"]["validation"]["characters"] * math.log(2))
     assert np.allclose(out["bpc"], expected)
     assert ((out["bpc"] > 0) & (out["bpc"] < 8)).all()
+    # bits per byte: the same total over the UTF-8 bytes of the evaluation text, which are
+    # at least its characters (more where the text is not ASCII)
+    validation = list(read_texts(corpus_dir / "validation.parquet"))
+    utf8_bytes = sum(len(text.encode("utf-8")) for text in validation)
+    assert stats["splits"]["validation"]["utf8_bytes"] == utf8_bytes
+    assert sum(map(len, validation)) == stats["splits"]["validation"]["characters"]
+    assert np.allclose(out["bpb"], out["eval_ce_sum"] / (utf8_bytes * math.log(2)))
+    assert (out["bpb"] <= out["bpc"]).all()
 
 
 def test_records_from_another_tokenizer_are_refused():
     evals = pd.DataFrame({"eval_ce_sum": [10.0], "eval_tokens": [100]})
     with pytest.raises(ValueError, match="do not belong together"):
-        normalize_evals(evals, 5.0, eval_tokens=99, eval_characters=400)
+        normalize_evals(evals, 5.0, eval_tokens=99, eval_characters=400, eval_bytes=420)

@@ -72,6 +72,31 @@ def synthetic_runs(
     return pd.DataFrame(rows)
 
 
+def synthetic_downstream(runs: pd.DataFrame, samples: int = 500) -> pd.DataFrame:
+    """results/downstream.csv for the last checkpoint of every synthetic run: accuracies that
+    rise from chance as L_u falls, with the binomial standard error of `samples` documents."""
+    last = runs.sort_values("step").groupby("run_id", sort=False).tail(1)
+    loss = last["loss_u"].to_numpy()
+    better = (loss.max() - loss) / (loss.max() - loss.min())
+    rows = []
+    for task, chance in (("arc_easy", 0.25), ("piqa", 0.5)):
+        acc = chance + 0.3 * better
+        stderr = np.sqrt(acc * (1 - acc) / samples)
+        rows.append(
+            last.assign(
+                train_tokens=last["tokens"],
+                task=task,
+                num_fewshot=0,
+                samples=samples,
+                acc=acc,
+                acc_stderr=stderr,
+                acc_norm=acc + 0.01,
+                acc_norm_stderr=stderr,
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> dict[str, Path]:
     """The synthetic table and the three approaches fitted on it, as the estimate stages
@@ -89,7 +114,13 @@ def clean(tmp_path_factory) -> dict[str, Path]:
         )
         result["tokenization"] = {**f.as_dict(), "source": "paper"}
         write_json(root / "estimates" / f"{approach}.json", result)
-    return {"root": root, "runs": root / "runs.csv", "estimates": root / "estimates"}
+    synthetic_downstream(frame).to_csv(root / "downstream.csv", index=False)
+    return {
+        "root": root,
+        "runs": root / "runs.csv",
+        "estimates": root / "estimates",
+        "downstream": root / "downstream.csv",
+    }
 
 
 def report_section(default_params: dict, **changes) -> dict:
@@ -124,7 +155,8 @@ def kinds(out: Path) -> dict[str, list]:
 @pytest.fixture(scope="module")
 def clean_report(clean, tmp_path_factory, default_params) -> Path:
     out = tmp_path_factory.mktemp("clean") / "report"
-    build_report(clean["estimates"], clean["runs"], report_section(default_params), out)
+    settings = report_section(default_params)
+    build_report(clean["estimates"], clean["runs"], settings, out, downstream=clean["downstream"])
     return out
 
 
@@ -134,6 +166,19 @@ def test_every_figure_is_a_real_png(clean_report):
     for spec in FIGURES:
         assert f"](figures/{spec.name}.png)" in markdown
     assert "Not drawn" not in markdown
+
+
+def test_the_downstream_scores_reach_the_report(clean_report, clean):
+    markdown = (clean_report / "report.md").read_text()
+    table = pd.read_csv(clean["downstream"])
+    for row in table.itertuples():
+        assert f"{row.acc:.3f} ± {row.acc_stderr:.3f}" in markdown
+    # the best V of each model and task is in bold, and each approach predicts a V per model
+    assert markdown.count("| **") >= table.groupby(["task", "model"]).ngroups
+    section = markdown.split("What each approach predicts for these models")[1]
+    section = section.split("## Coefficients")[0]
+    for model in table["model"].unique():
+        assert f"\n| {model} |" in section
 
 
 def test_every_prediction_row_is_present(clean_report):

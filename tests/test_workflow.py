@@ -53,6 +53,7 @@ def test_runs_table_has_every_checkpoint_of_every_run(snakemake_run, tiny_params
         "loss",
         "loss_u",
         "bpc",
+        "bpb",
         "diverged",
     ):
         assert runs[column].notna().all(), column

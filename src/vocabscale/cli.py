@@ -33,14 +33,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenize": ("vocabscale.tokenizer.tokenize", "tokenize the corpus into token arrays"),
     "fit-tokenization": ("vocabscale.tokenizer.fit", "fit f(V), tokens per character"),
     "train": ("vocabscale.train.stage", "train one model x V run (torchrun when gpus > 1)"),
-    "normalize": ("vocabscale.runs.normalize", "loss, unigram-normalized loss and bpc of a run"),
+    "normalize": (
+        "vocabscale.runs.normalize",
+        "loss, unigram-normalized loss, bpc and bpb of a run",
+    ),
     "collect": ("vocabscale.runs.collect", "gather every run of the grid into the runs table"),
+    "downstream": (
+        "vocabscale.downstream.evaluate",
+        "export one run to Hugging Face and score it with lm-evaluation-harness",
+    ),
+    "collect-downstream": (
+        "vocabscale.downstream.collect",
+        "gather the downstream scores of the grid into one table",
+    ),
     "estimate-<approach>": ("vocabscale.estimate.stage", "fit one approach on the runs table"),
     "report": ("vocabscale.report.stage", "write the prediction report"),
     "estimate": ("vocabscale.estimate.command", "fit every approach on any runs table"),
     "predict": ("vocabscale.estimate.predict", "predict V for a model from coefficients"),
     "plan": ("vocabscale.cluster", "per-run FLOPs, GPU-hours and SLURM jobs of the grid"),
     "dvc-commit": ("vocabscale.handover", "record a finished Snakemake run with DVC"),
+    "export-hf": ("vocabscale.export", "write a run as a Hugging Face model directory"),
 }
 
 

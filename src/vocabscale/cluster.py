@@ -364,6 +364,22 @@ def cpu_job_resource_callables(params: dict[str, Any], step: str) -> dict[str, A
     return {name: resource(name) for name in cpu_job_resources(params, step)}
 
 
+def downstream_resources(params: dict[str, Any]) -> dict[str, Any]:
+    """SLURM resources of one downstream evaluation job: a GPU unless it evaluates on the CPU
+    (`downstream.device: cpu`), for `cluster.eval_job_runtime_minutes`."""
+    cluster = cluster_settings(params)
+    resources: dict[str, Any] = {
+        "nodes": 1,
+        "tasks": 1,
+        "runtime": cluster["eval_job_runtime_minutes"],
+        "cpus_per_task": cluster["cpus_per_gpu"],
+        "mem_mb": cluster["mem_mb_per_gpu"],
+    }
+    if params["downstream"]["device"] != "cpu":
+        resources.update(gpu_request(1, 1, cluster.get("gpu_type")))
+    return {**resources, **placement(cluster)}
+
+
 def placement(cluster: dict[str, Any], cpu: bool = False) -> dict[str, Any]:
     """Partition, account and QoS as SLURM resources, those that are set; for CPU jobs a
     `cpu_<key>` setting (cluster.cpu_partition) goes before the GPU jobs' one."""

@@ -6,9 +6,16 @@ rule report:
         ),
         runs="results/runs.csv",
         tokenization="results/tokenization/fit.json",
+        downstream="results/downstream.csv",
         code=STAGES.code("report"),
     output:
-        directory("results/report"),
+        # `snakemake --report report.zip` shows the page, the tables and every figure
+        report(
+            directory("results/report"),
+            patterns=["{name}.html", "{name}.md", "{name}.csv", "figures/{name}.png"],
+            caption="../report/report.rst",
+            category="Prediction report",
+        ),
     params:
         file=PARAMS_FILE,
         settings=settings_of("report"),
@@ -16,4 +23,5 @@ rule report:
         "logs/report.log",
     shell:
         "vocabscale report --params {params.file} --estimates results/estimates "
-        "--runs {input.runs} --tokenization {input.tokenization} --out {output} --log {log}"
+        "--runs {input.runs} --tokenization {input.tokenization} "
+        "--downstream {input.downstream} --out {output} --log {log}"

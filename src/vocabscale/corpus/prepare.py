@@ -181,7 +181,9 @@ def prepare_corpus(corpus: dict[str, Any], out_dir: str | Path) -> dict[str, Any
     items = iter_documents(corpus)
     with atomic_dir(out_dir) as tmp:
         writer = DocumentSplitter(tmp, corpus)
-        progress = tqdm(desc="prepare_corpus", unit=" chars", unit_scale=True, mininterval=2)
+        progress = tqdm(
+            desc="prepare_corpus", unit=" chars", unit_scale=True, mininterval=2, disable=None
+        )
         total = 0
         for item in items:
             document = usable_document(item, skipped, corpus["max_document_bytes"])

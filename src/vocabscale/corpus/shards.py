@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 #: Documents are written in parquet row groups of about this many characters: readers
@@ -77,6 +78,15 @@ def read_texts(path: str | Path) -> Iterator[str]:
     """Documents of one parquet shard written by this stage, in order, a row group at a time."""
     for batch in pq.ParquetFile(path).iter_batches(columns=["text"], batch_size=1024):
         yield from batch.column(0).to_pylist()
+
+
+def utf8_bytes(path: str | Path) -> int:
+    """UTF-8 bytes of the documents of one parquet file, a row group at a time (what bits
+    per byte divide by)."""
+    total = 0
+    for batch in pq.ParquetFile(path).iter_batches(columns=["text"], batch_size=1024):
+        total += pc.sum(pc.binary_length(batch.column(0))).as_py() or 0
+    return total
 
 
 def train_shards(corpus_dir: str | Path) -> list[Path]:

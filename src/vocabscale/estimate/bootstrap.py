@@ -34,7 +34,9 @@ def bootstrap_replicates(
     previous = logger.level
     logger.setLevel(logging.ERROR)  # refits repeat the main fit's warnings
     try:
-        for _ in tqdm(range(samples), desc=f"bootstrap {approach}", mininterval=2, leave=False):
+        for _ in tqdm(
+            range(samples), desc=f"bootstrap {approach}", mininterval=2, leave=False, disable=None
+        ):
             sample = runs.subset(rng.choice(ids, size=len(ids), replace=True))
             try:
                 fitted = registered.fit(sample, f, **options)

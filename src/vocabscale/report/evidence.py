@@ -19,7 +19,12 @@ import pandas as pd
 
 from vocabscale.accounting import MIN_VOCAB_SIZE, width_for_nnv
 from vocabscale.estimate.approaches import APPROACHES
-from vocabscale.estimate.predict import confidence_of, load_coefficients, predictions_table
+from vocabscale.estimate.predict import (
+    confidence_of,
+    load_coefficients,
+    predict,
+    predictions_table,
+)
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
 from vocabscale.io import read_json
 from vocabscale.runs.table import (
@@ -94,6 +99,8 @@ class Evidence:
     runs_note: str = "no runs table was given"
     tokenization_points: pd.DataFrame | None = None  # vocab_size, tokens_per_character
     tokenization_points_source: str = ""
+    downstream: pd.DataFrame | None = None  # scores per run and task (collect-downstream)
+    downstream_note: str = "no downstream table was given"
     sources: dict[str, str] = field(default_factory=dict)  # what each input was
 
     @property
@@ -120,6 +127,12 @@ class Evidence:
             reason = failed.get(approach, "absent from the input")
             raise Skipped(f"needs approach {title(approach)}, which was not fitted ({reason})")
         return fitted
+
+    def need_downstream(self) -> pd.DataFrame:
+        """The downstream scores, or Skipped saying why there are none."""
+        if self.downstream is None or self.downstream.empty:
+            raise Skipped(self.downstream_note)
+        return self.downstream
 
     def need_runs(self) -> pd.DataFrame:
         """The runs table, or Skipped saying why there is none."""
@@ -166,6 +179,44 @@ def load_tokenization_points(
             frame = pd.DataFrame({"vocab_size": measured[0], "tokens_per_character": measured[1]})
             return frame, "runs table"
     return None, ""
+
+
+def load_downstream(path: str | Path | None) -> tuple[pd.DataFrame | None, str]:
+    """(scores per run and task, note): results/downstream.csv, empty while evaluation is
+    off."""
+    if path is None:
+        return None, "no downstream table was given"
+    table = pd.read_csv(path)
+    if table.empty:
+        return None, "downstream evaluation is off (downstream.tasks is empty)"
+    return table, str(path)
+
+
+def downstream_metric(table: pd.DataFrame) -> str:
+    """acc_norm (length-normalized, what ARC and HellaSwag are usually quoted with) where the
+    tasks have it, else acc."""
+    return "acc_norm" if table["acc_norm"].notna().any() else "acc"
+
+
+def downstream_predictions(evidence: Evidence) -> pd.DataFrame:
+    """Each approach's V for each model shape of the downstream table: approach 3 at that
+    model's compute (the mean C of its runs, which differ only by the vocabulary's 6 V d D),
+    approaches 1 and 2 at the compute-optimal budget of its Nnv, the only one they answer
+    for."""
+    table = evidence.need_downstream()
+    models = table.groupby("model", sort=False).agg(
+        nnv=("non_vocab_params", "first"), d_model=("d_model", "first"), flops=("flops", "mean")
+    )
+    rows = []
+    for model, row in models.iterrows():
+        try:
+            answer = predict(evidence.coefficients, row["nnv"], row["d_model"], row["flops"])
+        except ValueError:
+            continue
+        for approach, values in answer["approaches"].items():
+            rows.append({**values, "model": model, **row, "approach": approach})
+    columns = ["model", "nnv", "d_model", "flops", "approach", "vocab_size"]
+    return pd.DataFrame(rows).reindex(columns=columns)
 
 
 def _table_for_target(coefficients: dict[str, Any], target: dict) -> pd.DataFrame:
@@ -275,15 +326,17 @@ def gather_evidence(
     runs_path: str | Path | None,
     settings: dict[str, Any],
     tokenization: str | Path | None = None,
+    downstream: str | Path | None = None,
 ) -> Evidence:
     """Read the report's inputs: the coefficients (an estimates directory, a coefficients.json
-    or `paper`), the runs table and the tokenizers' f(V) measurements (both optional); predict
-    every target."""
+    or `paper`), the runs table, the tokenizers' f(V) measurements and the downstream scores
+    (all three optional); predict every target."""
     coefficients = load_coefficients(estimates)
     targets = resolve_targets(settings)
     predictions = build_predictions(coefficients, targets, settings["round_to"])
     runs, diverged, runs_note = load_runs_for_report(runs_path, coefficients)
     points, points_source = load_tokenization_points(tokenization, runs)
+    scores, scores_note = load_downstream(downstream)
     return Evidence(
         coefficients=coefficients,
         settings=settings,
@@ -294,9 +347,12 @@ def gather_evidence(
         runs_note=runs_note,
         tokenization_points=points,
         tokenization_points_source=points_source,
+        downstream=scores,
+        downstream_note=scores_note,
         sources={
             "coefficients": str(estimates),
             "runs table": str(runs_path) if runs_path else "none",
             "tokenizers' f(V) measurements": str(tokenization) if tokenization else "none",
+            "downstream scores": str(downstream) if downstream else "none",
         },
     )

@@ -30,7 +30,15 @@ from vocabscale.estimate.approaches import APPROACHES
 from vocabscale.estimate.isoflops import optimal_flops
 from vocabscale.estimate.predict import predict_one
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
-from vocabscale.report.evidence import TRUE_TOKENS, Evidence, Skipped, isoflops_envelope, title
+from vocabscale.report.evidence import (
+    TRUE_TOKENS,
+    Evidence,
+    Skipped,
+    downstream_metric,
+    downstream_predictions,
+    isoflops_envelope,
+    title,
+)
 from vocabscale.report.numbers import human
 from vocabscale.tokens_per_char import (
     PAPER_TOKENS_PER_CHAR,
@@ -674,6 +682,62 @@ def figure_vocab_vs_nnv(evidence: Evidence, path: Path) -> None:
     _save(fig, path)
 
 
+def figure_downstream(evidence: Evidence, path: Path) -> None:
+    """Downstream accuracy against V, one panel per task and one line per model shape (whose
+    runs share Nnv and tokens), with one standard error and each approach's predicted V."""
+    table = evidence.need_downstream()
+    metric = downstream_metric(table)
+    predicted = downstream_predictions(evidence)
+    tasks = list(dict.fromkeys(table["task"]))
+    columns = min(len(tasks), 3)
+    rows = -(-len(tasks) // columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(4.6 * columns, 3.8 * rows), squeeze=False, layout="constrained"
+    )
+    markers = model_markers(table["non_vocab_params"])
+    for ax, task in zip(axes.flat, tasks):
+        for model, runs in table[table["task"] == task].groupby("model", sort=False):
+            runs = runs.sort_values("vocab_size")
+            nnv = float(runs["non_vocab_params"].iloc[0])
+            ax.errorbar(
+                runs["vocab_size"],
+                runs[metric],
+                yerr=runs[f"{metric}_stderr"],
+                marker=markers[nnv],
+                color="black",
+                capsize=3,
+                lw=1,
+                label=f"{model} (Nnv {human(nnv)}, C {runs['flops'].min():.2g}"
+                f"-{runs['flops'].max():.2g})",
+            )
+            for approach in predicted[predicted["model"] == model].itertuples():
+                ax.scatter(
+                    approach.vocab_size,
+                    0.97,
+                    transform=ax.get_xaxis_transform(),
+                    marker=markers[nnv],
+                    s=40,
+                    color=colour(approach.approach),
+                    edgecolors="black",
+                    linewidths=0.5,
+                    zorder=4,
+                )
+        ax.margins(y=0.2)  # room along the top for the predicted V
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+        ax.set_title(task)
+        ax.set_xlabel("vocabulary size V")
+        ax.set_ylabel(metric)
+    for ax in axes.flat[len(tasks) :]:
+        ax.remove()
+    first = axes.flat[0]
+    for approach in dict.fromkeys(predicted["approach"]):
+        first.scatter([], [], color=colour(approach), label=f"{title(approach)}: predicted V")
+    handles, labels = first.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    _save(fig, path)
+
+
 @dataclass(frozen=True)
 class FigureSpec:
     name: str
@@ -742,6 +806,17 @@ FIGURES: tuple[FigureSpec, ...] = (
         "the compute-optimal budget (1x = approach 1's optimum for its Nnv). More data per "
         "parameter favours a larger vocabulary. Hollow circles: the optimum hit the edge of "
         "the V search range.",
+    ),
+    FigureSpec(
+        "downstream",
+        "Downstream: accuracy against V",
+        figure_downstream,
+        "Each run scored by lm-evaluation-harness on each task, with one standard error. A "
+        "line is one model shape: its runs have the same Nnv and were trained on the same "
+        "tokens, so their compute differs only by the vocabulary's share, 6 V d D (its range "
+        "in the legend). The markers along the top are each approach's predicted V for that "
+        "model (approach 3 at its compute, approaches 1 and 2 at the compute-optimal budget of "
+        "its Nnv), in the approach's colour and the model's marker.",
     ),
 )
 

@@ -18,7 +18,15 @@ import pandas as pd
 from vocabscale.estimate.approaches import APPROACHES
 from vocabscale.estimate.predict import predict
 from vocabscale.report.doubts import CHECKS, meaning_of
-from vocabscale.report.evidence import Evidence, Skipped, isoflops_envelope, target_distances, title
+from vocabscale.report.evidence import (
+    Evidence,
+    Skipped,
+    downstream_metric,
+    downstream_predictions,
+    isoflops_envelope,
+    target_distances,
+    title,
+)
 from vocabscale.report.figures import FIGURES
 from vocabscale.report.numbers import human, range_text, sci, times
 
@@ -179,6 +187,86 @@ def _public_models_markdown(evidence: Evidence) -> list[str]:
     return [*lines, ""]
 
 
+def _score(value: float, stderr: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.3f} ± {stderr:.3f}"
+
+
+def _downstream_markdown(evidence: Evidence) -> list[str]:
+    """The downstream scores of every run (the best V of each model and task in bold), and
+    each approach's predicted V for each model at its compute."""
+    try:
+        table = evidence.need_downstream()
+    except Skipped:
+        return []
+    lines = [
+        "Scores ± one standard error; documents scored and shots per task: "
+        + ", ".join(
+            f"{task} {int(group['samples'].max())} ({int(group['num_fewshot'].max())}-shot)"
+            for task, group in table.groupby("task", sort=False)
+        )
+        + ".",
+        "",
+        "| task | model | V | C (FLOPs) | acc | acc_norm |",
+        "|---|---|--:|--:|--:|--:|",
+    ]
+    order = {task: i for i, task in enumerate(dict.fromkeys(table["task"]))}
+    table = table.sort_values(
+        ["task", "non_vocab_params", "vocab_size"],
+        key=lambda column: column.map(order) if column.name == "task" else column,
+    )
+    metric = downstream_metric(table)
+    best = table.groupby(["task", "model"])[metric].transform("max")
+    for row, top in zip(table.itertuples(index=False), best == table[metric]):
+        v = f"**{row.vocab_size:,}**" if top else f"{row.vocab_size:,}"
+        lines.append(
+            f"| {row.task} | {row.model} | {v} | {sci(row.flops)} | "
+            f"{_score(row.acc, row.acc_stderr)} | {_score(row.acc_norm, row.acc_norm_stderr)} |"
+        )
+    predicted = downstream_predictions(evidence)
+    if not predicted.empty:
+        wide = predicted.pivot(index="model", columns="approach", values="vocab_size")
+        models = predicted.groupby("model", sort=False)[["nnv", "flops"]].first()
+        approaches = [a for a in APPROACHES if a in wide.columns]
+        lines += [
+            "",
+            f"Bold: the best V of each model on each task by {metric}. What each approach "
+            "predicts for these models (approach 3 at their compute, C below; approaches 1 and "
+            "2 at the compute-optimal budget of their Nnv):",
+            "",
+            "| model | Nnv | C (FLOPs) | " + " | ".join(f"{title(a)} V" for a in approaches) + " |",
+            "|---|--:|--:|" + "--:|" * len(approaches),
+        ]
+        for model, row in models.iterrows():
+            cells = " | ".join(f"{wide.loc[model, a]:,.0f}" for a in approaches)
+            lines.append(f"| {model} | {human(row['nnv'])} | {sci(row['flops'])} | {cells} |")
+    return [*lines, ""]
+
+
+def _final_losses_markdown(evidence: Evidence) -> list[str]:
+    """Each run's last checkpoint: loss, L_u, bits per character and per byte (the
+    tokenizer-independent measures), where the runs table has them."""
+    if evidence.runs is None:
+        return []
+    runs = evidence.runs
+    columns = [c for c in ("loss", "loss_u", "bpc", "bpb") if c in runs.columns]
+    last = runs.sort_values("flops").groupby("run", sort=False).tail(1)
+    last = last.sort_values(["non_vocab_params", "vocab_size"])
+    lines = [
+        "The last checkpoint of every run (bpc, bpb: bits per character and per UTF-8 byte of "
+        "the evaluation text, comparable across tokenizers):",
+        "",
+        "| run | V | Nnv | C (FLOPs) | " + " | ".join(columns) + " |",
+        "|---|--:|--:|--:|" + "--:|" * len(columns),
+    ]
+    for row in last.itertuples(index=False):
+        values = " | ".join(f"{getattr(row, c):.4f}" for c in columns)
+        lines.append(
+            f"| {row.run} | {row.vocab_size:,.0f} | {human(row.non_vocab_params)} | "
+            f"{sci(row.flops)} | {values} |"
+        )
+    return [*lines, ""]
+
+
 def _fit_quality(fit: dict[str, Any]) -> str:
     """R², RMSE and points of a fit record; of each of its parts when it has several (approach
     1 fits three power laws)."""
@@ -278,6 +366,10 @@ def render_markdown(
             lines += _derivative_markdown(evidence)
         if spec.name == "vocab_vs_nnv":
             lines += _public_models_markdown(evidence)
+        if spec.name == "loss_vs_compute":
+            lines += _final_losses_markdown(evidence)
+        if spec.name == "downstream":
+            lines += _downstream_markdown(evidence)
     lines += ["## Coefficients", "", *_coefficients_markdown(evidence.coefficients), ""]
     lines += ["## Inputs", ""]
     lines += [f"- {name}: `{value}`" for name, value in evidence.sources.items()]

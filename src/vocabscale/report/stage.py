@@ -3,8 +3,8 @@ behind it, and what to doubt.
 
 Runs on any estimates directory (the three approaches' JSON files) or on one coefficients.json
 from `vocabscale estimate`, so a report can be rebuilt from results pulled with DVC or fitted on
-another team's runs table. The runs table and the tokenizers' f(V) measurements are optional:
-figures that need them are replaced by a sentence saying so.
+another team's runs table. The runs table, the tokenizers' f(V) measurements and the
+downstream scores are optional: figures that need them are replaced by a sentence saying so.
 
 Reading the inputs is `evidence`, what to doubt `doubts`, the figures `figures`, the formats
 `render`. Outputs (written atomically as one directory): report.md and report.html (the same
@@ -38,10 +38,11 @@ def build_report(
     settings: dict[str, Any],
     out_dir: str | Path,
     tokenization: str | Path | None = None,
+    downstream: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write the report directory (`settings`: the validated `report` section); returns the
     predictions table, the doubts and which figures were drawn."""
-    evidence = gather_evidence(estimates, runs_path, settings, tokenization)
+    evidence = gather_evidence(estimates, runs_path, settings, tokenization, downstream)
     doubts = find_doubts(evidence)
     with atomic_dir(out_dir) as tmp:
         (tmp / "figures").mkdir()
@@ -73,13 +74,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fit.json of fit-tokenization, for the measured points of the f(V) figure "
         "(default: read them from the runs table)",
     )
+    parser.add_argument(
+        "--downstream", help="downstream.csv of collect-downstream, for the downstream scores"
+    )
     parser.add_argument("--out", required=True, help="the report directory to write")
 
 
 def run(args: argparse.Namespace) -> None:
     settings = load_params(args.params)["report"]
     with output_lock(args.out):
-        result = build_report(args.estimates, args.runs, settings, args.out, args.tokenization)
+        result = build_report(
+            args.estimates, args.runs, settings, args.out, args.tokenization, args.downstream
+        )
     print(
         f"wrote {Path(args.out) / 'report.md'} (and report.html): "
         f"{len(result['predictions'])} predictions, {len(result['doubts'])} warning(s)"

@@ -34,6 +34,7 @@ RUNS_COLUMNS = [
     "loss",
     "loss_u",
     "bpc",
+    "bpb",
     "diverged",
 ]
 EXTRA_COLUMNS = [

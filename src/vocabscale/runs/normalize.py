@@ -1,4 +1,6 @@
-"""Stage normalize: per-checkpoint loss, unigram-normalized loss and bits per character.
+"""Stage normalize: per-checkpoint loss, unigram-normalized loss, bits per character and bits
+per byte (of the evaluation text's UTF-8, the tokenizer-independent measure levanter and
+nanochat report).
 
 L_u = -(1/T) sum_i log(p_model(t_i | ctx) / p_uni(t_i)) = loss - unigram cross-entropy of the
 same T targets, where p_uni(t) = (count(t) + k) / (N + k V) is the token's additively smoothed
@@ -31,9 +33,13 @@ def unigram_cross_entropy_sum(targets: np.ndarray, log_probs: np.ndarray) -> flo
 
 
 def normalize_evals(
-    evals: pd.DataFrame, unigram_ce_sum: float, eval_tokens: int, eval_characters: int
+    evals: pd.DataFrame,
+    unigram_ce_sum: float,
+    eval_tokens: int,
+    eval_characters: int,
+    eval_bytes: int,
 ) -> pd.DataFrame:
-    """Add loss (nats/token), loss_u and bpc to evaluation records."""
+    """Add loss (nats/token), loss_u, bpc and bpb to evaluation records."""
     if (evals["eval_tokens"] != eval_tokens).any():
         raise ValueError(
             f"evaluation records count {sorted(set(evals['eval_tokens']))} targets, but the "
@@ -43,6 +49,7 @@ def normalize_evals(
     out["loss"] = out["eval_ce_sum"] / eval_tokens
     out["loss_u"] = (out["eval_ce_sum"] - unigram_ce_sum) / eval_tokens
     out["bpc"] = out["eval_ce_sum"] / (eval_characters * math.log(2))
+    out["bpb"] = out["eval_ce_sum"] / (eval_bytes * math.log(2))
     out["unigram_loss"] = unigram_ce_sum / eval_tokens
     return out
 
@@ -64,8 +71,14 @@ def normalize_run(
     log_probs = unigram_log_probs(np.load(tokens_dir / "unigram_counts.npy"), pseudocount)
     unigram_sum = unigram_cross_entropy_sum(validation[1:], log_probs)
     evals = pd.read_csv(run_dir / "evals.csv")
+    split = stats["splits"]["validation"]
+    if "utf8_bytes" not in split:
+        raise ValueError(
+            f"{tokens_dir}/stats.json has no UTF-8 byte count of the validation text (written "
+            "by an older tokenize): run the tokenize stage again"
+        )
     normalized = normalize_evals(
-        evals, unigram_sum, len(validation) - 1, stats["splits"]["validation"]["characters"]
+        evals, unigram_sum, len(validation) - 1, split["characters"], split["utf8_bytes"]
     )
     write_csv(out, normalized)
     return normalized

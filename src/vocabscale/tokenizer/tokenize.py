@@ -5,7 +5,8 @@ Outputs (one directory per V):
                               preceded by end-of-text, so every text token is a target
   unigram_counts.npy          int64 count of each id in train.bin (the unigram distribution)
   stats.json                  tokens, documents, characters and the sha256 of the array per
-                              split, dtype (training keys its resume state on the digests)
+                              split (and the UTF-8 bytes of the validation text, for bits per
+                              byte), dtype (training keys its resume state on the digests)
 
 How it runs on corpora of hundreds of GB:
   streaming   documents are read a parquet batch at a time; memory holds a few batches
@@ -54,7 +55,7 @@ from tqdm import tqdm
 
 from vocabscale.config import add_params_argument, load_params
 from vocabscale.corpus import shards
-from vocabscale.corpus.shards import train_shards
+from vocabscale.corpus.shards import train_shards, utf8_bytes
 from vocabscale.io import TOKEN_SPLITS, output_lock, publish_dir, token_dtype, write_json
 from vocabscale.tokenizer import bpe
 from vocabscale.tokenizer.bpe import END_OF_TEXT, check_parallelism, set_threads
@@ -382,6 +383,7 @@ def _tokenize_split(
         unit=" chars",
         unit_scale=True,
         mininterval=2,
+        disable=None,  # only on a terminal
     )
     with open(path, "r+b" if path.exists() else "wb") as out:
         out.truncate(progress.bytes)  # anything after the checkpoint is redone
@@ -460,6 +462,7 @@ def tokenize_corpus(
             )
     stats: dict[str, Any] = {"vocab_size": vocab_size, "dtype": dtype.name}
     stats["splits"] = {split: progress.done[split] for split in TOKEN_SPLITS}
+    stats["splits"]["validation"]["utf8_bytes"] = utf8_bytes(inputs["validation"][0])
     train = stats["splits"]["train"]
     stats["tokens_per_character"] = train["tokens"] / train["characters"]
     write_json(work / "stats.json", stats)

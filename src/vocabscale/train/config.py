@@ -33,6 +33,7 @@ class TrainConfig:
     eval_batch_size: int
     head_chunk_tokens: int
     head_chunk_logits: int
+    loss_head: str
     device: str
     precision: str
     compile: bool

@@ -48,7 +48,7 @@ from tqdm import tqdm
 from vocabscale import accounting
 from vocabscale.io import atomic_dir, write_csv, write_json
 from vocabscale.sweep import ModelSpec
-from vocabscale.train import distributed
+from vocabscale.train import distributed, live
 from vocabscale.train.checkpoint import (
     fingerprint,
     read_state,
@@ -116,7 +116,7 @@ def build_model(
     (regional compilation: one graph reused by every block, the chunked head left eager)."""
     torch.manual_seed(config.seed)
     rows = head_chunk_rows(vocab_size, config.head_chunk_tokens, config.head_chunk_logits)
-    model = Llama(spec.shape, vocab_size, config.context, head_chunk_tokens=rows).to(device)
+    model = Llama(spec.shape, vocab_size, config.context, rows, config.loss_head).to(device)
     if config.compile:
         for block in model.blocks:
             block.compile()
@@ -341,6 +341,7 @@ class Trainer:
         if self.state.diverged_at is None:
             self.state.step += 1
             self.record_history(lr, self.last_loss, grad_norm)
+            live.log_step(step + 1, (step + 1) * self.config.batch_tokens, self.last_loss, lr)
         return stop
 
     def record_history(self, lr: float, loss: float, grad_norm: float) -> None:
@@ -535,7 +536,7 @@ class Trainer:
             desc=f"train {self.spec.name} V={self.data.vocab_size}",
             unit="step",
             mininterval=2,
-            disable=not self.proc.main,
+            disable=None if self.proc.main else True,  # None: only on a terminal
         )
 
     def log_start(self) -> None:
@@ -604,6 +605,7 @@ class Trainer:
             "eval_tokens": int(len(data.validation) - 1),
             "eval_characters": data.stats["splits"]["validation"]["characters"],
             "precision": self.precision,
+            "loss_head": config.loss_head,
             "processes": self.proc.world,
         }
 

@@ -14,9 +14,16 @@ from torch import nn
 
 from vocabscale.accounting import ModelShape
 
+#: RMSNorm's epsilon and the rotary base: what an exported config must repeat (`export`).
+NORM_EPS = 1e-6
+ROPE_BASE = 10000.0
+
+#: The loss heads `train.loss_head` chooses from (`head_loss`).
+LOSS_HEADS = ("chunked", "torch", "liger")
+
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, eps: float = NORM_EPS):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
@@ -26,7 +33,7 @@ class RMSNorm(nn.Module):
         return (x.float() * torch.rsqrt(variance + self.eps)).type_as(x) * self.weight
 
 
-def rope_tables(head_dim: int, context: int, base: float = 10000.0) -> tuple[torch.Tensor, ...]:
+def rope_tables(head_dim: int, context: int, base: float = ROPE_BASE) -> tuple[torch.Tensor, ...]:
     """Cosine and sine tables for rotary position embeddings, shape (context, head_dim // 2)."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(context, dtype=torch.float32), inv_freq)
@@ -89,14 +96,20 @@ class Block(nn.Module):
 class Llama(nn.Module):
     """Decoder-only transformer. `model(tokens)` returns the final hidden states;
     `model(tokens, targets)` returns the summed cross-entropy (nats) of the output head over
-    `targets`, computed in chunks so that the (tokens x V) logits never exist at once."""
+    `targets`, computed in chunks so that the (tokens x V) logits never exist at once (by the
+    `loss_head` of `LOSS_HEADS`)."""
 
     def __init__(
-        self, shape: ModelShape, vocab_size: int, context: int, head_chunk_tokens: int = 8192
+        self,
+        shape: ModelShape,
+        vocab_size: int,
+        context: int,
+        head_chunk_tokens: int = 8192,
+        loss_head: str = "chunked",
     ):
         super().__init__()
         self.shape, self.vocab_size, self.context = shape, vocab_size, context
-        self.head_chunk_tokens = head_chunk_tokens
+        self.head_chunk_tokens, self.loss_head = head_chunk_tokens, loss_head
         self.embedding = nn.Embedding(vocab_size, shape.d_model)
         self.blocks = nn.ModuleList(Block(shape) for _ in range(shape.n_layer))
         self.final_norm = RMSNorm(shape.d_model)
@@ -130,7 +143,7 @@ class Llama(nn.Module):
         if targets is None:
             return hidden
         rows = self.head_chunk_tokens if chunk_tokens is None else chunk_tokens
-        return summed_cross_entropy(hidden, self.output.weight, targets, chunk_tokens=rows)
+        return head_loss(self.loss_head, hidden, self.output.weight, targets, rows)
 
     def non_vocab_parameters(self) -> int:
         """Every parameter except the input embedding and the output projection."""
@@ -217,3 +230,48 @@ def summed_cross_entropy(
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         return _FusedCrossEntropy.apply(hidden, weight, targets, chunk_tokens)
     return _chunked_cross_entropy(hidden, weight, targets, chunk_tokens, grads=False)[0]
+
+
+def check_loss_head(name: str, device: str) -> None:
+    """Fail before any compute when the loss head cannot run here (`device`: cpu, cuda or
+    auto, which means CUDA when torch sees it)."""
+    if name not in LOSS_HEADS:
+        raise ValueError(f"train.loss_head: {name!r} is not one of {', '.join(LOSS_HEADS)}")
+    if name == "torch" and not hasattr(F, "linear_cross_entropy"):
+        raise ValueError(
+            f"train.loss_head: torch needs torch.nn.functional.linear_cross_entropy (torch "
+            f">= 2.13); this is torch {torch.__version__}"
+        )
+    if name == "liger":
+        cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+        if not cuda:
+            raise ValueError(
+                "train.loss_head: liger runs on CUDA only (Liger-Kernel's Triton kernels); "
+                "use chunked or torch on this machine"
+            )
+        try:
+            import liger_kernel  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                "train.loss_head: liger needs Liger-Kernel: pip install liger-kernel"
+            ) from None
+
+
+def head_loss(
+    name: str, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int
+) -> torch.Tensor:
+    """Summed cross-entropy (nats) of the output head by one of `LOSS_HEADS`, `rows` tokens
+    per chunk: ours (`summed_cross_entropy`), torch's `F.linear_cross_entropy` (chunked by
+    `LinearCrossEntropyOptions`; by default it would build every logit) or Liger-Kernel's
+    fused linear cross-entropy (CUDA). All three return the gradients of the same sum."""
+    if name == "chunked":
+        return summed_cross_entropy(hidden, weight, targets, chunk_tokens=rows)
+    hidden, targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
+    if name == "torch":
+        options = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=rows)
+        return F.linear_cross_entropy(hidden, weight, targets, reduction="sum", options=options)
+    if name == "liger":
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+        return LigerFusedLinearCrossEntropyLoss(reduction="sum")(weight, hidden, targets)
+    raise ValueError(f"train.loss_head: {name!r} is not one of {', '.join(LOSS_HEADS)}")

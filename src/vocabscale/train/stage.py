@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from vocabscale.io import output_lock, read_json
 from vocabscale.sweep import ModelSpec, model_specs
 from vocabscale.train import distributed
 from vocabscale.train.config import TrainConfig
+from vocabscale.train.live import live_curves
 from vocabscale.train.loop import Preempted, train_run
+from vocabscale.train.model import check_loss_head
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ def run(args: argparse.Namespace) -> None:
             f"{args.params}: models.{args.model} does not exist (models: {', '.join(specs)})"
         )
     spec, config = specs[args.model], TrainConfig.from_params(params["train"])
+    check_loss_head(config.loss_head, config.device)
     with contextlib.ExitStack() as locks:
         if not distributed.launched():  # torchrun's workers run under their launcher's locks
             locks.enter_context(output_lock(args.out))
@@ -66,10 +70,14 @@ def train_or_launch(
             if status:
                 sys.exit(status)
             return
-    if distributed.rank() > 0:
-        logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for the run
+    curves = params["live"]
+    if distributed.rank() > 0:  # rank 0 speaks for the run
+        logging.getLogger().setLevel(logging.WARNING)
+        curves = {"logger": "none"}
+    run_params = {"model": spec.name, **asdict(spec.shape), **params["train"]}
     try:
-        train_run(spec, args.tokens, config, args.out, args.checkpoint_dir)
+        with live_curves(curves, Path(args.out).name, run_params):
+            train_run(spec, args.tokens, config, args.out, args.checkpoint_dir)
     except Preempted as stop:
         log.warning("%s", stop)
         sys.exit(EXIT_PREEMPTED)

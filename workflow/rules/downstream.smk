@@ -1,0 +1,46 @@
+# Downstream evaluation (off while downstream.tasks is empty): each finished run exported to
+# Hugging Face and scored with lm-evaluation-harness, then one table for the report. The jobs
+# exist either way, so that both engines run the same stages; with no tasks they only record
+# that evaluation is off, on the submitting host.
+
+from vocabscale.cluster import downstream_resources
+
+DOWNSTREAM_ON = bool(PARAMS["downstream"]["tasks"])
+
+
+rule downstream:
+    input:
+        run="results/runs/{model}-v{vocab}",
+        tokenizer="results/tokenizers/v{vocab}/tokenizer.json",
+    output:
+        "results/downstream/{model}-v{vocab}.json",
+    params:
+        file=PARAMS_FILE,
+        section=PARAMS["downstream"],
+    localrule: not DOWNSTREAM_ON
+    resources:
+        **(downstream_resources(PARAMS) if DOWNSTREAM_ON else {}),
+    log:
+        "logs/downstream/{model}-v{vocab}.log",
+    shell:
+        "vocabscale downstream --params {params.file} --run {input.run} "
+        "--tokenizer {input.tokenizer} --out {output} --log {log}"
+
+
+rule collect_downstream:
+    input:
+        expand("results/downstream/{run}.json", run=RUNS),
+    output:
+        report(
+            "results/downstream.csv",
+            caption="../report/downstream.rst",
+            category="Downstream evaluation",
+        ),
+    params:
+        file=PARAMS_FILE,
+    localrule: True
+    log:
+        "logs/collect_downstream.log",
+    shell:
+        "vocabscale collect-downstream --params {params.file} --results-dir results/downstream "
+        "--out {output} --log {log}"
