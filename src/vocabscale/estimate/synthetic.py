@@ -214,9 +214,7 @@ def add_noise(
     codes, runs = pd.factorize(frame["run_id"])
     offsets = rng.normal(0.0, seed_sd, len(runs))
     noisy = frame.copy()
-    noisy["loss_u"] = (
-        frame["loss_u"] + offsets[codes] + rng.normal(0.0, checkpoint_sd, len(frame))
-    )
+    noisy["loss_u"] = frame["loss_u"] + offsets[codes] + rng.normal(0.0, checkpoint_sd, len(frame))
     return noisy
 
 
