@@ -101,7 +101,7 @@ def estimate_noise(frame: pd.DataFrame) -> NoiseModel:
     offsets from each model's run levels (at the model's median ln D) about a polynomial in
     ln V of degree min(3, runs // 2)."""
     codes, names = pd.factorize(frame["run"])
-    x = np.log(frame["tokens"].to_numpy(float))
+    x = frame["tokens"].to_numpy(float) ** -0.5
     y = frame["loss_u"].to_numpy(float)
     smooth = np.empty_like(y)
     checkpoint_residuals, level_at = [], {}

@@ -285,8 +285,8 @@ def separable_sweep(
 
 
 def profile_sweep(seed: int, f: TokensPerChar = PAPER_TOKENS_PER_CHAR) -> Sweep:
-    """An IsoFLOPs design (`isoflop_profiles`: at 12 budgets from 1e17 to 1e20, runs at 0.5x,
-    1x and 2x the optimal Nnv and Nv) from a law whose compute-optimal Nnv and Nv are the
+    """An IsoFLOPs design (`isoflop_profiles`: at 6 budgets from 1e17 to 1e20, runs at 0.4x to
+    2.5x the optimal Nnv and Nv, each evaluated at 6 checkpoints) from a law whose compute-optimal Nnv and Nv are the
     published approach-1 power laws, with seed and checkpoint noise. The target is 10x beyond
     the largest compute trained, on that path; its truth is the law's optimal V there.
 
@@ -295,7 +295,15 @@ def profile_sweep(seed: int, f: TokensPerChar = PAPER_TOKENS_PER_CHAR) -> Sweep:
     from vocabscale.accounting import width_for_nnv
 
     k1, k2, gamma = -2.4846510161625193, -1.589031299255507, 0.4163622634135234
-    clean = isoflop_profiles(k1, k2, gamma, np.geomspace(1e17, 1e20, 12), f=f)
+    clean = isoflop_profiles(
+        k1,
+        k2,
+        gamma,
+        np.geomspace(1e17, 1e20, 6),
+        spread=(0.4, 0.63, 1.0, 1.6, 2.5),
+        checkpoints=np.geomspace(0.25, 1.0, 6),
+        f=f,
+    )
     frame = add_noise(clean, SEED_NOISE, CHECKPOINT_NOISE, np.random.default_rng(seed))
     budget = 10.0 * float(clean["flops"].max())
     nnv = float(np.exp(k1) * budget**0.5)
