@@ -279,7 +279,8 @@ def test_search_bound_and_sweep_edge(clean, tmp_path, default_params):
             fitted["bootstrap"] = []
         if approach == "derivative":
             losses = fitted["anchor"]["losses"]
-            fitted["anchor"]["vocab_size"] = min(row["vocab_size"] for row in losses)
+            smallest = min(row["vocab_size"] for row in losses)
+            fitted["anchor"].update(vocab_size=smallest, best_swept_vocab_size=smallest)
         write_json(estimates / f"{approach}.json", fitted)
     out = tmp_path / "report"
     result = build_report(estimates, clean["runs"], report_section(default_params), out)

@@ -286,8 +286,9 @@ def separable_sweep(
 
 def profile_sweep(seed: int, f: TokensPerChar = PAPER_TOKENS_PER_CHAR) -> Sweep:
     """An IsoFLOPs design (`isoflop_profiles`: at 6 budgets from 1e17 to 1e20, runs at 0.4x to
-    2.5x the optimal Nnv and Nv, each evaluated at 6 checkpoints) from a law whose compute-optimal Nnv and Nv are the
-    published approach-1 power laws, with seed and checkpoint noise. The target is 10x beyond
+    2.5x the optimal Nnv and Nv, each evaluated at 6 checkpoints) from a law whose
+    compute-optimal Nnv and Nv are the published approach-1 power laws, with seed and
+    checkpoint noise. The target is 10x beyond
     the largest compute trained, on that path; its truth is the law's optimal V there.
 
     Approach 1 is measured here rather than on the paper's grid: there the envelope is biased

@@ -19,7 +19,12 @@ import pandas as pd
 
 from vocabscale.accounting import MIN_VOCAB_SIZE, width_for_nnv
 from vocabscale.estimate.approaches import APPROACHES
-from vocabscale.estimate.predict import confidence_of, load_coefficients, predictions_table
+from vocabscale.estimate.predict import (
+    confidence_of,
+    load_coefficients,
+    other_method_coefficients,
+    predictions_table,
+)
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
 from vocabscale.io import read_json
 from vocabscale.runs.table import (
@@ -95,6 +100,7 @@ class Evidence:
     tokenization_points: pd.DataFrame | None = None  # vocab_size, tokens_per_character
     tokenization_points_source: str = ""
     sources: dict[str, str] = field(default_factory=dict)  # what each input was
+    comparison: pd.DataFrame | None = None  # the other method's predictions, if it was fitted
 
     @property
     def tokens_per_char(self) -> TokensPerChar | None:
@@ -282,6 +288,10 @@ def gather_evidence(
     coefficients = load_coefficients(estimates)
     targets = resolve_targets(settings)
     predictions = build_predictions(coefficients, targets, settings["round_to"])
+    other = other_method_coefficients(coefficients) if settings["compare_authors"] else None
+    comparison = None
+    if other is not None:
+        comparison = pd.concat([_table_for_target(other, t) for t in targets], ignore_index=True)
     runs, diverged, runs_note = load_runs_for_report(runs_path, coefficients)
     points, points_source = load_tokenization_points(tokenization, runs)
     return Evidence(
@@ -294,6 +304,7 @@ def gather_evidence(
         runs_note=runs_note,
         tokenization_points=points,
         tokenization_points_source=points_source,
+        comparison=comparison,
         sources={
             "coefficients": str(estimates),
             "runs table": str(runs_path) if runs_path else "none",
