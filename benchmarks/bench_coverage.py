@@ -66,29 +66,44 @@ def summary(records: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweeps", type=int, default=200)
+    parser.add_argument("--sweeps", type=int, default=200, help="sweeps 0 .. N-1 ...")
+    parser.add_argument("--start", type=int, default=0, help="... from this one on")
     parser.add_argument("--samples", type=int, default=200, help="bootstrap refits per fit")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--approaches", nargs="+", default=list(synthetic.COVERAGE_SWEEPS))
-    parser.add_argument("--records", help="also write every sweep's record to this CSV")
+    parser.add_argument(
+        "--records", help="append every sweep's record to this CSV as it finishes (and resume)"
+    )
+    parser.add_argument("--summarize", nargs="+", help="only summarise records CSVs")
     args = parser.parse_args()
+    if args.summarize:
+        frame = pd.concat(map(pd.read_csv, args.summarize), ignore_index=True)
+        print(f"{frame['sweep'].nunique()} sweeps")
+        print(summary(frame).to_string(index=False, float_format="{:.3f}".format))
+        return
     print(f"machine: {cpu_model()}, {usable_cores()} cores available, load {os.getloadavg()}")
     print(
         f"python {platform.python_version()}, vocabscale from {vocabscale.__file__}, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, jobs {args.jobs}"
     )
     started = time.perf_counter()
+    done = set()
+    if args.records and os.path.exists(args.records):
+        done = set(pd.read_csv(args.records)["sweep"])
     work = partial(one_sweep, approaches=tuple(args.approaches), samples=args.samples)
+    records = []
     with ProcessPoolExecutor(args.jobs) as pool:
-        records = [r for batch in pool.map(work, range(args.sweeps)) for r in batch]
-    frame = pd.DataFrame(records)
-    if args.records:
-        frame.to_csv(args.records, index=False)
+        for batch in pool.map(work, [s for s in range(args.start, args.sweeps) if s not in done]):
+            records += batch
+            if args.records:
+                header = not os.path.exists(args.records)
+                pd.DataFrame(batch).to_csv(args.records, mode="a", header=header, index=False)
+    frame = pd.read_csv(args.records) if args.records else pd.DataFrame(records)
     print(
-        f"{args.sweeps} sweeps, {args.samples} bootstrap refits each, 90% intervals, "
-        f"{time.perf_counter() - started:.0f} s, load at the end {os.getloadavg()}"
+        f"{frame['sweep'].nunique()} sweeps, {args.samples} bootstrap refits each, 90% "
+        f"intervals, {time.perf_counter() - started:.0f} s, load at the end {os.getloadavg()}"
     )
-    print(summary(frame).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(summary(frame).to_string(index=False, float_format="{:.3f}".format))
 
 
 if __name__ == "__main__":

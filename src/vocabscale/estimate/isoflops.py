@@ -32,6 +32,7 @@ import pandas as pd
 from scipy.interpolate import CloughTocher2DInterpolator, interp1d
 from scipy.optimize import minimize, minimize_scalar
 from scipy.spatial import Delaunay, QhullError
+from scipy.special import huber
 
 from vocabscale.accounting import flops, log_spaced, width_for_nnv
 from vocabscale.estimate.fitting import huber_linear_regression, huber_objective, r_squared
@@ -47,6 +48,11 @@ POINT_COLUMNS = ["non_vocab_params", "vocab_size", "d_model", "characters", "flo
 #: linspace(0, 1, 20) when it is free.
 AUTHORS_INTERCEPT_STARTS = np.linspace(-20, 15, 20)
 AUTHORS_EXPONENT_STARTS = np.linspace(0, 1, 20)
+
+
+def authors_spaced(low: float, high: float, count: int) -> np.ndarray:
+    """Log-spaced points as the authors' scripts make them, np.logspace over log10."""
+    return np.logspace(np.log10(low), np.log10(high), count)
 
 
 def _averaged(values: np.ndarray, groups: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -76,12 +82,13 @@ class Densifier:
     ):
         self.to_axis = np.log if log_coordinates else np.asarray
         self.width, self.paper_widths = width, not log_coordinates
+        self.spaced = log_spaced if log_coordinates else authors_spaced
         self.plane, self.curves, parts = [], [], []
         if frame["non_vocab_params"].nunique() >= 2:
-            nnv = log_spaced(
+            nnv = self.spaced(
                 frame["non_vocab_params"].min(), frame["non_vocab_params"].max(), nnv_points
             )
-            chars = log_spaced(frame["characters"].min(), frame["characters"].max(), nnv_points)
+            chars = self.spaced(frame["characters"].min(), frame["characters"].max(), nnv_points)
             for vocab_size, points in frame.groupby("vocab_size"):
                 part = self._prepare_plane(points, float(vocab_size), nnv, chars, f, width)
                 if part is not None:
@@ -94,7 +101,8 @@ class Densifier:
 
     def _prepare_plane(self, points, vocab_size, nnv, chars, f, width) -> pd.DataFrame | None:
         pairs = points[["non_vocab_params", "characters"]].to_numpy(float)
-        unique, groups = np.unique(pairs, axis=0, return_inverse=True)
+        groups, _ = pd.factorize(pd.MultiIndex.from_arrays(pairs.T))  # in the table's order
+        unique = pairs[np.unique(groups, return_index=True)[1]]
         if len(np.unique(unique[:, 0])) < 2 or len(unique) < 4:
             return None
         try:
@@ -107,10 +115,8 @@ class Densifier:
         )
         if not inside.any():
             return None
-        counts = np.bincount(groups.ravel(), minlength=len(unique)).astype(float)
-        self.plane.append(
-            (points.index.to_numpy(), groups.ravel(), counts, triangulation, query[inside])
-        )
+        counts = np.bincount(groups, minlength=len(unique)).astype(float)
+        self.plane.append((points.index.to_numpy(), groups, counts, triangulation, query[inside]))
         d_model = np.asarray(width(nnv[inside]), dtype=float)
         tokens = chars[inside] * f(vocab_size)
         return pd.DataFrame(
@@ -130,13 +136,14 @@ class Densifier:
         if len(vocab) < 2:
             return None
         counts = np.bincount(groups, minlength=len(vocab)).astype(float)
-        grid = log_spaced(vocab.min(), vocab.max(), count)
+        grid = self.spaced(vocab.min(), vocab.max(), count)
         kind = "quadratic" if len(vocab) >= 3 else "linear"
         self.curves.append(
             (last.index.to_numpy(), groups, counts, self.to_axis(vocab), self.to_axis(grid), kind)
         )
         tokens = float(runs["tokens"].max())
-        d_model = float(self.width(nnv)) if self.paper_widths else float(runs["d_model"].iloc[0])
+        own = float(runs["d_model"].iloc[0])
+        d_model = float(np.asarray(self.width(nnv)).ravel()[0]) if self.paper_widths else own
         return pd.DataFrame(
             {
                 "non_vocab_params": nnv,
@@ -210,7 +217,8 @@ def fit_power_law_authors(
     log_c: np.ndarray, log_y: np.ndarray, exponent: float | None, delta: float
 ):
     """The authors' fit of ln y = K + e ln C: L-BFGS-B with scipy's defaults on the summed
-    Huber loss of the log residuals from every start (K in linspace(-20, 15, 20), times e in
+    Huber loss (scipy.special.huber: where L-BFGS-B stops depends on the objective's last
+    bits) of the log residuals from every start (K in linspace(-20, 15, 20), times e in
     linspace(0, 1, 20) when e is free), keeping the result with the smallest relative MSE,
     mean((ln y - prediction)^2) / mean(ln y)^2."""
 
@@ -224,7 +232,7 @@ def fit_power_law_authors(
     best = None
     for start in starts:
         result = minimize(
-            lambda p: huber_objective(log_y - predict(p), delta), start, method="L-BFGS-B"
+            lambda p: np.sum(huber(delta, log_y - predict(p))), start, method="L-BFGS-B"
         )
         relative_mse = np.mean((log_y - predict(result.x)) ** 2) / np.mean(log_y) ** 2
         if best is None or relative_mse < best[0]:
