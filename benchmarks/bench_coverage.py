@@ -24,9 +24,9 @@ from functools import partial
 
 import numpy as np
 import pandas as pd
-import vocabscale
 from machine import cpu_model, usable_cores
 
+import vocabscale
 from vocabscale.estimate import synthetic
 
 

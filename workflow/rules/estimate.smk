@@ -10,6 +10,8 @@ rule estimate:
             PARAMS["estimate"][wildcards.approach],
             PARAMS["estimate"]["bootstrap"],
             PARAMS["estimate"]["tokenization"],
+            PARAMS["estimate"]["method"],
+            PARAMS["report"]["compare_authors"],
         ],
     log:
         "logs/estimate/{approach}.log",

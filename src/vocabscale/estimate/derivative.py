@@ -278,12 +278,6 @@ def empirical_anchor(
     reader = loss_at_budget_authors if authors else loss_at_budget
     table = vocab_losses_at_budget(model, budget, reader)
     anchor = anchor_from_losses(table, "argmin" if authors else anchor_method)
-    if anchor["at_sweep_edge"]:
-        log.warning(
-            "derivative anchor: the best V (%d) is at the edge of the sweep; the true "
-            "optimum may lie outside it",
-            anchor["best_swept_vocab_size"],
-        )
     return {
         "nnv": float(model["non_vocab_params"].iloc[0]),
         **anchor,
@@ -449,6 +443,12 @@ class DerivativeFitter:
                 "(f(V) does not bend enough there); gamma is not measured",
                 exponent["solutions_at_search_bound"],
                 len(exponent["solutions"]),
+            )
+        if anchor.get("at_sweep_edge"):
+            log.warning(
+                "derivative anchor: the best V (%d) is at the edge of the sweep; the true "
+                "optimum may lie outside it",
+                anchor["best_swept_vocab_size"],
             )
         for flag in result["flags"]:
             log.warning("derivative: %s", flag)

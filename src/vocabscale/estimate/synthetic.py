@@ -18,6 +18,7 @@ import pandas as pd
 
 from vocabscale.accounting import PAPER_SHAPES, flops
 from vocabscale.estimate import parametric
+from vocabscale.estimate.published import PAPER_COEFFICIENTS
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR, TokensPerChar
 
 #: loss_u as a function of (Nnv, Nv, tokens, C), all in natural units.
@@ -192,6 +193,9 @@ def isoflop_profiles(
 
 # --- simulated sweeps for measuring the coverage of intervals ------------------------------
 
+#: The published approach-3 law.
+PAPER_LAW = {name: PAPER_COEFFICIENTS["parametric"][name] for name in parametric.PARAMETERS}
+
 #: The noise of the simulated sweeps (nats of L_u): every run is offset by one draw of the
 #: seed-to-seed noise, every checkpoint by an independent draw of the checkpoint-to-checkpoint
 #: noise.
@@ -226,14 +230,7 @@ def parametric_sweep(
     law's optimal V there (what approach 3 estimates)."""
     from vocabscale.accounting import width_for_nnv
 
-    law = {
-        "E": 5.5327846803337435,
-        "A1": 1.8313851559554126,
-        "A2": 0.19584238398665638,
-        "B": 2.1241123120064955,
-        "alpha1": 0.44660634152009615,
-        "alpha2": 0.6707374679896795,
-    }
+    law = PAPER_LAW
     clean = runs_table(parametric_law(law), paper_models(models), checkpoints=checkpoints, f=f)
     frame = add_noise(clean, SEED_NOISE, CHECKPOINT_NOISE, np.random.default_rng(seed))
     budget = 10.0 * float(clean["flops"].max())
