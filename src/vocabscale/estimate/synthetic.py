@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from vocabscale.accounting import PAPER_SHAPES, flops
+from vocabscale.accounting import PAPER_SHAPES, flops, width_for_nnv
 from vocabscale.estimate import parametric
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR, TokensPerChar
@@ -228,8 +228,6 @@ def parametric_sweep(
     """A paper-like sweep from the published approach-3 law; the target is 10x beyond the
     largest compute trained, with Nnv on the paper's approach-1 path, and its truth is the
     law's optimal V there (what approach 3 estimates)."""
-    from vocabscale.accounting import width_for_nnv
-
     law = PAPER_LAW
     clean = runs_table(parametric_law(law), paper_models(models), checkpoints=checkpoints, f=f)
     frame = add_noise(clean, SEED_NOISE, CHECKPOINT_NOISE, np.random.default_rng(seed))
@@ -250,7 +248,6 @@ def separable_sweep(
     at the budget approach 2 reads its anchor at (the largest every run of it reaches), where
     its best V is 6,000. The target is 10x beyond the largest compute trained, on the law's
     compute-optimal path; its truth is the law's optimal V there."""
-    from vocabscale.accounting import width_for_nnv
     from vocabscale.estimate import derivative
     from vocabscale.runs.table import width_from_runs
 
@@ -273,6 +270,14 @@ def separable_sweep(
     k1 = np.log(smallest.non_vocab_params) - 0.5 * np.log(anchor_budget)
     k2 = np.log(6000.0 * smallest.d_model) - gamma * np.log(anchor_budget)
     clean = runs_table(separable_law(k1, k2, gamma), design, checkpoints=checkpoints, f=f)
+    return compute_optimal_sweep(clean, seed, k1, k2, gamma)
+
+
+def compute_optimal_sweep(
+    clean: pd.DataFrame, seed: int, k1: float, k2: float, gamma: float
+) -> Sweep:
+    """The table with noise, and a target 10x beyond its largest compute on the law's
+    compute-optimal path Nnv = e^k1 C^0.5, whose true optimal Nv is e^k2 C^gamma."""
     frame = add_noise(clean, SEED_NOISE, CHECKPOINT_NOISE, np.random.default_rng(seed))
     budget = 10.0 * float(clean["flops"].max())
     nnv = float(np.exp(k1) * budget**0.5)
@@ -285,14 +290,13 @@ def profile_sweep(seed: int, f: TokensPerChar = PAPER_TOKENS_PER_CHAR) -> Sweep:
     """An IsoFLOPs design (`isoflop_profiles`: at 6 budgets from 1e17 to 1e20, runs at 0.4x to
     2.5x the optimal Nnv and Nv, each evaluated at 6 checkpoints) from a law whose
     compute-optimal Nnv and Nv are the published approach-1 power laws, with seed and
-    checkpoint noise. The target is 10x beyond
-    the largest compute trained, on that path; its truth is the law's optimal V there.
+    checkpoint noise. The target is 10x beyond the largest compute trained, on that path; its
+    truth is the law's optimal V there.
 
-    Approach 1 is measured here rather than on the paper's grid: there the envelope is biased
-    by the grid itself (docs/design.md), which no interval can cover."""
-    from vocabscale.accounting import width_for_nnv
-
-    k1, k2, gamma = -2.4846510161625193, -1.589031299255507, 0.4163622634135234
+    Approach 1 is measured here rather than on the paper's grid: there its envelope is biased
+    by the grid itself (docs/design.md, "Intervals"), which no interval can cover."""
+    published = PAPER_COEFFICIENTS["isoflops"]
+    k1, k2, gamma = published["K1"], published["K2"], published["gamma"]
     clean = isoflop_profiles(
         k1,
         k2,
@@ -302,12 +306,7 @@ def profile_sweep(seed: int, f: TokensPerChar = PAPER_TOKENS_PER_CHAR) -> Sweep:
         checkpoints=np.geomspace(0.25, 1.0, 6),
         f=f,
     )
-    frame = add_noise(clean, SEED_NOISE, CHECKPOINT_NOISE, np.random.default_rng(seed))
-    budget = 10.0 * float(clean["flops"].max())
-    nnv = float(np.exp(k1) * budget**0.5)
-    d_model = width_for_nnv(nnv)
-    truth = float(np.exp(k2) * budget**gamma / d_model)
-    return Sweep(frame, {"name": "10x", "nnv": nnv, "d_model": d_model}, truth)
+    return compute_optimal_sweep(clean, seed, k1, k2, gamma)
 
 
 #: Which simulated sweep measures each approach: one whose law the approach is right for.
