@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 from vocabscale.config import defaults, describe
 from vocabscale.estimate import derivative, isoflops, parametric
 from vocabscale.runs.table import RunsTable
@@ -169,4 +171,5 @@ def fit_approach(
     """One approach's fit; `options` as in params.yaml's `estimate.<name>` section (plus
     `method`), any key left out taking the schema's default."""
     given = {**approach_options(defaults("estimate"), name), **(options or {})}
-    return APPROACHES[name].fit(runs, f, **given)
+    with threadpool_limits(1):  # tiny linear algebra: BLAS threads only contend
+        return APPROACHES[name].fit(runs, f, **given)
