@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from machine import cpu_model, usable_cores
+from threadpoolctl import threadpool_limits
 
 from vocabscale.config import defaults
 from vocabscale.estimate import isoflops, synthetic
@@ -149,6 +150,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.disable(logging.WARNING)
+    threadpool_limits(1)  # as `vocabscale estimate` does: tiny problems, BLAS threads contend
     print(f"machine: {cpu_model()}, {usable_cores()} cores available, load {os.getloadavg()}")
     out = Path(tempfile.mkdtemp(prefix="methods-"))
     table = Path(args.table) if args.table else out / "exp_data.csv"

@@ -6,9 +6,9 @@ Resampling whole runs would leave about a third of them, the ones that define th
 envelope among them, out of each replicate, which biases a minimum; here each replicate has
 every run at every checkpoint, with fresh noise of the size the table shows:
 
-    L_u* = smooth_run(ln D) + seed offset* (one per run) + checkpoint noise* (one per row).
+    L_u* = smooth_run(D) + seed offset* (one per run) + checkpoint noise* (one per row).
 
-smooth_run is a polynomial in ln D fitted to each run's checkpoints (the "true" curves of the
+smooth_run is a polynomial in D^-1/2 fitted to each run's checkpoints (the "true" curves of the
 bootstrap world); the checkpoint noise is resampled from their residuals, the seed offsets from
 how far each run's level lies from a smooth curve in ln V through the runs of its model (both
 corrected for leverage; the seed share net of what checkpoint noise explains). The same fit on
@@ -97,9 +97,9 @@ def _centred(values: list[float] | np.ndarray) -> np.ndarray:
 
 
 def estimate_noise(frame: pd.DataFrame) -> NoiseModel:
-    """Smooth every run (a polynomial in ln D of degree min(3, checkpoints // 2)); the seed
-    offsets from each model's run levels (at the model's median ln D) about a polynomial in
-    ln V of degree min(3, runs // 2)."""
+    """Smooth every run (a polynomial in D^-1/2, the shape of a loss law in tokens, of degree
+    min(3, checkpoints // 2)); the seed offsets from each model's run levels (at the model's
+    median D^-1/2) about a polynomial in ln V of degree min(3, runs // 2)."""
     codes, names = pd.factorize(frame["run"])
     x = frame["tokens"].to_numpy(float) ** -0.5
     y = frame["loss_u"].to_numpy(float)
@@ -113,7 +113,7 @@ def estimate_noise(frame: pd.DataFrame) -> NoiseModel:
         level_at[code] = at
     checkpoint = _centred(checkpoint_residuals)
     seeds, leverages = [], []
-    run_rows = frame.assign(code=codes, x=x).groupby("code")
+    run_rows = frame.assign(code=codes).groupby("code")
     runs = run_rows.agg(model=("non_vocab_params", "first"), vocab=("vocab_size", "first"))
     for _, model in runs.groupby("model"):
         if len(model) < 3:
