@@ -133,7 +133,7 @@ def both_methods(table: Path, samples: int, authors_samples: int, out: Path) -> 
         subprocess.run(command, check=True, capture_output=True)
         print(f"{method}: `{' '.join(command[2:])}` in {time.perf_counter() - started:.0f} s")
         predictions = pd.read_csv(out / method / "predictions.csv")
-        tables.append(predictions[predictions["target"].isin(["7e+09", "7e+10"])])
+        tables.append(predictions[predictions["nnv"].isin([nnv for _, nnv, _, _ in TARGETS])])
     return pd.concat(tables, ignore_index=True)
 
 
