@@ -129,3 +129,32 @@ def test_estimate_stage_reads_its_params_section(their_table, tmp_path):
     assert result["options"]["min_flops"] == params["estimate"]["parametric"]["min_flops"]
     assert len(result["bootstrap"]) == 2
     assert result["tokenization"]["source"] == str(fit)
+
+
+def test_both_methods_side_by_side(their_table, tmp_path, default_params):
+    """`--compare-authors` fits the authors' method beside the corrected one; predictions.csv
+    and a report with `report.compare_authors` show both."""
+    from vocabscale.config import validate_params
+    from vocabscale.report.stage import build_report
+
+    renames = [f"--column={theirs}={ours}" for ours, theirs in THEIR_NAMES.items()]
+    vocabscale(
+        "estimate", "--runs", str(their_table), "--out", str(tmp_path), *renames,
+        "--tokenization", "paper", "--bootstrap", "0", "--min-flops", "1e17",
+        "--compare-authors",
+    )  # fmt: skip
+    coefficients = json.loads((tmp_path / "coefficients.json").read_text())
+    for approach in ("isoflops", "derivative", "parametric"):
+        assert coefficients[approach]["method"] == "corrected"
+        assert coefficients[approach]["other_method"]["method"] == "authors"
+    table = pd.read_csv(tmp_path / "predictions.csv")
+    assert set(table["method"]) == {"corrected", "authors"}
+    assert len(table) == 2 * 7 * 3
+    params = {**default_params, "report": {"compare_authors": True, "targets": [
+        {"name": "7B", "nnv": 7e9, "d_model": 4096}
+    ]}}  # fmt: skip
+    settings = validate_params(params)["report"]
+    build_report(tmp_path / "coefficients.json", None, settings, tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## Both methods side by side" in markdown
+    assert "| corrected V | interval | authors V | interval | paper V |" in markdown

@@ -5,7 +5,7 @@ import pytest
 from scipy.optimize import minimize_scalar
 
 from vocabscale.accounting import width_for_nnv
-from vocabscale.estimate import derivative, synthetic
+from vocabscale.estimate import derivative, parametric, synthetic
 from vocabscale.estimate.approaches import fit_approach
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
 from vocabscale.runs.table import RunsTableError, prepare_runs
@@ -57,10 +57,24 @@ def test_defaults_on_the_paper_grid_give_the_published_approach_2():
     the smallest model) on the paper's seven models and ten vocabularies, with L_u from the
     published approach-3 law: the published gamma, and the published anchor V = 6144."""
     frame = synthetic.runs_table(synthetic.parametric_law(LAW), synthetic.paper_models(7))
-    fitted = fit_approach("derivative", prepare_runs(frame, F), F)
+    runs = prepare_runs(frame, F)
+    fitted = fit_approach("derivative", runs, F, {"anchor_method": "argmin"})
     assert fitted["gamma"] == pytest.approx(PAPER_COEFFICIENTS["derivative"]["gamma"], abs=1e-3)
     assert fitted["anchor"]["vocab_size"] == 6144
     assert fitted["anchor"]["flops"] == pytest.approx(2.7e17, rel=0.1)
+    # the default anchor, the vertex of L_u over ln V, finds the law's own optimum between
+    # the swept V (the argmin can only name one of them)
+    vertex = fit_approach("derivative", runs, F)["anchor"]
+    anchor_nnv, budget = vertex["nnv"], vertex["flops"]
+    truth = minimize_scalar(
+        lambda log_v: parametric.loss_u(
+            LAW, anchor_nnv, np.exp(log_v) * 512, budget / (6 * (anchor_nnv + np.exp(log_v) * 512))
+        ),
+        bounds=(np.log(4096), np.log(96256)),
+        method="bounded",
+    )
+    assert vertex["vocab_size"] == pytest.approx(np.exp(truth.x), rel=0.03)
+    assert vertex["best_swept_vocab_size"] == 6144 and not vertex["outside_sweep"]
 
 
 @pytest.fixture(scope="module")

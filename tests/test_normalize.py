@@ -94,18 +94,25 @@ def test_a_trained_model_has_negative_normalized_loss_and_sane_bpc_and_bpb(
     out = normalize_run(tmp_path / "run", tokenized[640], tmp_path / "n.csv", 1.0)
     assert (out["loss_u"] < 0).all()
     assert out["loss_u"].iloc[-1] < out["loss_u"].iloc[0]  # it keeps learning
-    # bits per character: total nats over characters, in bits; between 0 and 8 for text
+    # bits per character: total nats over characters, in bits; between 0 and 8 for text. The
+    # end-of-text targets are in the numerator, so each counts as one character (the document
+    # separator) in the denominator too
     stats = read_json(tokenized[640] / "stats.json")
-    expected = out["eval_ce_sum"] / (stats["splits"]["validation"]["characters"] * math.log(2))
+    validation = np.asarray(read_tokens(tokenized[640] / "validation.bin", 640))
+    separators = int(np.sum(validation[1:] == 0))
+    assert separators == stats["splits"]["validation"]["documents"] - 1 > 0
+    characters = stats["splits"]["validation"]["characters"] + separators
+    expected = out["eval_ce_sum"] / (characters * math.log(2))
     assert np.allclose(out["bpc"], expected)
     assert ((out["bpc"] > 0) & (out["bpc"] < 8)).all()
     # bits per byte: the same total over the UTF-8 bytes of the evaluation text, which are
-    # at least its characters (more where the text is not ASCII)
+    # at least its characters (more where the text is not ASCII), each separator one byte
     validation = list(read_texts(corpus_dir / "validation.parquet"))
     utf8_bytes = sum(len(text.encode("utf-8")) for text in validation)
     assert stats["splits"]["validation"]["utf8_bytes"] == utf8_bytes
     assert sum(map(len, validation)) == stats["splits"]["validation"]["characters"]
-    assert np.allclose(out["bpb"], out["eval_ce_sum"] / (utf8_bytes * math.log(2)))
+    expected = out["eval_ce_sum"] / ((utf8_bytes + separators) * math.log(2))  # as for bpc
+    assert np.allclose(out["bpb"], expected)
     assert (out["bpb"] <= out["bpc"]).all()
 
 

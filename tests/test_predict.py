@@ -63,3 +63,41 @@ def test_cli_json_shape():
     # Llama2-70B "should have had at least 216K"
     llama = predict(PAPER_COEFFICIENTS, 70e9, 8192)["approaches"]
     assert min(a["vocab_size"] for a in llama.values()) > 210_000
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["--nnv", "7e9", "--d-model", "0"],
+            "argument --d-model: must be a positive whole number, not 0",
+        ),
+        (
+            ["--nnv", "7e9", "--flops=-1e20"],
+            "argument --flops: must be a positive finite number, not -1e20",
+        ),
+        (["--nnv", "nan"], "argument --nnv: must be a positive finite number, not nan"),
+        (["--nnv=-7e9"], "argument --nnv: must be a positive finite number, not -7e9"),
+        (
+            ["--nnv", "7e9", "--flops", "inf"],
+            "argument --flops: must be a positive finite number, not inf",
+        ),
+    ],
+)
+def test_cli_refuses_impossible_values_naming_the_option(arguments, message):
+    """No silent default width, no plausible V from a negative budget, no traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", "vocabscale", "predict", *arguments, "--coefficients", "paper"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_predict_refuses_impossible_values():
+    with pytest.raises(ValueError, match="d_model must be a positive finite number, not 0"):
+        predict(PAPER_COEFFICIENTS, 7e9, 0)
+    with pytest.raises(ValueError, match="nnv must be a positive finite number"):
+        predict(PAPER_COEFFICIENTS, float("nan"))

@@ -324,7 +324,8 @@ def test_search_bound_and_sweep_edge(clean, tmp_path, default_params):
             fitted["bootstrap"] = []
         if approach == "derivative":
             losses = fitted["anchor"]["losses"]
-            fitted["anchor"]["vocab_size"] = min(row["vocab_size"] for row in losses)
+            smallest = min(row["vocab_size"] for row in losses)
+            fitted["anchor"].update(vocab_size=smallest, best_swept_vocab_size=smallest)
         write_json(estimates / f"{approach}.json", fitted)
     out = tmp_path / "report"
     result = build_report(estimates, clean["runs"], report_section(default_params), out)
@@ -407,3 +408,36 @@ def test_cli(clean, tmp_path, default_params):
 )
 def test_round_to_multiple(value, multiple, expected):
     assert round_to_multiple(value, multiple) == expected
+
+
+def test_doubts_on_fits_that_did_not_converge_or_hold(clean, tmp_path, default_params):
+    """A fit stopped before converging, approach 2's solutions at the end of the V searched and
+    its vertex outside the sweep, approach 3 weakly identified with alpha2 > 1, and refits left
+    out of an interval beyond the 10% the report accepts: each is a doubt."""
+    estimates = tmp_path / "estimates"
+    estimates.mkdir()
+    for approach in APPROACHES:
+        fitted = read_json(clean["estimates"] / f"{approach}.json")
+        if approach == "isoflops":
+            fitted["fit"]["nnv"]["converged"] = False
+        if approach == "derivative":
+            fitted["exponent_fit"]["solutions_at_search_bound"] = 1
+            fitted["exponent_fit"]["solutions"][0].update(at_search_bound=True)
+            fitted["anchor"]["outside_sweep"] = True
+        if approach == "parametric":
+            fitted["alpha2"] = 1.4
+            fitted["fit"]["identification"]["weak"] = ["A2"]
+            for replicate in fitted["bootstrap"][:2]:  # 2 of 4 refits collapsed
+                replicate["flags"] = ["A2 on its bound"]
+        write_json(estimates / f"{approach}.json", fitted)
+    out = tmp_path / "report"
+    build_report(estimates, clean["runs"], report_section(default_params), out)
+    found = kinds(out)
+    assert {
+        "not_converged", "derivative_bound", "anchor", "weak_identification",
+        "unreliable_interval",
+    } <= set(found), found  # fmt: skip
+    assert set(found["unreliable_interval"]) == {"151M", "302M"}
+    markdown = (out / "report.md").read_text()
+    assert "IsoFLOPs: fit nnv." in markdown and "alpha2 = 1.4 > 1" in markdown
+    assert "| 50% |" in markdown  # the share of refits the interval left out

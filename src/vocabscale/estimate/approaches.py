@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 from vocabscale.config import defaults, describe
 from vocabscale.estimate import derivative, isoflops, parametric
 from vocabscale.runs.table import RunsTable
@@ -22,6 +24,12 @@ from vocabscale.tokens_per_char import TokensPerChar
 #: (fitted, nnv, d_model, requested budget or None, approach 1's optimal budget or None)
 #: -> {vocab_size, vocab_params, flops, ...}
 Predict = Callable[[dict[str, Any], float, float, float | None, float | None], dict[str, Any]]
+#: An approach prepared on a table's design: (L_u row for row, f, the main fit to start from
+#: or None, full) -> the fit; `full` adds what the report shows beside the coefficients.
+Fitter = Callable[..., dict[str, Any]]
+
+#: The methods of `estimate.method`: the corrected one (default) and the authors' scripts.
+METHODS = ("corrected", "authors")
 
 
 @dataclass(frozen=True)
@@ -64,19 +72,22 @@ class Option:
 class Approach:
     name: str
     title: str
-    fit: Callable[..., dict[str, Any]]  # (runs, f, **options of estimate.<name>)
+    fit: Callable[..., dict[str, Any]]  # (runs, f, method=..., **options of estimate.<name>)
+    fitter: Callable[..., Fitter]  # the same arguments: the approach prepared on the table
     predict: Predict
     coefficients: tuple[str, ...]  # what a bootstrap replicate keeps: all a prediction needs
     options: tuple[Option, ...]
 
     def replicate(self, fitted: dict[str, Any]) -> dict[str, Any]:
-        """The part of a refit that predictions need; records lose their tables."""
-        return {
+        """The part of a refit that predictions need, and its flags (why its predictions
+        would be left out of an interval); records lose their tables."""
+        kept = {
             key: {k: v for k, v in value.items() if not isinstance(v, list)}
             if isinstance(value, dict)
             else value
             for key, value in ((key, fitted[key]) for key in self.coefficients)
         }
+        return {**kept, "flags": list(fitted.get("flags") or [])}
 
 
 APPROACHES: dict[str, Approach] = {
@@ -86,6 +97,7 @@ APPROACHES: dict[str, Approach] = {
             name="isoflops",
             title="IsoFLOPs",
             fit=isoflops.estimate_isoflops,
+            fitter=isoflops.IsoflopsFitter,
             predict=isoflops.predict,
             coefficients=isoflops.COEFFICIENTS,
             options=(
@@ -97,6 +109,7 @@ APPROACHES: dict[str, Approach] = {
             name="derivative",
             title="Derivative",
             fit=derivative.estimate_derivative,
+            fitter=derivative.DerivativeFitter,
             predict=derivative.predict,
             coefficients=derivative.COEFFICIENTS,
             options=(
@@ -108,6 +121,12 @@ APPROACHES: dict[str, Approach] = {
                     metavar=("NNV", "V", "D"),
                     casts=(float, float, int),
                     help="an explicit anchor instead of the runs' best V of the smallest model",
+                ),
+                Option(
+                    "--derivative-anchor-method",
+                    ("anchor_method",),
+                    type=str,
+                    choices=("vertex", "argmin"),
                 ),
                 Option(
                     "--derivative-grid-widths",
@@ -128,6 +147,7 @@ APPROACHES: dict[str, Approach] = {
             name="parametric",
             title="Parametric",
             fit=parametric.estimate_parametric,
+            fitter=parametric.ParametricFitter,
             predict=parametric.predict,
             coefficients=parametric.COEFFICIENTS,
             options=(
@@ -139,9 +159,17 @@ APPROACHES: dict[str, Approach] = {
 }
 
 
+def approach_options(section: dict[str, Any], name: str) -> dict[str, Any]:
+    """The keyword arguments of one approach's fit from params' `estimate` section: its own
+    section and the method."""
+    return {**section[name], "method": section["method"]}
+
+
 def fit_approach(
     name: str, runs: RunsTable, f: TokensPerChar, options: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """One approach's fit; `options` as in params.yaml's `estimate.<name>` section, any key
-    left out taking the schema's default."""
-    return APPROACHES[name].fit(runs, f, **{**defaults(f"estimate.{name}"), **(options or {})})
+    """One approach's fit; `options` as in params.yaml's `estimate.<name>` section (plus
+    `method`), any key left out taking the schema's default."""
+    given = {**approach_options(defaults("estimate"), name), **(options or {})}
+    with threadpool_limits(1):  # tiny linear algebra: BLAS threads only contend
+        return APPROACHES[name].fit(runs, f, **given)

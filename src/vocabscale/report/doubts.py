@@ -9,7 +9,6 @@ more function below.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +63,9 @@ def find_doubts(evidence: Evidence) -> list[dict[str, Any]]:
 def meaning_of(registered: Check, evidence: Evidence) -> str:
     settings = evidence.settings
     return registered.meaning.format(
-        far=float(settings["extrapolation_warn"]), apart=float(settings["disagreement_warn"])
+        far=float(settings["extrapolation_warn"]),
+        apart=float(settings["disagreement_warn"]),
+        unreliable=float(settings["unreliable_share"]),
     )
 
 
@@ -182,6 +183,113 @@ def parameters_on_bound(evidence: Evidence) -> Iterator[Finding]:
                 yield f"{label}: {', '.join(names)}.", None
 
 
+def not_converged_names(fit: Any, path: str = "") -> list[str]:
+    """Every fit record under `fit` whose `converged` is false, by where it sits."""
+    found: list[str] = []
+    if isinstance(fit, dict):
+        if fit.get("converged") is False:
+            found.append(path or "the fit")
+        for key, value in fit.items():
+            if isinstance(value, dict):
+                found += not_converged_names(value, f"{path} {key}".strip())
+    return found
+
+
+def fitted_with_methods(evidence: Evidence) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(label, fit) of every approach, and of its other method when one was fitted."""
+    for approach in APPROACHES:
+        fitted = evidence.fitted(approach)
+        if fitted is None:
+            continue
+        yield title(approach), fitted
+        other = fitted.get("other_method")
+        if other and "error" not in other:
+            yield f"{title(approach)} ({other.get('method')} method)", other
+
+
+@check(
+    "not_converged",
+    "A fit did not converge",
+    "The optimiser stopped before its tolerance was met: the coefficients are where it "
+    "stopped, not a minimum.",
+)
+def fits_not_converged(evidence: Evidence) -> Iterator[Finding]:
+    for label, fitted in fitted_with_methods(evidence):
+        records = {
+            "fit": fitted.get("fit"),
+            "gamma fit": (fitted.get("exponent_fit") or {}).get("fit"),
+            "true D": (fitted.get("true_tokenization") or {}).get("fit"),
+        }
+        names = [n for key, record in records.items() for n in not_converged_names(record, key)]
+        if names:
+            yield f"{label}: {', '.join(names)}.", None
+
+
+@check(
+    "derivative_bound",
+    "Approach 2's solutions at the end of the V searched",
+    "dC/dV = 0 has no root below f(V)'s clamp for these Nnv (f does not bend enough, e.g. a "
+    "line fitted on two vocabularies): V sits at the search bound and gamma measures nothing.",
+)
+def derivative_at_bound(evidence: Evidence) -> Iterator[Finding]:
+    for label, fitted in fitted_with_methods(evidence):
+        exponent = fitted.get("exponent_fit") or {}
+        if exponent.get("solutions_at_search_bound"):
+            at_bound = [s for s in exponent.get("solutions") or [] if s.get("at_search_bound")]
+            where = ", ".join(f"{human(s['nnv'])} -> V = {s['vocab_size']:,.0f}" for s in at_bound)
+            yield (
+                f"{label}: {len(at_bound)} of {len(exponent.get('solutions') or [])} "
+                f"(Nnv {where}); gamma = {fitted['gamma']:.3g}.",
+                None,
+            )
+
+
+@check(
+    "unreliable_interval",
+    "Intervals that left out many refits",
+    "More than {unreliable:.0%} of the bootstrap refits behind these intervals ended on a "
+    "bound or at a search edge (or failed) and were left out: the interval describes the "
+    "refits that did not collapse, not the estimator.",
+)
+def unreliable_intervals(evidence: Evidence) -> Iterator[Finding]:
+    share = float(evidence.settings["unreliable_share"])
+    predictions = evidence.predictions
+    if "refits_excluded_share" not in predictions:
+        return
+    for row in predictions[predictions["refits_excluded_share"] > share].itertuples(index=False):
+        yield (
+            f"**{row.target}**: {title(row.approach)}, {row.refits_excluded_share:.0%} of "
+            f"{row.refits} refits left out.",
+            row.target,
+        )
+
+
+@check(
+    "weak_identification",
+    "Approach 3 weakly identified",
+    "A parameter's 90% interval (from the curvature of the fit) spans more than 2x or "
+    "crosses 0, or alpha2 exceeds 1 (a vocabulary term falling faster than 1/Nv): the data "
+    "leave the law free along a nearly flat objective, and its optimum V with it.",
+)
+def weak_identification(evidence: Evidence) -> Iterator[Finding]:
+    for label, fitted in fitted_with_methods(evidence):
+        fit = fitted.get("fit") or {}
+        if "identification" not in fit:
+            continue
+        weak = fit["identification"].get("weak") or []
+        intervals = fit["identification"].get("intervals") or {}
+        parts = [
+            f"{name} in [{intervals[name][0]:.3g}, {intervals[name][1]:.3g}]"
+            if name in intervals
+            else f"{name} (no curvature)"
+            for name in weak
+        ]
+        if fitted.get("alpha2", 0) > 1:
+            parts.append(f"alpha2 = {fitted['alpha2']:.3g} > 1")
+        if parts:
+            yield f"{label}: {'; '.join(parts)}.", None
+
+
 @check(
     "search_bound",
     "Approach 3's optimum at the edge of its search",
@@ -265,37 +373,66 @@ def sweep_edge(evidence: Evidence) -> Iterator[Finding]:
                 )
     anchor = (evidence.fitted("derivative") or {}).get("anchor") or {}
     swept = [row["vocab_size"] for row in anchor.get("losses") or []]
-    if len(swept) >= 3 and anchor.get("vocab_size") in (min(swept), max(swept)):
+    best = anchor.get("best_swept_vocab_size", anchor.get("vocab_size"))
+    if len(swept) >= 3 and best in (min(swept), max(swept)):
         yield (
             (
-                f"Derivative: its anchor, V = {anchor['vocab_size']:,.0f}, is at the edge, so "
-                "the whole approach-2 curve may be shifted."
+                f"Derivative: the best swept V at its anchor budget, V = {best:,.0f}, is at "
+                "the edge, so the whole approach-2 curve may be shifted."
             ),
             None,
         )
 
 
+@check(
+    "anchor",
+    "Approach 2's anchor is uncertain",
+    "The anchor V is where L_u of the smallest model is least at the anchor budget; read "
+    "outside the swept V, without a minimum, or from runs extrapolated to the budget, it "
+    "moves the whole approach-2 curve.",
+)
+def anchor_doubts(evidence: Evidence) -> Iterator[Finding]:
+    for label, fitted in fitted_with_methods(evidence):
+        anchor = fitted.get("anchor") or {}
+        if anchor.get("no_vertex"):
+            yield (
+                f"{label}: L_u over ln V has no minimum near the best swept V at the anchor "
+                f"budget; the anchor is the best swept V, {anchor['vocab_size']:,.0f}.",
+                None,
+            )
+        elif anchor.get("outside_sweep"):
+            yield (
+                f"{label}: the vertex, V = {anchor['vocab_size']:,.0f}, lies outside the swept "
+                "V: it is extrapolated. Extend the sweep on that side.",
+                None,
+            )
+        if anchor.get("extrapolated"):
+            yield (
+                f"{label}: the anchor budget, {sci(anchor.get('flops'))} FLOPs, lies beyond "
+                "some runs of the smallest model: their L_u there is extrapolated.",
+                None,
+            )
+
+
 @check("tokenization", "f(V) used where it was not measured")
 def tokenization(evidence: Evidence) -> Iterator[Finding]:
-    """f(V) read where it was not measured, or where the quadratic turns the wrong way."""
+    """f(V) clamped at its vertex, not positive, or read beyond the largest V measured."""
     f = evidence.tokens_per_char
     if f is None or evidence.predictions.empty:
         return
     largest = float(np.nanmax(evidence.predictions["vocab_size"].to_numpy(float)))
-    if f.a > 0:
-        vertex = math.exp(-f.b / (2 * f.a))
-        if vertex < min(largest, TOKENS_PER_CHAR_MAX_VOCAB):
-            yield (
-                (
-                    f"The fitted f(V) has its minimum at V = {vertex:,.0f} and rises beyond it, "
-                    f"but predictions reach V = {largest:,.0f}. Larger vocabularies do not "
-                    "make text longer: above that point f(V) is an artefact of the quadratic, "
-                    "and what is computed from it there (the derivative approach, token "
-                    "counts) is unreliable. Measure larger vocabularies."
-                ),
-                None,
-            )
-    if f(min(largest, TOKENS_PER_CHAR_MAX_VOCAB)) <= 0:
+    if f.clamped_at_vertex and largest > f.max_vocab:
+        yield (
+            (
+                f"The fitted f(V) has its minimum at V = {f.max_vocab:,.0f}, below "
+                f"{TOKENS_PER_CHAR_MAX_VOCAB:,}; larger vocabularies do not make text longer, "
+                f"so f is held constant beyond it, but predictions reach V = {largest:,.0f}, "
+                "where f (and the derivative approach, and token counts) is not known. Measure "
+                "larger vocabularies."
+            ),
+            None,
+        )
+    if f(min(largest, f.max_vocab)) <= 0:
         yield (
             f"The fitted f(V) is not positive at V = {largest:,.0f}: it cannot be used there.",
             None,
@@ -303,11 +440,12 @@ def tokenization(evidence: Evidence) -> Iterator[Finding]:
     points = evidence.tokenization_points
     if points is not None and not points.empty:
         measured = float(points["vocab_size"].max())
-        if largest / measured > float(evidence.settings["extrapolation_warn"]):
+        if largest > measured:
             yield (
                 (
-                    f"Predictions reach V = {largest:,.0f}, {largest / measured:.0f}x the largest "
-                    f"tokenizer measured (V = {measured:,.0f}); f(V) is extrapolated that far."
+                    f"Predictions reach V = {largest:,.0f}, {largest / measured:.3g}x the "
+                    f"largest tokenizer measured (V = {measured:,.0f}); f(V) is extrapolated "
+                    "there."
                 ),
                 None,
             )

@@ -22,6 +22,7 @@ from vocabscale.estimate.approaches import APPROACHES
 from vocabscale.estimate.predict import (
     confidence_of,
     load_coefficients,
+    other_method_coefficients,
     predict,
     predictions_table,
 )
@@ -102,6 +103,7 @@ class Evidence:
     downstream: pd.DataFrame | None = None  # scores per run and task (collect-downstream)
     downstream_note: str = "no downstream table was given"
     sources: dict[str, str] = field(default_factory=dict)  # what each input was
+    comparison: pd.DataFrame | None = None  # the other method's predictions, if it was fitted
 
     @property
     def tokens_per_char(self) -> TokensPerChar | None:
@@ -334,6 +336,10 @@ def gather_evidence(
     coefficients = load_coefficients(estimates)
     targets = resolve_targets(settings)
     predictions = build_predictions(coefficients, targets, settings["round_to"])
+    other = other_method_coefficients(coefficients) if settings["compare_authors"] else None
+    comparison = None
+    if other is not None:
+        comparison = pd.concat([_table_for_target(other, t) for t in targets], ignore_index=True)
     runs, diverged, runs_note = load_runs_for_report(runs_path, coefficients)
     points, points_source = load_tokenization_points(tokenization, runs)
     scores, scores_note = load_downstream(downstream)
@@ -349,6 +355,7 @@ def gather_evidence(
         tokenization_points_source=points_source,
         downstream=scores,
         downstream_note=scores_note,
+        comparison=comparison,
         sources={
             "coefficients": str(estimates),
             "runs table": str(runs_path) if runs_path else "none",

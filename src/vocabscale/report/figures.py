@@ -27,6 +27,7 @@ from matplotlib.ticker import FuncFormatter
 from vocabscale.accounting import log_spaced, width_for_nnv
 from vocabscale.estimate import parametric
 from vocabscale.estimate.approaches import APPROACHES
+from vocabscale.estimate.bootstrap import bootstrap_bounds
 from vocabscale.estimate.isoflops import optimal_flops
 from vocabscale.estimate.predict import predict_one
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
@@ -306,18 +307,27 @@ def figure_isoflops_envelope(evidence: Evidence, path: Path) -> None:
     _save(fig, path)
 
 
-def _replicate_band(replicates: list[dict], key: str, exponent: str, grid: np.ndarray, level):
-    values = []
-    for replicate in replicates:
-        intercept, slope = replicate.get(key), replicate.get(exponent, 0.5)
+def _replicate_band(fitted: dict, key: str, exponent: str, grid: np.ndarray, level):
+    """The band of a power law over the bootstrap refits, as the intervals of the report
+    (`bootstrap_bounds`): refits that ended on a bound are left out."""
+
+    def line(coefficients: dict) -> np.ndarray | None:
+        intercept, slope = coefficients.get(key), coefficients.get(exponent, 0.5)
         if intercept is None or slope is None:
-            continue
+            return None
         with np.errstate(over="ignore"):
-            values.append(np.exp(intercept) * grid**slope)
+            return np.exp(intercept) * grid**slope
+
+    values = [
+        curve
+        for replicate in fitted.get("bootstrap") or []
+        if not replicate.get("flags") and (curve := line(replicate)) is not None
+    ]
     if len(values) < 2:
         return None
-    tail = 100 * (1 - level) / 2
-    return np.nanpercentile(np.vstack(values), [tail, 100 - tail], axis=0)
+    reference = fitted.get("bootstrap_reference")
+    reference_line = None if reference is None else line(reference)
+    return bootstrap_bounds(line(fitted), np.vstack(values), reference_line, level)
 
 
 def figure_isoflops_power_laws(evidence: Evidence, path: Path) -> None:
@@ -356,7 +366,7 @@ def figure_isoflops_power_laws(evidence: Evidence, path: Path) -> None:
         ax.plot(
             grid[grid >= high], line[grid >= high], color="tab:blue", lw=1.2, ls="--", label=None
         )
-        band = _replicate_band(replicates, key, exponent, grid, level)
+        band = _replicate_band(fitted, key, exponent, grid, level)
         if band is not None:
             ax.fill_between(
                 grid,

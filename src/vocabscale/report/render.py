@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from vocabscale.estimate.approaches import APPROACHES
+from vocabscale.estimate.bootstrap import bootstrap_bounds
 from vocabscale.estimate.predict import predict
 from vocabscale.report.doubts import CHECKS, meaning_of
 from vocabscale.report.evidence import (
@@ -65,16 +66,19 @@ def _predictions_markdown(evidence: Evidence) -> list[str]:
     table, level = evidence.predictions, evidence.confidence
     lines = [
         f"V is rounded to a multiple of {evidence.settings['round_to']} in brackets. Intervals are "
-        f"{level:.0%} bootstrap percentiles over runs resampled with replacement (n/a: no "
-        "refits). *paper V* is the same approach with the published coefficients of Tao et "
-        "al. 2024, at the paper's own compute-optimal budget. Approaches 1 and 2 answer for the "
-        "compute-optimal budget; C is approach 1's optimum unless the target names a budget. "
-        "Approach 2's interval reflects only which swept V its anchor picks; its exponent "
-        "comes from f(V) alone.",
+        f"{level:.0%} bootstrap intervals: every approach refitted on replicate tables that keep "
+        "every run, with fresh seed-to-seed and checkpoint-to-checkpoint noise of the size the "
+        "runs show, the estimate less the spread of the refits about the same fit on the "
+        "smoothed runs (n/a: no refits). *left out*: the share of refits that ended on a "
+        "bound or at a search edge (or failed), which the interval does not include. Approach "
+        "2's interval includes the uncertainty of its anchor and, when f(V) was fitted, of "
+        "f(V). *paper V* is the same approach with the published coefficients of Tao et al. "
+        "2024, at the paper's own compute-optimal budget. Approaches 1 and 2 answer for the "
+        "compute-optimal budget; C is approach 1's optimum unless the target names a budget.",
         "",
-        "| target | Nnv | d | approach | C (FLOPs) | V (rounded) | V interval | Nv | "
+        "| target | Nnv | d | approach | C (FLOPs) | V (rounded) | V interval | left out | Nv | "
         "Nv interval | paper V |",
-        "|---|--:|--:|---|--:|--:|--:|--:|--:|--:|",
+        "|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     flagged = False
     for row in table.itertuples(index=False):
@@ -84,13 +88,54 @@ def _predictions_markdown(evidence: Evidence) -> list[str]:
         lines.append(
             f"| {row.target} | {human(row.nnv)} | {int(row.d_model)} | {title(row.approach)} | "
             f"{sci(row.flops)} | {row.vocab_size:,.0f} ({row.vocab_size_rounded:,}){mark} | "
-            f"{range_text(row.vocab_size_low, row.vocab_size_high)} | {human(row.vocab_params)} | "
+            f"{range_text(row.vocab_size_low, row.vocab_size_high)} | "
+            f"{share_text(getattr(row, 'refits_excluded_share', math.nan))} | "
+            f"{human(row.vocab_params)} | "
             f"{range_text(row.vocab_params_low, row.vocab_params_high, human)} | "
             f"{'n/a' if pd.isna(paper) else f'{paper:,.0f}'} |"
         )
     if flagged:
         lines += ["", "† at the edge of the V range approach 3 searched: not a true optimum."]
     return lines
+
+
+def share_text(share: float) -> str:
+    return "n/a" if pd.isna(share) else f"{share:.0%}"
+
+
+def _comparison_markdown(evidence: Evidence) -> list[str]:
+    """Both methods side by side for each target (`report.compare_authors`)."""
+    other = evidence.comparison
+    if other is None or other.empty:
+        return []
+    main = evidence.predictions[evidence.predictions["approach"].isin(APPROACHES)]
+    main_method = str(main["method"].iloc[0]) if "method" in main and len(main) else "corrected"
+    other_method = str(other["method"].iloc[0]) if len(other) else "authors"
+    by_key = other.set_index(["target", "approach"])
+    lines = [
+        "## Both methods side by side",
+        "",
+        f"The same runs fitted with the {main_method} method (above) and with the "
+        f"{other_method} method (`estimate.method`; docs/design.md, section 6, says what "
+        f"differs and why). Intervals: {evidence.confidence:.0%}, as above.",
+        "",
+        f"| target | approach | {main_method} V | interval | {other_method} V | interval | "
+        "paper V |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for row in main.itertuples(index=False):
+        if (row.target, row.approach) not in by_key.index:
+            continue
+        alt = by_key.loc[(row.target, row.approach)]
+        paper = row.paper_vocab_size
+        lines.append(
+            f"| {row.target} | {title(row.approach)} | {row.vocab_size:,.0f} | "
+            f"{range_text(row.vocab_size_low, row.vocab_size_high)} | "
+            f"{alt['vocab_size']:,.0f} | "
+            f"{range_text(alt['vocab_size_low'], alt['vocab_size_high'])} | "
+            f"{'n/a' if pd.isna(paper) else f'{paper:,.0f}'} |"
+        )
+    return [*lines, ""]
 
 
 def _doubts_markdown(evidence: Evidence, doubts: list[dict[str, Any]]) -> list[str]:
@@ -131,6 +176,25 @@ def _doubts_markdown(evidence: Evidence, doubts: list[dict[str, Any]]) -> list[s
     return lines
 
 
+def anchor_interval(evidence: Evidence, fitted: dict[str, Any]) -> str:
+    """`, 90% interval a - b` of the anchor's V over the bootstrap refits ('' without)."""
+    values = [
+        r["anchor"]["vocab_size"]
+        for r in fitted.get("bootstrap") or []
+        if not r.get("flags") and r.get("anchor")
+    ]
+    reference = (fitted.get("bootstrap_reference") or {}).get("anchor") or {}
+    if len(values) < 2 or not fitted.get("anchor"):
+        return ""
+    low, high = bootstrap_bounds(
+        fitted["anchor"]["vocab_size"],
+        np.array(values),
+        reference.get("vocab_size"),
+        evidence.confidence,
+    )
+    return f", {evidence.confidence:.0%} interval {float(low):,.0f} – {float(high):,.0f}"
+
+
 def _derivative_markdown(evidence: Evidence) -> list[str]:
     fitted = evidence.fitted("derivative")
     if fitted is None:
@@ -143,10 +207,16 @@ def _derivative_markdown(evidence: Evidence) -> list[str]:
         "minimise the compute to process a fixed text, dC/dV = 0 with C = 6 (Nnv + V d) H f(V) "
         "(so it rests entirely on f(V), above). The curve is anchored at "
         f"Nv = {anchor.get('vocab_params', math.nan):,.0f} (V = "
-        f"{anchor.get('vocab_size', math.nan):,.0f}, d = {anchor.get('d_model', math.nan):,.0f}, "
+        f"{anchor.get('vocab_size', math.nan):,.0f}{anchor_interval(evidence, fitted)}, "
+        f"d = {anchor.get('d_model', math.nan):,.0f}, "
         f"Nnv = {human(anchor.get('nnv', math.nan))}), "
         + (
-            f"the best vocabulary of the smallest model at C = {sci(anchor['flops'])}."
+            (
+                "the vertex of a quadratic in ln V through L_u of the smallest model's swept V "
+                f"near the best one at C = {sci(anchor['flops'])}."
+                if anchor.get("anchor_method") == "vertex" and not anchor.get("no_vertex")
+                else f"the best vocabulary of the smallest model at C = {sci(anchor['flops'])}."
+            )
             if anchor.get("flops")
             else "given on the command line."
         ),
@@ -349,6 +419,7 @@ def render_markdown(
         "",
         *_predictions_markdown(evidence),
         "",
+        *_comparison_markdown(evidence),
         "## What to doubt",
         "",
         *_doubts_markdown(evidence, doubts),

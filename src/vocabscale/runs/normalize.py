@@ -6,6 +6,14 @@ L_u = -(1/T) sum_i log(p_model(t_i | ctx) / p_uni(t_i)) = loss - unigram cross-e
 same T targets, where p_uni(t) = (count(t) + k) / (N + k V) is the token's additively smoothed
 frequency in the training split (k = `unigram_pseudocount`, 1 by default: Laplace), so no token
 has probability zero. A model that predicts exactly p_uni has L_u = 0; better models are below 0.
+
+Bits per character = total cross-entropy of the evaluated targets / (characters ln 2). Every
+document starts with the end-of-text token (id 0), and every one but the first array entry is a
+target whose cost is in the numerator, so each end-of-text target counts as one character, the
+document separator, in the denominator too: bpc = CE sum / ((characters + end-of-text targets)
+ln 2). The same document boundaries then cost the same in bits per character whatever the
+tokenizer. Bits per byte count the separator the same way, as one byte: bpb = CE sum /
+((UTF-8 bytes + end-of-text targets) ln 2).
 """
 
 from __future__ import annotations
@@ -32,6 +40,15 @@ def unigram_cross_entropy_sum(targets: np.ndarray, log_probs: np.ndarray) -> flo
     return float(-np.sum(log_probs[np.asarray(targets, dtype=np.int64)], dtype=np.float64))
 
 
+#: The end-of-text token's id in every tokenizer of the pipeline.
+END_OF_TEXT_ID = 0
+
+
+def end_of_text_targets(validation: np.ndarray) -> int:
+    """End-of-text tokens among the evaluated targets (every token but the first)."""
+    return int(np.count_nonzero(np.asarray(validation[1:]) == END_OF_TEXT_ID))
+
+
 def normalize_evals(
     evals: pd.DataFrame,
     unigram_ce_sum: float,
@@ -39,7 +56,9 @@ def normalize_evals(
     eval_characters: int,
     eval_bytes: int,
 ) -> pd.DataFrame:
-    """Add loss (nats/token), loss_u, bpc and bpb to evaluation records."""
+    """Add loss (nats/token), loss_u, bpc and bpb to evaluation records; `eval_characters` and
+    `eval_bytes` count what the targets encode: the text's characters (bytes) and one per
+    end-of-text target."""
     if (evals["eval_tokens"] != eval_tokens).any():
         raise ValueError(
             f"evaluation records count {sorted(set(evals['eval_tokens']))} targets, but the "
@@ -77,8 +96,13 @@ def normalize_run(
             f"{tokens_dir}/stats.json has no UTF-8 byte count of the validation text (written "
             "by an older tokenize): run the tokenize stage again"
         )
+    separators = end_of_text_targets(validation)
     normalized = normalize_evals(
-        evals, unigram_sum, len(validation) - 1, split["characters"], split["utf8_bytes"]
+        evals,
+        unigram_sum,
+        len(validation) - 1,
+        split["characters"] + separators,
+        split["utf8_bytes"] + separators,
     )
     write_csv(out, normalized)
     return normalized

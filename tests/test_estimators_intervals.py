@@ -1,0 +1,170 @@
+"""Bootstrap intervals: the noise model behind the replicates, refits that collapse are left
+out and counted, and (reduced) coverage of the true optimum on simulated sweeps."""
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vocabscale.config import defaults
+from vocabscale.estimate import derivative, parametric, synthetic
+from vocabscale.estimate.approaches import fit_approach
+from vocabscale.estimate.bootstrap import bootstrap_bounds, estimate_approach, estimate_noise
+from vocabscale.estimate.predict import bootstrap_interval, predictions_table
+from vocabscale.estimate.published import PAPER_COEFFICIENTS
+from vocabscale.runs.table import prepare_runs
+from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR, TokensPerChar
+
+F = PAPER_TOKENS_PER_CHAR
+LAW = PAPER_COEFFICIENTS["parametric"]
+
+
+def test_noise_model_measures_seed_and_checkpoint_noise():
+    """A paper-like table with known noise: the smoothed runs are the law, the resampled
+    residuals have the noise's size (one draw of 60 runs: within 30%)."""
+    clean = synthetic.runs_table(synthetic.parametric_law(LAW), checkpoints=20)
+    noisy = synthetic.add_noise(clean, 0.006, 0.002, np.random.default_rng(4))
+    noise = estimate_noise(prepare_runs(noisy, F).frame)
+    summary = noise.summary()
+    assert summary["checkpoint_sd"] == pytest.approx(0.002, rel=0.3)
+    assert summary["seed_sd"] == pytest.approx(0.006, rel=0.3)
+    # the bootstrap world's truth is each run's smooth curve: it removes checkpoint noise
+    assert np.std(noise.smooth - clean["loss_u"]) < np.std(noisy["loss_u"] - clean["loss_u"])
+    draw = noise.draw(np.random.default_rng(0)) - noise.smooth
+    per_run = pd.Series(draw).groupby(pd.factorize(noisy["run_id"])[0]).mean()
+    assert per_run.std() == pytest.approx(summary["seed_sd"], rel=0.4)
+
+
+def test_basic_bootstrap_bounds_remove_the_bias_of_the_refits():
+    """Refits that land 10% above the reference mean the estimator runs high: the interval
+    is moved down by as much."""
+    replicates = 1.1 * np.exp(np.random.default_rng(0).normal(0, 0.01, 400))
+    low, high = bootstrap_bounds(100.0, replicates, 1.0, 0.9)
+    assert high < 100.0 / 1.08 and low > 100.0 / 1.12
+    low, high = bootstrap_bounds(100.0, replicates, None, 0.9)  # percentiles, older files
+    assert 1.08 < low < high < 1.12
+
+
+def collapsed_coefficients(collapsed: int, total: int = 40) -> dict:
+    """Approach-3 coefficients with `total` replicates, `collapsed` of them with A2 at 0 (the
+    refit flagged it), as a refit on an unlucky replicate ends."""
+    rng = np.random.default_rng(1)
+    replicates = []
+    for i in range(total):
+        replicate = {**LAW, "beta": LAW["alpha1"], "flags": []}
+        replicate["alpha2"] *= float(np.exp(rng.normal(0, 0.02)))
+        if i < collapsed:
+            replicate.update(A2=0.0, flags=["A2 on its bound"])
+        replicates.append(replicate)
+    fitted = {**LAW, "beta": LAW["alpha1"], "bootstrap": replicates}
+    fitted["bootstrap_reference"] = {**LAW, "beta": LAW["alpha1"], "flags": []}
+    return {"isoflops": PAPER_COEFFICIENTS["isoflops"], "parametric": fitted}
+
+
+def test_collapsed_refits_are_left_out_and_counted():
+    coefficients = collapsed_coefficients(collapsed=6)
+    interval = bootstrap_interval(coefficients, "parametric", 7e9, 4096, 7.05e21, 0.9)
+    assert interval.refits == 40 and interval.excluded == 6
+    assert interval.excluded_share == pytest.approx(0.15)
+    assert interval.low > 40_000  # no refit at the search floor (V = 257) drags it down
+    table = predictions_table(coefficients, [{"name": "7B", "nnv": 7e9, "d_model": 4096}])
+    row = table.set_index("approach").loc["parametric"]
+    assert row["refits_excluded_share"] == pytest.approx(0.15)
+    assert row["vocab_size_low"] == pytest.approx(interval.low, rel=1e-3)  # its C is approach 1's
+
+
+def test_a_degenerate_law_flags_its_refits(caplog):
+    """A2 = 0 in the law: the fit and most refits switch the vocabulary term off (A2 or alpha2
+    on its bound), are flagged, and the interval leaves them out."""
+    frame = synthetic.runs_table(
+        synthetic.parametric_law({**LAW, "A2": 0.0}), synthetic.paper_models(4), checkpoints=8
+    )
+    frame = synthetic.add_noise(frame, 0.003, 0.002, np.random.default_rng(2))
+    runs = prepare_runs(frame, F)
+    bootstrap = {"samples": 10, "seed": 0, "confidence": 0.9}
+    with caplog.at_level(logging.WARNING):
+        fitted = estimate_approach(
+            "parametric", runs, F, defaults("estimate.parametric"), bootstrap
+        )
+    assert any(flag.endswith("on its bound") for flag in fitted["flags"])  # A2 or alpha2
+    flagged = sum(1 for r in fitted["bootstrap"] if r["flags"])
+    assert flagged >= 7 and "left out of the intervals" in caplog.text
+    row = predictions_table({"parametric": fitted}, [{"nnv": 3e8, "d_model": 1024, "flops": 1e20}])
+    assert row["refits_excluded_share"].iloc[0] >= 0.7
+
+
+def test_refits_keep_every_run():
+    """Unlike a resampling of runs, every replicate fits every run (the envelope's too)."""
+    frame = synthetic.runs_table(
+        synthetic.parametric_law(LAW), synthetic.paper_models(3), checkpoints=6
+    )
+    runs = prepare_runs(synthetic.add_noise(frame, 0.004, 0.002, np.random.default_rng(0)), F)
+    fitted = estimate_approach(
+        "isoflops",
+        runs,
+        F,
+        defaults("estimate.isoflops"),
+        {"samples": 5, "seed": 0, "confidence": 0.9},
+    )
+    assert len(fitted["bootstrap"]) == 5 and fitted["bootstrap_failed"] == 0
+    assert fitted["bootstrap_reference"]["K2"] == pytest.approx(fitted["K2"], abs=0.5)
+    assert fitted["bootstrap_noise"]["checkpoint_residuals"] == len(frame)
+
+
+def test_derivative_solutions_at_the_search_bound_are_flagged(caplog):
+    """With two vocabulary sizes f(V) is fitted as a line, which can keep dC/dV < 0 up to the
+    clamp at every Nnv: every solution is V = 199,999 and gamma measures only the widths. The
+    fit and its refits say so."""
+    line = TokensPerChar(0.0, -0.04, 0.53)
+    frame = synthetic.runs_table(
+        synthetic.parametric_law(LAW), synthetic.paper_models(3), (4096, 8192), 5, f=line
+    )
+    with caplog.at_level(logging.WARNING):
+        fitted = fit_approach("derivative", prepare_runs(frame, line), line)
+    exponent = fitted["exponent_fit"]
+    assert exponent["solutions_at_search_bound"] == 3
+    assert all(s["at_search_bound"] for s in exponent["solutions"])
+    assert "derivative solutions at the search bound" in fitted["flags"]
+    assert "at the end of the V searched" in caplog.text
+    assert exponent["fit"]["converged"] is True
+
+
+def test_f_is_held_at_the_vertex_of_its_quadratic():
+    """A quadratic whose minimum lies below 200K: f stays constant beyond the vertex, and the
+    derivative approach's optimum stays below it."""
+    f = TokensPerChar(0.01, -0.2318, 1.6)  # vertex at exp(11.59) = 108K
+    assert f.max_vocab == pytest.approx(np.exp(0.2318 / 0.02), rel=1e-9)
+    assert f.clamped_at_vertex
+    assert f(150_000) == pytest.approx(f(f.max_vocab)) == pytest.approx(f(199_999))
+    assert f.derivative(150_000) == 0
+    vocab, at_bound = derivative.solve_vocab(70e9, 8192, f)
+    assert vocab < f.max_vocab and not at_bound
+    assert not PAPER_TOKENS_PER_CHAR.clamped_at_vertex  # its vertex is at 235K
+
+
+def test_every_fit_records_whether_it_converged():
+    frame = synthetic.runs_table(
+        synthetic.parametric_law(LAW), synthetic.paper_models(3), checkpoints=6
+    )
+    runs = prepare_runs(frame, F)
+    isoflops = fit_approach("isoflops", runs, F)
+    assert all(isoflops["fit"][law]["converged"] for law in ("nnv", "vocab_params", "characters"))
+    assert fit_approach("derivative", runs, F)["exponent_fit"]["fit"]["converged"] is True
+    parametric_fit = fit_approach("parametric", runs, F, {"min_flops": 0})
+    assert parametric_fit["fit"]["converged"] is True
+    assert set(parametric_fit["fit"]["identification"]["intervals"]) == set(parametric.PARAMETERS)
+
+
+@pytest.mark.parametrize("approach", list(synthetic.COVERAGE_SWEEPS))
+def test_intervals_cover_the_truth_on_simulated_sweeps(approach):
+    """The reduced coverage check (benchmarks/bench_coverage.py runs 200 sweeps): 12 sweeps
+    from a law the approach holds for, 60 refits each; the 90% interval at a target 10x beyond
+    the compute trained must hold the law's optimal V in at least 9 of them (a 90% interval
+    does with probability 0.97)."""
+    covered = [
+        synthetic.coverage_record(approach, synthetic.COVERAGE_SWEEPS[approach](seed), 60, seed)
+        for seed in range(12)
+    ]
+    hits = sum(record["covered"] for record in covered)
+    assert hits >= 9, covered
