@@ -1,5 +1,5 @@
 """DVC experiments on the real pipeline, in scratch git repositories holding the Snakemake run
-of the tiny params handed over to DVC (test_dvc's `handed_over`): `dvc exp run -S` reruns only
+of the tiny params handed over to DVC (conftest's `handed_over`): `dvc exp run -S` reruns only
 what the changed setting touches, a queued sweep runs and `dvc exp show` lists its metrics side
 by side; live training curves change no output under `dvc repro`."""
 
@@ -11,8 +11,8 @@ import shutil
 import time
 
 import pytest
-from conftest import run_in
-from test_dvc import copy_project, dvc_status, edit_params, handed_over  # noqa: F401
+from conftest import copy_project, run_in
+from test_dvc import dvc_status, edit_params
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ def experiments(project) -> dict[str, dict]:
 
 
 def test_an_experiment_with_a_new_setting_reruns_only_the_estimate_and_the_report(
-    handed_over,  # noqa: F811
+    handed_over,
     tmp_path,
 ):
     project = copy_project(handed_over, tmp_path / "project")
@@ -82,7 +82,7 @@ def test_an_experiment_with_a_new_setting_reruns_only_the_estimate_and_the_repor
 
 
 def test_a_queued_sweep_runs_and_dvc_exp_show_lists_it_side_by_side(
-    handed_over,  # noqa: F811
+    handed_over,
     tmp_path,
 ):
     project = copy_project(handed_over, tmp_path / "project")
@@ -100,7 +100,7 @@ def test_a_queued_sweep_runs_and_dvc_exp_show_lists_it_side_by_side(
     assert dvc_status(project) == {}  # the sweep ran beside the workspace, not in it
 
 
-def test_live_curves_change_no_output_under_dvc_repro(handed_over, tmp_path):  # noqa: F811
+def test_live_curves_change_no_output_under_dvc_repro(handed_over, tmp_path):
     project = copy_project(handed_over, tmp_path / "project")
     pipeline = (project / "dvc.yaml").read_bytes()
     edit_params(project, lambda p: p.update(live={"logger": "dvclive"}))
