@@ -107,9 +107,10 @@ def test_a_vocabulary_size_beyond_any_real_one_is_refused(default_params):
 def test_a_key_written_twice_is_an_error_naming_both_lines(tmp_path):
     """PyYAML alone keeps the last one silently."""
     path = tmp_path / "params.yaml"
-    text = (REPO / "params.yaml").read_text()
-    path.write_text(text.replace("  lr: 3.0e-3\n", "  lr: 3.0e-3\n  lr: 3.0e-2\n"))
-    first = text.splitlines().index("  lr: 3.0e-3") + 1
+    lines = (REPO / "params.yaml").read_text().splitlines()
+    first = next(number for number, line in enumerate(lines, 1) if line.startswith("  lr: "))
+    lines.insert(first, "  lr: 3.0e-2")
+    path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ParamsError, match=rf"(?s)the key 'lr' appears twice in one mapping \(first "
                        rf"on line {first}\).*line {first + 1}"):  # fmt: skip
         load_params(path)
