@@ -191,6 +191,7 @@ def test_fsdp_trains_like_one_process_and_writes_a_plain_model(
     assert_evaluates_like(fsdp_uninterrupted, tmp_path / "run")
     run = read_json(fsdp_uninterrupted / "run.json")
     assert (run["processes"], run["parallel"]) == (2, "fsdp")
+    assert run["total_params"] == read_json(tmp_path / "run" / "run.json")["total_params"]
     assert "FSDP" in (fsdp_uninterrupted.parent / "train.log").read_text()
     # model.pt is the whole model, gathered: it loads into a plain single-process model
     spec = model_specs(load_params(params_file))["fsdp"]
@@ -205,7 +206,8 @@ def test_fsdp_checkpoints_are_shards_and_resume_to_the_same_run(
     tmp_path, params_file, tokenized, fsdp_uninterrupted
 ):
     """SIGTERM to torchrun: every rank writes its shards, rank 0 the file naming them; the
-    resumed run is the uninterrupted one, bit for bit."""
+    resumed run is the uninterrupted one, bit for bit. The shards of a save that a kill cut
+    short (no file names them) are ignored and removed."""
     sigterm_to_torchrun_once_saved(params_file, "fsdp", tokenized[VOCAB], tmp_path)
     checkpoint = tmp_path / "checkpoint"
     log = (tmp_path / "train.log").read_text()
@@ -222,7 +224,11 @@ def test_fsdp_checkpoints_are_shards_and_resume_to_the_same_run(
     for directory in named:
         assert len(list((checkpoint / directory).glob("*.distcp"))) == 2
     assert read_json(checkpoint / PREEMPTED)["step"] > 0
+    cut_short = checkpoint / "state.0badc0de.dcp"
+    cut_short.mkdir()
+    (cut_short / "__0_0.distcp").write_bytes(b"half a shard")
 
     run_to_completion(params_file, "fsdp", tokenized[VOCAB], tmp_path)
     assert "resuming" in (tmp_path / "train.log").read_text()
+    assert not cut_short.exists()
     assert_same_run(tmp_path / "run", fsdp_uninterrupted)

@@ -404,8 +404,10 @@ class Trainer:
                 raise RuntimeError(f"{self.state_path} no longer holds step {point.branch_from}")
             self.load_training_state(main)
         self.save_checkpoint()
-        if self.proc.main:
+        if self.proc.main and self.sharded:
             sharded.remove(self.branch_path)
+        elif self.proc.main:
+            self.branch_path.unlink(missing_ok=True)
 
     def run_branch(self, point: EvalPoint, sigterm: SigtermFlag, progress: tqdm) -> None:
         """The cooldown of `point`: its rate decays from the main trajectory's at the branch

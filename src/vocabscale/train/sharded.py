@@ -13,15 +13,15 @@ written last, once every process has written. Only then does rank 0 write the ch
 (`state.pt`, `branch.pt`: the step, records and RNG states, and the name of that directory),
 atomically, and remove the directory the previous file named. So a kill at any moment leaves
 a checkpoint file naming a complete directory, and the directories no file names are
-leftovers of an interrupted save (`remove_unnamed`). A run resumes on any number of
-processes: DCP reshards on loading.
+leftovers of an interrupted save (`remove_unnamed`). DCP reshards on loading, so a sharded
+checkpoint may be resumed by another number of processes (two or more: one process does not
+shard).
 """
 
 from __future__ import annotations
 
 import secrets
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +47,13 @@ SHARDS = "shards"
 
 
 def shard(model: Llama, proc: Process) -> None:
-    """FSDP2 over every process: each block a unit of its own, the root holding the rest.
-    (FSDP2 warns that a block returns a view tensor, which an in-place op could break; the
-    blocks' outputs are only ever added to out of place.)"""
+    """FSDP2 over every process: each block a unit of its own, the root holding the rest (the
+    embedding, the final norm and the output head, whose weight the fused loss head reads
+    directly). Parameters are replaced by sharded ones: build the optimizer after this."""
     mesh = init_device_mesh(proc.device.type, (proc.world,))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*returned a view tensor.*")
-        for block in model.blocks:
-            fully_shard(block, mesh=mesh)
-        fully_shard(model, mesh=mesh)
+    for block in model.blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
 
 
 def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
