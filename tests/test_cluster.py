@@ -7,6 +7,7 @@ import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, subprocess_env, write_params
@@ -239,20 +240,25 @@ def test_the_plan_names_the_runs_that_would_read_their_data_twice(tmp_path):
     assert "2.87B-v96256" not in data_warning(counted.reset_index())
 
 
-def test_snakemake_warns_about_runs_that_read_their_data_twice_before_any_job(tmp_path):
-    params = PAPER.read_text().replace(
-        "max_characters: 800000000000", "max_characters: 600000000000"
-    )
-    small = tmp_path / "small-corpus.yaml"
-    small.write_text(params)
-    result = subprocess.run(
-        ["snakemake", "--configfile", str(small), "-n", "--cores", "1"],
+def snakemake_dry_run(configfile: Path) -> subprocess.CompletedProcess:
+    """`snakemake -n` of the workflow with `configfile`, on the local executor."""
+    return subprocess.run(
+        ["snakemake", "--configfile", str(configfile), "-n", "--cores", "1"],
         cwd=REPO,
         env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_snakemake_warns_about_runs_that_read_their_data_twice_before_any_job(tmp_path):
+    params = PAPER.read_text().replace(
+        "max_characters: 800000000000", "max_characters: 600000000000"
+    )
+    small = tmp_path / "small-corpus.yaml"
+    small.write_text(params)
+    result = snakemake_dry_run(small)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "WARNING: 6 run(s) need more training tokens than the corpus holds" in result.stderr
     assert "2.87B-v96256: 1.655e+11 tokens" in result.stderr
@@ -338,14 +344,7 @@ def test_snakemake_refuses_a_run_that_cannot_fit_before_any_job(tmp_path):
     params = PAPER.read_text().replace("micro_batch_size: 4 ", "micro_batch_size: 16 ")
     large = tmp_path / "large-micro-batch.yaml"
     large.write_text(params)
-    result = subprocess.run(
-        ["snakemake", "--configfile", str(large), "-n", "--cores", "1"],
-        cwd=REPO,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = snakemake_dry_run(large)
     assert result.returncode != 0
     said = result.stdout + result.stderr  # snakemake prints a workflow error on stdout
     assert "run 2.87B-v96256: needs about" in said and "cluster.gpu_memory_gb (80)" in said
