@@ -125,7 +125,9 @@ def trained_run(tmp_path_factory, tokenized) -> Path:
     shutil.copyfile(tokenized[640].parent / "v640/tokenizer.json", tokenizer)
     train = defaults("train") | {"seed": 0, "context": 32, "batch_tokens": 1024}
     train |= {"micro_batch_size": 32, "lr": 1e-2, "evals": 2, "device": "cpu", "threads": 1}
-    spec = ModelSpec("t", ModelShape(n_layer=2, n_head=2, d_model=32, ffn=64), 96 * 1024, 1)
+    spec = ModelSpec(
+        "t", ModelShape(n_layer=2, n_head=2, d_model=32, ffn=64), 96 * 1024, 1, 1, "auto"
+    )
     run = results / "runs/t-v640"
     train_run(spec, tokenized[640], TrainConfig.from_params(train), run, results / "ckpt")
     return run

@@ -7,10 +7,12 @@ import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, subprocess_env, write_params
 
+from vocabscale.accounting import training_memory
 from vocabscale.cluster import (
     CPU_JOBS,
     cpu_job_characters,
@@ -23,7 +25,7 @@ from vocabscale.cluster import (
 from vocabscale.config import ParamsError, load_params, read_yaml, validate_params
 from vocabscale.io import read_json, write_json
 from vocabscale.preemption import state_bytes
-from vocabscale.sweep import model_specs
+from vocabscale.sweep import model_specs, parallelism
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
 from vocabscale.train.schedule import eval_points, trained_steps
 
@@ -122,7 +124,10 @@ def test_plan_prints_each_jobs_geometry(monkeypatch):
     (line,) = [line for line in lines if line.startswith("2.87B-v32768 ")]
     cost = plan(params).set_index("run").loc["2.87B-v32768"]
     grace = cost["grace_seconds"]
-    assert re.search(rf"\b1 x 8 h100\s+64\s+512 GB\s+2880m\s+{grace}s\b", line), line
+    memory = cost["memory_per_gpu"] / 1e9
+    assert re.search(
+        rf"\b1 x 8 h100\s+64\s+512 GB\s+fsdp\s+{memory:.1f} GB\s+2880m\s+{grace}s\b", line
+    )
     assert any(line.startswith("tokenize ") for line in lines)
 
 
@@ -235,20 +240,111 @@ def test_the_plan_names_the_runs_that_would_read_their_data_twice(tmp_path):
     assert "2.87B-v96256" not in data_warning(counted.reset_index())
 
 
-def test_snakemake_warns_about_runs_that_read_their_data_twice_before_any_job(tmp_path):
-    params = PAPER.read_text().replace(
-        "max_characters: 800000000000", "max_characters: 600000000000"
-    )
-    small = tmp_path / "small-corpus.yaml"
-    small.write_text(params)
-    result = subprocess.run(
-        ["snakemake", "--configfile", str(small), "-n", "--cores", "1"],
+def snakemake_dry_run(configfile: Path) -> subprocess.CompletedProcess:
+    """`snakemake -n` of the workflow with `configfile`, on the local executor."""
+    return subprocess.run(
+        ["snakemake", "--configfile", str(configfile), "-n", "--cores", "1"],
         cwd=REPO,
         env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_snakemake_warns_about_runs_that_read_their_data_twice_before_any_job(tmp_path):
+    params = PAPER.read_text().replace(
+        "max_characters: 800000000000", "max_characters: 600000000000"
+    )
+    small = tmp_path / "small-corpus.yaml"
+    small.write_text(params)
+    result = snakemake_dry_run(small)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "WARNING: 6 run(s) need more training tokens than the corpus holds" in result.stderr
     assert "2.87B-v96256: 1.655e+11 tokens" in result.stderr
+
+
+# --- memory per GPU: DDP, FSDP, or refused ------------------------------------------------------
+
+
+def test_auto_shards_with_fsdp_the_runs_whose_ddp_estimate_exceeds_a_gpu():
+    params = load_params(PAPER)  # 80 GB GPUs, bf16, 4 sequences of 2048 per micro-batch
+    specs = model_specs(params)
+    ddp_estimate = training_memory(specs["2.87B"].shape, 32768, 4 * 2048, "bf16", 2**27, 1)
+    assert ddp_estimate > 80e9  # 16 B per parameter and the activations: too much for DDP
+    chosen = parallelism(specs["2.87B"], 32768, params)
+    assert chosen.kind == "fsdp" and chosen.memory_bytes < 80e9 < ddp_estimate
+    assert parallelism(specs["631M"], 32768, params).kind == "ddp"
+    assert parallelism(specs["33M"], 32768, params).kind == "none"  # one GPU: nothing to shard
+    params["cluster"]["gpu_memory_gb"] = 141  # an H200: DDP fits
+    assert parallelism(specs["2.87B"], 32768, params).kind == "ddp"
+    params["train"]["device"] = "cpu"  # no GPU memory to fit: auto keeps DDP
+    params["cluster"]["gpu_memory_gb"] = 80
+    assert parallelism(specs["2.87B"], 32768, params).kind == "ddp"
+
+
+def test_fsdp_divides_the_training_state_by_the_processes():
+    shape = model_specs(load_params(PAPER))["2.87B"].shape
+    parameters = shape.non_vocab_params + 2 * 32768 * shape.d_model
+    one, eight = (training_memory(shape, 32768, 0, "bf16", 0, n) for n in (1, 8))
+    assert one == 16 * parameters
+    # an eighth of the state, plus the weights and gradients FSDP gathers whole while in use
+    assert 16 * parameters / 8 < eight < 16 * parameters / 4
+    activations = training_memory(shape, 32768, 2048, "bf16", 0, 1) - one
+    assert activations == 2048 * shape.n_layer * (36 * shape.d_model + 8 * shape.ffn)
+
+
+def test_plan_prints_each_runs_memory_per_gpu():
+    params = load_params(PAPER)
+    table = plan(params).set_index("run")
+    lines = format_plan(plan(params), params).splitlines()
+    assert "mem/GPU" in lines[0]
+    for run, kind in [("33M-v4096", "none"), ("631M-v4096", "ddp"), ("2.87B-v4096", "fsdp")]:
+        (line,) = [line for line in lines if line.startswith(f"{run} ")]
+        assert f" {kind} {table.loc[run, 'memory_per_gpu'] / 1e9:>5.1f} GB " in line, line
+
+
+def refused(params: dict, tmp_path) -> str:
+    """`vocabscale plan`'s refusal of `params` (exit 2), and `load_params`' the same."""
+    path = write_params(tmp_path / "params.yaml", params)
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    result = subprocess.run(
+        [sys.executable, "-m", "vocabscale", "plan", "--params", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and str(error.value) in result.stderr
+    return str(error.value)
+
+
+def test_a_run_that_cannot_fit_even_with_fsdp_is_refused_naming_it(tmp_path):
+    params = read_yaml(PAPER)
+    params["train"]["micro_batch_size"] = 16  # 32,768 tokens of activations per GPU
+    message = refused(params, tmp_path)
+    shape = model_specs(load_params(PAPER))["2.87B"].shape
+    estimate = training_memory(shape, 4096, 16 * 2048, "bf16", 2**27, 8)
+    assert re.search(
+        rf"run 2\.87B-v4096: needs about {estimate / 1e9:.1f} GB per GPU under "
+        r"FSDP over 8 GPUs .* more than cluster\.gpu_memory_gb \(80\); give it more GPUs",
+        message,
+    )
+    assert "run 33M-v4096" not in message  # the runs that fit are not named
+    # DDP asked for where only FSDP fits: refused, pointing at FSDP
+    params = read_yaml(PAPER)
+    params["models"]["2.87B"]["parallel"] = "ddp"
+    message = refused(params, tmp_path)
+    assert "run 2.87B-v4096: needs about" in message and "under DDP" in message
+    assert "models.2.87B.parallel: fsdp" in message
+    params["train"]["device"] = "cpu"  # CPU processes: no GPU memory to fit
+    load_params(write_params(tmp_path / "cpu.yaml", params))
+
+
+def test_snakemake_refuses_a_run_that_cannot_fit_before_any_job(tmp_path):
+    params = PAPER.read_text().replace("micro_batch_size: 4 ", "micro_batch_size: 16 ")
+    large = tmp_path / "large-micro-batch.yaml"
+    large.write_text(params)
+    result = snakemake_dry_run(large)
+    assert result.returncode != 0
+    said = result.stdout + result.stderr  # snakemake prints a workflow error on stdout
+    assert "run 2.87B-v96256: needs about" in said and "cluster.gpu_memory_gb (80)" in said

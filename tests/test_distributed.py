@@ -1,6 +1,7 @@
-"""Runs of several processes: two torchrun agents on this host as two nodes, and SIGTERM to the
+"""Runs of several processes: two torchrun agents on this host as two nodes, SIGTERM to the
 torchrun of a two-process run (every rank stops at one step, the state is saved, the command
-exits 75 and the run resumes to the same numbers). CPU processes talking over gloo."""
+exits 75 and the run resumes to the same numbers), and FSDP (sharded weights and optimizer,
+sharded checkpoints) doing the same. CPU processes talking over gloo."""
 
 from __future__ import annotations
 
@@ -25,9 +26,13 @@ from vocabscale.io import read_json
 from vocabscale.preemption import grace_seconds, state_bytes
 from vocabscale.sweep import model_specs
 from vocabscale.train.distributed import PREEMPTED, torchrun_command
+from vocabscale.train.model import Llama
+from vocabscale.train.sharded import SHARDS
 from vocabscale.train.stage import EXIT_PREEMPTED
 
 STEPS = 40  # the two-process run SIGTERM interrupts
+#: Where a worker says it stopped at SIGTERM: a step of the main trajectory or of a wsd branch
+STOPPED = r"SIGTERM (at step \d+|in the cooldown branch .* of \d+)"
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +43,11 @@ def params_file(tmp_path_factory, tiny_params_dict) -> Path:
         "one": {**shape, "train_tokens": 2048 * 12},
         "two_nodes": {**shape, "train_tokens": 2048 * 12, "nodes": 2},
         "ddp": {**shape, "train_tokens": 2048 * STEPS, "gpus": 2},
+        # FSDP over two processes: two blocks, each sharded on its own
+        "fsdp": {**shape, "n_layer": 2, "train_tokens": 2048 * STEPS, "gpus": 2},
+        "fsdp_one": {**shape, "n_layer": 2, "train_tokens": 2048 * STEPS},
     }
+    params["models"]["fsdp"]["parallel"] = "fsdp"
     params["train"].update(
         micro_batch_size=32, evals=4, checkpoint_every=10, device="cpu", threads=1
     )
@@ -105,15 +114,15 @@ def two_processes_uninterrupted(tmp_path_factory, params_file, tokenized) -> Pat
     return root / "run"
 
 
-def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_resumes(
-    tmp_path, params_file, tokenized, two_processes_uninterrupted
-):
-    state = tmp_path / "checkpoint" / "state.pt"
-    stderr = tmp_path / "stderr.txt"
+def sigterm_to_torchrun_once_saved(
+    params_file: Path, model: str, tokens: Path, root: Path
+) -> float:
+    """Start `vocabscale train` of `model` and SIGTERM its torchrun once the run has saved its
+    state; the command must exit 75 with no worker killed. Returns the seconds it took."""
+    state = root / "checkpoint" / "state.pt"
+    stderr = root / "stderr.txt"
     with open(stderr, "w") as sink:
-        launcher = subprocess.Popen(
-            train_command(params_file, "ddp", tokenized[VOCAB], tmp_path), stderr=sink
-        )
+        launcher = subprocess.Popen(train_command(params_file, model, tokens, root), stderr=sink)
     try:
         torchrun = torchrun_of(launcher)
         deadline = time.monotonic() + 300
@@ -129,16 +138,26 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_resumes(
         if launcher.poll() is None:
             launcher.kill()
     assert status == EXIT_PREEMPTED, stderr.read_text()[-3000:]
+    assert "forcefully" not in stderr.read_text()  # the workers left by themselves
+    return took
+
+
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_resumes(
+    tmp_path, params_file, tokenized, two_processes_uninterrupted
+):
+    state = tmp_path / "checkpoint" / "state.pt"
+    took = sigterm_to_torchrun_once_saved(params_file, "ddp", tokenized[VOCAB], tmp_path)
     # within the grace window, the workers leaving by themselves (torchrun killed none)
     spec = model_specs(load_params(params_file))["ddp"]
     assert took < grace_seconds(spec.shape, VOCAB, load_params(params_file)["cluster"])
-    assert "forcefully" not in stderr.read_text()
-    # every rank stopped at the same step, the one the complete checkpoint holds
+    # every rank stopped at the same step, the one the complete checkpoint holds (or, in a
+    # cooldown branch, at the same step of the branch, saved beside it)
     log = (tmp_path / "train.log").read_text()
-    stopped = re.findall(r"SIGTERM at step (\d+)", log)
+    stopped = re.findall(STOPPED, log)
     assert len(stopped) == 2 and len(set(stopped)) == 1, log[-3000:]
     saved = torch.load(state, weights_only=True)
-    assert saved["step"] == int(stopped[0]) == read_json(state.parent / PREEMPTED)["step"]
+    assert saved["step"] == read_json(state.parent / PREEMPTED)["step"]
+    assert stopped[0] == f"at step {saved['step']}" or (state.parent / "branch.pt").exists()
     assert 0 < saved["step"] < STEPS and saved["processes"] == 2
     assert not (tmp_path / "run").exists()
 
@@ -156,3 +175,63 @@ def test_the_state_is_the_size_the_grace_window_is_made_for(
     written = (two_processes_uninterrupted.parent / "checkpoint" / "state.pt").stat().st_size
     estimate = state_bytes(spec.shape, VOCAB)
     assert estimate <= written < estimate + 64_000
+
+
+# --- FSDP ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fsdp_uninterrupted(tmp_path_factory, params_file, tokenized) -> Path:
+    root = tmp_path_factory.mktemp("fsdp-uninterrupted")
+    run_to_completion(params_file, "fsdp", tokenized[VOCAB], root)
+    return root / "run"
+
+
+def test_fsdp_trains_like_one_process_and_writes_a_plain_model(
+    tmp_path, params_file, tokenized, fsdp_uninterrupted
+):
+    run_to_completion(params_file, "fsdp_one", tokenized[VOCAB], tmp_path)
+    assert_evaluates_like(fsdp_uninterrupted, tmp_path / "run")
+    run = read_json(fsdp_uninterrupted / "run.json")
+    assert (run["processes"], run["parallel"]) == (2, "fsdp")
+    assert run["total_params"] == read_json(tmp_path / "run" / "run.json")["total_params"]
+    assert "FSDP" in (fsdp_uninterrupted.parent / "train.log").read_text()
+    # model.pt is the whole model, gathered: it loads into a plain single-process model
+    spec = model_specs(load_params(params_file))["fsdp"]
+    model = Llama(spec.shape, VOCAB, 32)
+    model.load_state_dict(torch.load(fsdp_uninterrupted / "model.pt", weights_only=True))
+    single = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    for name, weight in model.state_dict().items():
+        torch.testing.assert_close(weight, single[name], rtol=1e-4, atol=1e-5)
+
+
+def test_fsdp_checkpoints_are_shards_and_resume_to_the_same_run(
+    tmp_path, params_file, tokenized, fsdp_uninterrupted
+):
+    """SIGTERM to torchrun: every rank writes its shards, rank 0 the file naming them; the
+    resumed run is the uninterrupted one, bit for bit. The shards of a save that a kill cut
+    short (no file names them) are ignored and removed."""
+    sigterm_to_torchrun_once_saved(params_file, "fsdp", tokenized[VOCAB], tmp_path)
+    checkpoint = tmp_path / "checkpoint"
+    log = (tmp_path / "train.log").read_text()
+    stopped = re.findall(STOPPED, log)
+    assert len(stopped) == 2 and len(set(stopped)) == 1, log[-3000:]
+    named = set()
+    for name in ("state.pt", "branch.pt"):
+        if (checkpoint / name).exists():
+            saved = torch.load(checkpoint / name, weights_only=True)
+            assert "model" not in saved and (checkpoint / saved[SHARDS] / ".metadata").exists()
+            named.add(saved[SHARDS])
+    # one file of shards per process, and no directory that no checkpoint names
+    assert {path.name for path in checkpoint.glob("*.dcp")} == named
+    for directory in named:
+        assert len(list((checkpoint / directory).glob("*.distcp"))) == 2
+    assert read_json(checkpoint / PREEMPTED)["step"] > 0
+    cut_short = checkpoint / "state.0badc0de.dcp"
+    cut_short.mkdir()
+    (cut_short / "__0_0.distcp").write_bytes(b"half a shard")
+
+    run_to_completion(params_file, "fsdp", tokenized[VOCAB], tmp_path)
+    assert "resuming" in (tmp_path / "train.log").read_text()
+    assert not cut_short.exists()
+    assert_same_run(tmp_path / "run", fsdp_uninterrupted)

@@ -24,7 +24,9 @@ STEPS = 24
 def train(tokens_dir, root, live_settings):
     train = defaults("train") | {"seed": 0, "context": 32, "batch_tokens": 1024}
     train |= {"micro_batch_size": 32, "lr": 1e-2, "evals": 2, "device": "cpu", "threads": 1}
-    spec = ModelSpec("t", ModelShape(n_layer=1, n_head=2, d_model=32, ffn=64), STEPS * 1024, 1)
+    spec = ModelSpec(
+        "t", ModelShape(n_layer=1, n_head=2, d_model=32, ffn=64), STEPS * 1024, 1, 1, "auto"
+    )
     with live_curves(live_settings, "t-v640", {"model": "t", **train}):
         train_run(spec, tokens_dir, TrainConfig.from_params(train), root / "run", root / "ckpt")
     return root / "run"

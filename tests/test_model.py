@@ -190,7 +190,9 @@ def test_a_run_records_its_loss_head_and_learns_the_same_with_each(tokenized, tm
     from vocabscale.train.config import TrainConfig
     from vocabscale.train.loop import train_run
 
-    spec = ModelSpec("t", ModelShape(n_layer=1, n_head=2, d_model=32, ffn=64), 16 * 1024, 1)
+    spec = ModelSpec(
+        "t", ModelShape(n_layer=1, n_head=2, d_model=32, ffn=64), 16 * 1024, 1, 1, "auto"
+    )
     losses = {}
     for head in ("chunked", "torch"):
         train = defaults("train") | {"seed": 0, "context": 32, "batch_tokens": 1024, "lr": 1e-2}

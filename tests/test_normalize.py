@@ -89,7 +89,7 @@ def test_a_trained_model_has_negative_normalized_loss_and_sane_bpc_and_bpb(
             "precision": "fp32",
         }
     )
-    spec = ModelSpec("t", SHAPE, 96 * 1024, gpus=1, nodes=1)
+    spec = ModelSpec("t", SHAPE, 96 * 1024, gpus=1, nodes=1, parallel="auto")
     train_run(spec, tokenized[640], config, tmp_path / "run", tmp_path / "ckpt")
     out = normalize_run(tmp_path / "run", tokenized[640], tmp_path / "n.csv", 1.0)
     assert (out["loss_u"] < 0).all()

@@ -88,6 +88,52 @@ def flops_per_token_with_attention(
     return 6.0 * (non_vocab + vocab_size * d_model) + 12.0 * n_layer * context * d_model
 
 
+#: fp32 weights and gradients, and AdamW's two fp32 moments
+TRAINING_BYTES_PER_PARAMETER = 16
+#: fp32 weight and gradient of a parameter FSDP has gathered whole while it is in use
+GATHERED_BYTES_PER_PARAMETER = 8
+#: What a block keeps for its backward pass, bytes per token, by precision: (per unit of
+#: d_model, per unit of ffn). Counted with torch's saved-tensor hooks on `train.model.Block`,
+#: eager (torch.compile keeps less); bf16 autocast keeps the residual stream, the norms and the
+#: rotary embedding in fp32.
+ACTIVATION_BYTES = {"fp32": (44, 16), "bf16": (36, 8)}
+#: fp32 logits of the loss head's chunk and their softmax
+HEAD_BYTES_PER_LOGIT = 8
+
+
+def training_memory(
+    shape: ModelShape,
+    vocab_size: int,
+    micro_batch_tokens: int,
+    precision: str,
+    head_logits: int,
+    shards: int,
+) -> float:
+    """Bytes one GPU holds to train, an estimate for planning (not measured):
+
+        state        16 N, N = Nnv + 2 V d (fp32 weights and gradients, AdamW's two moments);
+                     FSDP over `shards` processes: 16 N / shards + 8 (2 V d + d + 2 block)
+                     for what it gathers whole (the root's embedding, head and final norm for
+                     the whole step; the block in use and the one prefetched)
+        activations  micro_batch_tokens x n_layer x (44 d + 16 ffn) in fp32,
+                     (36 d + 8 ffn) under bf16 autocast
+        loss head    8 x min(head_logits, micro_batch_tokens x V)
+
+    `shards` 1 is DDP (or a single process): every process holds everything."""
+    d = shape.d_model
+    block = (shape.non_vocab_params - d) / shape.n_layer
+    parameters = shape.non_vocab_params + 2 * vocab_params(vocab_size, d)
+    state = TRAINING_BYTES_PER_PARAMETER * parameters / shards
+    if shards > 1:
+        gathered = 2 * vocab_params(vocab_size, d) + d + 2 * block
+        state += GATHERED_BYTES_PER_PARAMETER * gathered
+    per_d_model, per_ffn = ACTIVATION_BYTES[precision]
+    per_token = per_d_model * d + per_ffn * shape.ffn
+    activations = micro_batch_tokens * shape.n_layer * per_token
+    head = HEAD_BYTES_PER_LOGIT * min(head_logits, micro_batch_tokens * vocab_size)
+    return state + activations + head
+
+
 def log_spaced(low: float, high: float, count: int) -> np.ndarray:
     """`count` points evenly spaced in log between low and high (inclusive)."""
     return np.exp(np.linspace(math.log(low), math.log(high), count))

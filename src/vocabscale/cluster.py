@@ -41,7 +41,7 @@ from vocabscale import accounting, preemption
 from vocabscale.config import ParamsError, add_params_argument, load_params
 from vocabscale.corpus.sources import BUILTIN_PYTHON_DOCS, local_files
 from vocabscale.io import read_json
-from vocabscale.sweep import ModelSpec, model_specs, run_id
+from vocabscale.sweep import ModelSpec, model_specs, parallelism, run_id
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
 from vocabscale.train.schedule import eval_points, trained_steps
 
@@ -102,6 +102,8 @@ class RunCost:
     vocab_size: int
     nodes: int
     gpus: int  # per node (CPU processes in a CPU sweep)
+    parallel: str  # none (one process), ddp or fsdp
+    memory_per_gpu: float  # bytes, the estimate of `accounting.training_memory`
     cpus_per_node: int
     mem_mb_per_node: int
     train_tokens: float  # D of the run (of its last evaluation point)
@@ -153,6 +155,7 @@ def run_cost(
     executed = per_token * (trained + eval_tokens / 3)
     seconds = executed / (spec.processes * cluster["gpu_peak_flops"] * cluster["expected_mfu"])
     grace = preemption.grace_seconds(shape, vocab_size, cluster)
+    chosen = parallelism(spec, vocab_size, params)
     limit, jobs = time_limit(seconds / 60, grace, cluster, f"run {name}")
     return RunCost(
         run=name,
@@ -160,6 +163,8 @@ def run_cost(
         vocab_size=vocab_size,
         nodes=spec.nodes,
         gpus=spec.gpus,
+        parallel=chosen.kind,
+        memory_per_gpu=chosen.memory_bytes,
         cpus_per_node=cluster["cpus_per_gpu"] * spec.gpus,
         mem_mb_per_node=cluster["mem_mb_per_gpu"] * spec.gpus,
         train_tokens=tokens,
@@ -396,19 +401,21 @@ def placement(cluster: dict[str, Any], cpu: bool = False) -> dict[str, Any]:
 
 def format_plan(table: pd.DataFrame, params: dict[str, Any]) -> str:
     """The plan as a fixed-width table with totals, for the terminal: every training job's
-    geometry (nodes x GPUs per node, CPUs and memory per node), limit and grace window, then
-    the CPU jobs."""
+    geometry (nodes x GPUs per node, CPUs and memory per node), how it spreads over its GPUs
+    and the memory that takes of each, limit and grace window, then the CPU jobs."""
     cluster = cluster_settings(params)
     device = (cluster.get("gpu_type") or "GPU") if uses_gpus(params) else "CPU proc."
     lines = [
-        f"{'run':<22} {'nodes x GPUs':>16} {'CPUs':>5} {'mem':>8} {'limit':>7} {'TERM@':>6} "
+        f"{'run':<22} {'nodes x GPUs':>16} {'CPUs':>5} {'mem':>8} {'parallel':>8} "
+        f"{'mem/GPU':>8} {'limit':>7} {'TERM@':>6} "
         f"{'jobs':>4} {'GPU-h':>9} {'tokens':>9} {'C = 6ND':>10} {'executed':>10} {'epochs':>6}"
     ]
     for row in table.itertuples():
         geometry = f"{row.nodes} x {row.gpus} {device}"
         lines.append(
             f"{row.run:<22} {geometry:>16} {row.cpus_per_node:>5} "
-            f"{row.mem_mb_per_node / 1000:>5.0f} GB {row.runtime_minutes:>6}m "
+            f"{row.mem_mb_per_node / 1000:>5.0f} GB {row.parallel:>8} "
+            f"{row.memory_per_gpu / 1e9:>5.1f} GB {row.runtime_minutes:>6}m "
             f"{row.grace_seconds:>5}s {row.jobs:>4} {row.gpu_hours:>9.1f} "
             f"{row.train_tokens:>9.3g} {row.flops:>10.3g} {row.flops_with_attention:>10.3g} "
             f"{row.epochs:>6.2f}"
@@ -421,7 +428,9 @@ def format_plan(table: pd.DataFrame, params: dict[str, Any]) -> str:
     lines.append(schedule_note(table, params["train"]))
     lines.append(
         "each job: one task per node (torchrun starts one process per GPU), CPUs and memory per "
-        "node, SIGTERM `TERM@` seconds before the limit to checkpoint; assumes "
+        "node, SIGTERM `TERM@` seconds before the limit to checkpoint; mem/GPU: the estimate "
+        "of training state and activations per GPU (per process on CPU), under DDP or sharded "
+        f"by FSDP (a GPU has {cluster['gpu_memory_gb']:g} GB, cluster.gpu_memory_gb); assumes "
         f"{cluster['gpu_peak_flops']:.3g} FLOP/s peak per GPU at {cluster['expected_mfu']:.0%} "
         f"utilisation; partition {cluster.get('partition') or '(default)'}, account "
         f"{cluster.get('account') or '(default)'}"

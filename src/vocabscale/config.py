@@ -20,7 +20,7 @@ import jsonschema
 import yaml
 
 from vocabscale.accounting import MIN_VOCAB_SIZE, PAPER_SHAPES
-from vocabscale.sweep import ModelSpec, resolve_model
+from vocabscale.sweep import ModelSpec, parallelism, resolve_model, run_id
 
 #: The largest vocabulary the schema allows: four times the largest in public models (256K), and
 #: beyond what the paper predicts for 300B parameters (about 390K); a typo (an extra zero)
@@ -181,6 +181,7 @@ def _semantic_errors(params: dict[str, Any]) -> list[str]:
                 "(train.batch_tokens / train.context) evenly"
             )
         errors.extend(_node_errors(name, spec, params))
+        errors.extend(_memory_errors(spec, params))
         steps = spec.train_tokens // train["batch_tokens"]
         if steps < train["evals"]:
             errors.append(
@@ -205,6 +206,26 @@ def _node_errors(name: str, spec: ModelSpec, params: dict[str, Any]) -> list[str
         f"node, but cluster.gpus_per_node is {per_node}; spread them over nodes, e.g. "
         f"nodes: {nodes}, gpus: {-(-spec.gpus // nodes)}"
     ]
+
+
+def _memory_errors(spec: ModelSpec, params: dict[str, Any]) -> list[str]:
+    """A GPU run must fit its GPUs' memory (by the plan's estimate), with FSDP if need be."""
+    errors = []
+    for vocab_size in params["tokenizer"]["vocab_sizes"]:
+        chosen = parallelism(spec, vocab_size, params)
+        if chosen.gpu_bytes is None or chosen.memory_bytes <= chosen.gpu_bytes:
+            continue
+        how, remedy = {
+            "none": ("on one GPU", f"give it GPUs to shard over (models.{spec.name}.gpus)"),
+            "ddp": ("under DDP", f"set models.{spec.name}.parallel: fsdp (or auto)"),
+            "fsdp": (f"under FSDP over {spec.processes} GPUs", "give it more GPUs or nodes"),
+        }[chosen.kind]
+        errors.append(
+            f"run {run_id(spec.name, vocab_size)}: needs about {chosen.memory_bytes / 1e9:.1f} "
+            f"GB per GPU {how} (the plan's estimate), more than cluster.gpu_memory_gb "
+            f"({chosen.gpu_bytes / 1e9:g}); {remedy}, or lower train.micro_batch_size"
+        )
+    return errors
 
 
 def _is_integer(checker: Any, instance: Any) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vocabscale.accounting import PAPER_SHAPES, ModelShape
+from vocabscale.accounting import PAPER_SHAPES, ModelShape, training_memory
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class ModelSpec:
     train_tokens: int
     gpus: int  # per node: one process each
     nodes: int
+    parallel: str  # ddp, fsdp or auto (`parallelism` resolves it per run)
 
     @property
     def processes(self) -> int:
@@ -31,7 +32,12 @@ def resolve_model(name: str, entry: dict[str, Any]) -> ModelSpec:
     else:
         shape = ModelShape(entry["n_layer"], entry["n_head"], entry["d_model"], entry["ffn"])
     return ModelSpec(
-        name, shape, int(entry["train_tokens"]), int(entry["gpus"]), int(entry["nodes"])
+        name,
+        shape,
+        int(entry["train_tokens"]),
+        int(entry["gpus"]),
+        int(entry["nodes"]),
+        entry["parallel"],
     )
 
 
@@ -49,3 +55,36 @@ def run_grid(params: dict[str, Any]) -> list[str]:
     return [
         run_id(model, v) for model in params["models"] for v in params["tokenizer"]["vocab_sizes"]
     ]
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How one run spreads over its processes, and what that takes of one GPU."""
+
+    kind: str  # "none" (one process), "ddp" or "fsdp"
+    memory_bytes: float  # per GPU (per process), `accounting.training_memory`
+    gpu_bytes: float | None  # the memory of one GPU; None for CPU processes
+
+
+def parallelism(spec: ModelSpec, vocab_size: int, params: dict[str, Any]) -> Parallelism:
+    """`models.<name>.parallel` for the run of `spec` at `vocab_size`: `auto` shards with FSDP
+    when DDP's per-GPU memory estimate exceeds `cluster.gpu_memory_gb`. One process is neither
+    (nothing to shard over); CPU processes have no GPU memory to fit, and `auto` takes DDP."""
+    train = params["train"]
+    gpu = train["device"] != "cpu"
+    gpu_bytes = params["cluster"]["gpu_memory_gb"] * 1e9 if gpu else None
+    precision = train["precision"]
+    if precision == "auto":  # as `train.config.resolved_precision` resolves it
+        precision = "bf16" if gpu else "fp32"
+
+    def memory(shards: int) -> float:
+        tokens = train["micro_batch_size"] * train["context"]
+        logits = train["head_chunk_logits"]
+        return training_memory(spec.shape, vocab_size, tokens, precision, logits, shards)
+
+    kind = spec.parallel
+    if spec.processes == 1:
+        kind = "none"
+    elif kind == "auto":
+        kind = "fsdp" if gpu_bytes is not None and memory(1) > gpu_bytes else "ddp"
+    return Parallelism(kind, memory(spec.processes if kind == "fsdp" else 1), gpu_bytes)

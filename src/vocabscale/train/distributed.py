@@ -126,7 +126,8 @@ def all_sum(values: torch.Tensor, proc: Process) -> torch.Tensor:
 def stop_together(proc: Process, checkpoint_dir: Path, step: int) -> None:
     """At SIGTERM, once the state is saved: rank 0 records the step the run stopped at, and
     every rank waits for it, so that none exits (and has torchrun end the others) while rank
-    0 still writes."""
+    0 still writes. (Under FSDP every rank writes its shards; the save is collective and
+    returns once rank 0 has written the file that names them, before the record.)"""
     if proc.main:
         write_json(checkpoint_dir / PREEMPTED, {"step": step})
     if proc.world > 1:

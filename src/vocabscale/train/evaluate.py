@@ -6,6 +6,7 @@ import contextlib
 
 import numpy as np
 import torch
+from torch.distributed.fsdp import FSDPModule
 
 from vocabscale.train import distributed
 from vocabscale.train.data import eval_batches
@@ -28,19 +29,26 @@ def evaluate(
 
     The batches are the same whatever the number of processes; batch i is computed by process
     i mod world and the per-batch sums are added in batch order, so several processes give
-    exactly the numbers one would.
+    exactly the numbers one would. An FSDP model's forward pass is collective (it gathers each
+    block's weights), so there every process makes as many passes, the last ones repeating a
+    batch and discarding it.
     """
     proc = proc or Process(0, 1, device)
     model.eval()
     batches = eval_batches(len(tokens), context, batch_size)
     sums = torch.zeros(len(batches), dtype=torch.float64, device=device)
-    for index in range(proc.rank, len(batches), proc.world):
-        length, starts = batches[index]
+    passes = len(batches)
+    if isinstance(model, FSDPModule):
+        passes = -(-passes // proc.world) * proc.world
+    for index in range(proc.rank, passes, proc.world):
+        length, starts = batches[min(index, len(batches) - 1)]
         batch = torch.from_numpy(
             np.stack([tokens[s : s + length] for s in starts]).astype(np.int64)
         ).to(device)
         with autocast:
-            sums[index] = model(batch[:, :-1], batch[:, 1:], chunk_tokens=chunk_tokens).double()
+            ce_sum = model(batch[:, :-1], batch[:, 1:], chunk_tokens=chunk_tokens).double()
+        if index < len(batches):
+            sums[index] = ce_sum
     per_batch = distributed.all_sum(sums, proc).tolist()
     model.train()
     return sum(per_batch), sum(len(starts) * (length - 1) for length, starts in batches)

@@ -13,13 +13,14 @@ point of D tokens has seen exactly the first D tokens of the stream.
 On CUDA: bf16 autocast, flash attention through `scaled_dot_product_attention`, fused AdamW,
 optional `torch.compile` of each block, and a loss head that never holds more than
 `head_chunk_logits` logits (`model.summed_cross_entropy`). Several GPUs: DDP under torchrun
-(`distributed`).
+(`distributed`), or FSDP for a model whose training state does not fit one GPU (`sharded`).
 
 Safe to kill: the state is saved atomically at every evaluation point and every
 `checkpoint_every` steps (`checkpoint`); a wsd branch starts from the main trajectory's state
 saved at its branch point, saves its own progress beside it, and the main trajectory is
 reloaded from that state afterwards, bit for bit. SIGKILL loses at most the steps since the
-last save; SIGTERM finishes the current step, saves, and raises Preempted.
+last save; SIGTERM finishes the current step, saves, and raises Preempted. Under FSDP every
+process writes its shards and rank 0 then the file that names them (`sharded`).
 
 Outputs (one directory per run, written at the end, atomically):
   evals.csv    one row per evaluation point: step, tokens, characters, flops (the point's own,
@@ -48,7 +49,7 @@ from tqdm import tqdm
 from vocabscale import accounting
 from vocabscale.io import atomic_dir, write_csv, write_json
 from vocabscale.sweep import ModelSpec
-from vocabscale.train import distributed, live
+from vocabscale.train import distributed, live, sharded
 from vocabscale.train.checkpoint import (
     fingerprint,
     read_state,
@@ -147,7 +148,8 @@ def accumulate_gradients(
     """Forward and backward over this process's sequences, `micro_batch_size` at a time, so
     the gradients add up to those of loss_scale x (summed CE). Returns the summed CE as a
     tensor on the device (reading it waits for the GPU: the caller does that once a step).
-    Under DDP the gradients are all-reduced once, after the last micro-batch."""
+    Under DDP the gradients are all-reduced once, after the last micro-batch; under FSDP they
+    are reduce-scattered after every micro-batch, so that no process holds a whole gradient."""
     device = next(model.parameters()).device
     total = torch.zeros((), dtype=torch.float32, device=device)
     firsts = range(0, len(inputs), micro_batch_size)
@@ -196,6 +198,7 @@ class Trainer:
         inject_nan_at_step: int | None = None,
     ) -> None:
         self.spec, self.data, self.config, self.proc = spec, data, config, proc
+        self.sharded = spec.parallel == "fsdp" and proc.world > 1
         self.sequences = config.batch_tokens // config.context
         if self.sequences % proc.world:
             raise ValueError(
@@ -215,6 +218,8 @@ class Trainer:
             raise AssertionError(
                 f"Nnv {self.non_vocab} != closed form {spec.shape.non_vocab_params}"
             )
+        if self.sharded:  # before the optimizer: sharding replaces the parameters
+            sharded.shard(self.model, proc)
         self.optimizer = build_optimizer(self.model, config, proc.device)
         self.fingerprint = fingerprint(
             spec, data.vocab_size, config, data.content_digest, self.precision
@@ -233,18 +238,28 @@ class Trainer:
     # --- resume state ------------------------------------------------------------------------
 
     def training_state(self) -> dict[str, Any]:
-        """What the arithmetic continues from: weights, optimizer, random generators."""
-        return {
-            "fingerprint": self.fingerprint,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": rng_state(self.proc.device),
-        }
+        """What the arithmetic continues from: weights, optimizer, random generators (under
+        FSDP the weights and optimizer go to the shards `save` writes)."""
+        state = {"fingerprint": self.fingerprint, "rng": rng_state(self.proc.device)}
+        if self.sharded:
+            return state
+        return {**state, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_training_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharded:
+            sharded.load(state, self.state_path.parent, self.model, self.optimizer)
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"], self.proc.device)
+
+    def save(self, path: Path, state: dict[str, Any]) -> None:
+        """Write `state` (with `training_state()` in it) to `path`: rank 0 alone under DDP
+        (every rank holds the same weights), every rank its shards under FSDP."""
+        if self.sharded:
+            sharded.save(path, self.model, self.optimizer, state, self.proc)
+        elif self.proc.main:
+            save_state(path, state)
 
     def state_dict(self) -> dict[str, Any]:
         step = self.state.step
@@ -268,21 +283,25 @@ class Trainer:
         if state is not None and state["fingerprint"] != self.fingerprint:
             log.warning("%s belongs to other settings or data; not resumed", path)
             return None
+        if state is not None and (sharded.SHARDS in state) != self.sharded:
+            written, now = ("FSDP", "DDP") if sharded.SHARDS in state else ("DDP", "FSDP")
+            log.warning("%s was written under %s; this run is %s: not resumed", path, written, now)
+            return None
         return state
 
     def resume(self, out_dir: Path) -> None:
         """Continue from the saved state when it belongs to this run, else start at step 0."""
         if self.proc.main:
             remove_stale_temporaries(out_dir, self.state_path.parent)
+            if self.sharded:
+                sharded.remove_unnamed(self.state_path.parent, [self.state_path, self.branch_path])
         state = self.read(self.state_path)
         if state is not None:
             self.load_state_dict(state)
             log.info("resuming %s from step %d of %d", out_dir, self.state.step, self.total_steps)
 
     def save_checkpoint(self) -> None:
-        """Rank 0 writes the state (every rank holds the same weights under DDP)."""
-        if self.proc.main:
-            save_state(self.state_path, self.state_dict())
+        self.save(self.state_path, self.state_dict())
 
     # --- one step ----------------------------------------------------------------------------
 
@@ -309,7 +328,7 @@ class Trainer:
             proc.world / config.batch_tokens,
         )
         clip = config.grad_clip if config.grad_clip > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        norm = sharded.clip_gradients(list(self.model.parameters()), clip)
         stop_flag = torch.tensor(float(stop_requested), device=proc.device)
         summed = distributed.all_sum(torch.stack([local_ce, stop_flag]), proc)
         ce_sum, stop, grad_norm = torch.cat([summed, norm.reshape(1).float()]).tolist()
@@ -385,7 +404,9 @@ class Trainer:
                 raise RuntimeError(f"{self.state_path} no longer holds step {point.branch_from}")
             self.load_training_state(main)
         self.save_checkpoint()
-        if self.proc.main:
+        if self.proc.main and self.sharded:
+            sharded.remove(self.branch_path)
+        elif self.proc.main:
             self.branch_path.unlink(missing_ok=True)
 
     def run_branch(self, point: EvalPoint, sigterm: SigtermFlag, progress: tqdm) -> None:
@@ -430,10 +451,7 @@ class Trainer:
         return 0
 
     def save_branch(self, point: EvalPoint, done: int) -> None:
-        if self.proc.main:
-            save_state(
-                self.branch_path, {**self.training_state(), "point": point.index, "step": done}
-            )
+        self.save(self.branch_path, {**self.training_state(), "point": point.index, "step": done})
 
     def evaluate_checkpoint(self, point: EvalPoint) -> None:
         """Evaluate the model as it stands, as `point`, and record it; sets
@@ -512,9 +530,9 @@ class Trainer:
                     )
 
     def prepare(self) -> None:
-        """DDP around the model when there are several processes; the checkpoint directory;
-        what the run is about to do, in the log."""
-        if self.proc.world > 1:
+        """DDP around the model when there are several processes (unless it is sharded); the
+        checkpoint directory; what the run is about to do, in the log."""
+        if self.proc.world > 1 and not self.sharded:
             # DDP broadcasts rank 0's weights and averages gradients (in place in its
             # communication buckets); `model` stays the plain module used for evaluation and
             # checkpoints. The only buffers are the RoPE tables, the same everywhere.
@@ -542,7 +560,7 @@ class Trainer:
     def log_start(self) -> None:
         config = self.config
         log.info(
-            "%s V=%d: Nnv %d, Nv %d, %d steps of %d tokens (%d per micro-batch x %d processes), "
+            "%s V=%d: Nnv %d, Nv %d, %d steps of %d tokens (%d per micro-batch x %d processes%s), "
             "%s on %s, loss head %d tokens per chunk",
             self.spec.name,
             self.data.vocab_size,
@@ -552,6 +570,7 @@ class Trainer:
             config.batch_tokens,
             config.micro_batch_size * config.context,
             self.proc.world,
+            ", FSDP" if self.sharded else ", DDP" if self.proc.world > 1 else "",
             self.precision,
             self.proc.device,
             self.model.head_chunk_tokens,
@@ -607,11 +626,17 @@ class Trainer:
             "precision": self.precision,
             "loss_head": config.loss_head,
             "processes": self.proc.world,
+            "parallel": "fsdp" if self.sharded else "ddp" if self.proc.world > 1 else "none",
         }
 
     def write_outputs(self, out_dir: Path) -> dict[str, Any]:
-        """The run's directory, written atomically by rank 0; returns run.json's content."""
+        """The run's directory, written atomically by rank 0; returns run.json's content.
+        model.pt holds the whole model's weights, under FSDP too (gathered on rank 0)."""
         run = self.summary(out_dir.name)
+        if self.sharded:
+            weights = sharded.full_weights(self.model)
+        else:
+            weights = {k: v.cpu() for k, v in self.model.state_dict().items()}
         if self.proc.main:
             with atomic_dir(out_dir) as tmp:
                 records = pd.DataFrame(self.state.records, columns=list(EVAL_COLUMNS))
@@ -619,7 +644,6 @@ class Trainer:
                 history = pd.DataFrame(self.state.history, columns=list(HISTORY_COLUMNS))
                 write_csv(tmp / "history.csv", history)
                 write_json(tmp / "run.json", run)
-                weights = {k: v.cpu() for k, v in self.model.state_dict().items()}
                 torch.save(weights, tmp / "model.pt")
         return run
 

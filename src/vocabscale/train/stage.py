@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import sys
 from dataclasses import asdict
@@ -20,7 +21,7 @@ from typing import Any
 from vocabscale import preemption
 from vocabscale.config import ParamsError, add_params_argument, load_params
 from vocabscale.io import output_lock, read_json
-from vocabscale.sweep import ModelSpec, model_specs
+from vocabscale.sweep import ModelSpec, model_specs, parallelism
 from vocabscale.train import distributed
 from vocabscale.train.config import TrainConfig
 from vocabscale.train.live import live_curves
@@ -50,23 +51,31 @@ def run(args: argparse.Namespace) -> None:
         raise ParamsError(
             f"{args.params}: models.{args.model} does not exist (models: {', '.join(specs)})"
         )
-    spec, config = specs[args.model], TrainConfig.from_params(params["train"])
+    config = TrainConfig.from_params(params["train"])
     check_loss_head(config.loss_head, config.device)
+    vocab_size = read_json(Path(args.tokens) / "stats.json")["vocab_size"]
+    # `auto` resolved for this run: DDP, or FSDP when DDP would not fit a GPU
+    spec = specs[args.model]
+    spec = dataclasses.replace(spec, parallel=parallelism(spec, vocab_size, params).kind)
     with contextlib.ExitStack() as locks:
         if not distributed.launched():  # torchrun's workers run under their launcher's locks
             locks.enter_context(output_lock(args.out))
             locks.enter_context(output_lock(args.checkpoint_dir))
-        train_or_launch(args, spec, config, params)
+        train_or_launch(args, spec, vocab_size, config, params)
 
 
 def train_or_launch(
-    args: argparse.Namespace, spec: ModelSpec, config: TrainConfig, params: dict[str, Any]
+    args: argparse.Namespace,
+    spec: ModelSpec,
+    vocab_size: int,
+    config: TrainConfig,
+    params: dict[str, Any],
 ) -> None:
     """Train on this process, or start the run's processes under torchrun."""
     if not distributed.launched():
         distributed.check_devices(spec.gpus, config.device)
         if spec.processes > 1:
-            status = run_workers(args, spec, params)
+            status = run_workers(args, spec, vocab_size, params)
             if status:
                 sys.exit(status)
             return
@@ -83,12 +92,13 @@ def train_or_launch(
         sys.exit(EXIT_PREEMPTED)
 
 
-def run_workers(args: argparse.Namespace, spec: ModelSpec, params: dict[str, Any]) -> int:
+def run_workers(
+    args: argparse.Namespace, spec: ModelSpec, vocab_size: int, params: dict[str, Any]
+) -> int:
     """This very command again, under torchrun: `gpus` processes on each of `nodes` nodes.
     Returns 0, EXIT_PREEMPTED when the workers stopped at SIGTERM with their state saved
     (torchrun itself then says 1), or torchrun's failing status. torchrun gives its workers
     the run's grace window to save before it kills them."""
-    vocab_size = read_json(Path(args.tokens) / "stats.json")["vocab_size"]
     grace = preemption.grace_seconds(spec.shape, vocab_size, params["cluster"])
     if spec.nodes == 1:
         command = distributed.torchrun_command(1, spec.gpus, args.argv, grace)

@@ -1,0 +1,131 @@
+"""FSDP: a model too large for DDP, sharded over the run's processes, and its checkpoints.
+
+`models.<name>.parallel: fsdp` (or `auto`, when the plan's memory estimate for DDP exceeds a
+GPU's memory; `vocabscale.sweep.parallelism`) shards every transformer block and then the rest
+of the model (embedding, final norm, output head) with FSDP2's `fully_shard`: each process
+keeps 1/world of every weight, gradient and AdamW moment, and gathers a block's weights whole
+only while it computes with them. The weights stay fp32 and autocast casts them, as under DDP,
+so that both do the same arithmetic but for the order of additions.
+
+Checkpoints. Each process writes its own shards with `torch.distributed.checkpoint` (DCP) into
+a new directory `<name>.<random>.dcp` beside the checkpoint file; DCP's own `.metadata` is
+written last, once every process has written. Only then does rank 0 write the checkpoint file
+(`state.pt`, `branch.pt`: the step, records and RNG states, and the name of that directory),
+atomically, and remove the directory the previous file named. So a kill at any moment leaves
+a checkpoint file naming a complete directory, and the directories no file names are
+leftovers of an interrupted save (`remove_unnamed`). DCP reshards on loading, so a sharded
+checkpoint may be resumed by another number of processes (two or more: one process does not
+shard).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
+
+from vocabscale.train.checkpoint import read_state, save_state
+from vocabscale.train.distributed import Process
+from vocabscale.train.model import Llama
+
+#: The key of a checkpoint file that names its directory of shards.
+SHARDS = "shards"
+
+
+def shard(model: Llama, proc: Process) -> None:
+    """FSDP2 over every process: each block a unit of its own, the root holding the rest (the
+    embedding, the final norm and the output head, whose weight the fused loss head reads
+    directly). Parameters are replaced by sharded ones: build the optimizer after this."""
+    mesh = init_device_mesh(proc.device.type, (proc.world,))
+    for block in model.blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """`clip_grad_norm_` for sharded gradients too: the norm over every shard, as a plain
+    tensor."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)
+    if isinstance(norm, DTensor):
+        norm = norm.full_tensor()
+    torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
+    return norm
+
+
+def save(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    meta: dict[str, Any],
+    proc: Process,
+) -> None:
+    """Every process writes its shards of the weights and the optimizer into a new
+    directory; then rank 0 writes `meta` naming it to `path` and removes the one it named
+    before. Collective: returns on every process once `path` is complete."""
+    shards = [f"{path.stem}.{secrets.token_hex(4)}.dcp"]
+    dist.broadcast_object_list(shards, src=0)  # rank 0's name
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.save(state, checkpoint_id=path.parent / shards[0])
+    if proc.main:
+        previous = read_state(path, mmap=False) if path.exists() else None
+        save_state(path, {**meta, SHARDS: shards[0]})
+        if previous and previous.get(SHARDS) not in (None, shards[0]):
+            shutil.rmtree(path.parent / previous[SHARDS], ignore_errors=True)
+    dist.barrier()
+
+
+def load(
+    meta: dict[str, Any], directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> None:
+    """Load the weights and optimizer state of the checkpoint file `meta` (read from
+    `directory`) into the sharded model and optimizer: each process reads its own shards."""
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(state, checkpoint_id=directory / meta[SHARDS])
+    set_state_dict(
+        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
+    )
+
+
+def full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's weights, gathered on rank 0's CPU (the other ranks get nothing), under
+    the names of the plain model's `state_dict`. Collective."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options)
+
+
+def remove(path: Path) -> None:
+    """Remove a checkpoint file and the shards it names."""
+    meta = read_state(path, mmap=False) if path.exists() else None
+    path.unlink(missing_ok=True)
+    if meta and meta.get(SHARDS):
+        shutil.rmtree(path.parent / meta[SHARDS], ignore_errors=True)
+
+
+def remove_unnamed(checkpoint_dir: Path, files: list[Path]) -> None:
+    """Remove the directories of shards that none of the checkpoint `files` names: those of
+    a save that a kill cut short."""
+    named = set()
+    for path in files:
+        meta = read_state(path, mmap=False) if path.exists() else None
+        if meta and meta.get(SHARDS):
+            named.add(meta[SHARDS])
+    for directory in checkpoint_dir.glob("*.dcp"):
+        if directory.name not in named:
+            shutil.rmtree(directory, ignore_errors=True)
