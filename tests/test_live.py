@@ -24,6 +24,7 @@ STEPS = 24
 def train(tokens_dir, root, live_settings):
     train = defaults("train") | {"seed": 0, "context": 32, "batch_tokens": 1024}
     train |= {"micro_batch_size": 32, "lr": 1e-2, "evals": 2, "device": "cpu", "threads": 1}
+    train["schedule"] = "constant"  # every step on the main trajectory, the one the curves show
     spec = ModelSpec(
         "t", ModelShape(n_layer=1, n_head=2, d_model=32, ffn=64), STEPS * 1024, 1, 1, "auto"
     )
