@@ -27,6 +27,11 @@ How it runs on corpora of hundreds of GB:
 The unigram counts and each array's sha256 are computed batch by batch as the arrays are
 written; a resumed run reads the part of the array it keeps back from the file first, so counts
 and digest always agree with it.
+
+In parallel jobs (tokenizer.tokenize_jobs > 1, under Snakemake): `--part k` tokenizes a
+contiguous group of the training shards into a part directory (resumable in the same way),
+`--parts DIR...` checks every part and gathers them, with the validation split it tokenizes
+itself, into the directory the one job writes, byte for byte (docs/design.md, On a cluster).
 """
 
 from __future__ import annotations
