@@ -190,6 +190,7 @@ def test_tokenize_part_jobs_are_sized_by_their_share(corpus_dir, tiny_params_dic
     vocab_sizes = len(params["tokenizer"]["vocab_sizes"])
     text = format_plan(plan(params), params)
     assert re.search(rf"^tokenize_part +{vocab_sizes * 4} +8 .* 2\.5e\+05$", text, re.M), text
+    assert re.search(rf"^tokenize \(gather\) +{vocab_sizes} +8 ", text, re.M), text
     params["tokenizer"]["tokenize_jobs"] = 1
     assert "tokenize_part" not in format_plan(plan(params), params)
 

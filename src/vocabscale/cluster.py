@@ -441,10 +441,12 @@ def format_plan(table: pd.DataFrame, params: dict[str, Any]) -> str:
 
 
 def format_cpu_jobs(params: dict[str, Any]) -> list[str]:
-    """The CPU jobs' lines of the plan: CPUs, memory, limit and the characters each reads."""
+    """The CPU jobs' lines of the plan: CPUs, memory, limit and the characters each reads
+    (with tokenizer.tokenize_jobs > 1, the part jobs and the gather)."""
     vocab_sizes = len(params["tokenizer"]["vocab_sizes"])
     parts = params["tokenizer"]["tokenize_jobs"]
     counts = {"prepare_corpus": 1, "tokenize_part": vocab_sizes * parts if parts > 1 else 0}
+    names = {"tokenize": "tokenize (gather)"} if parts > 1 else {}
     lines = [f"{'CPU job':<22} {'count':>5} {'CPUs':>5} {'mem':>8} {'limit':>7} {'characters':>11}"]
     for step, job in CPU_JOBS.items():
         count = counts.get(step, vocab_sizes)
@@ -453,8 +455,9 @@ def format_cpu_jobs(params: dict[str, Any]) -> list[str]:
         resources = cpu_job_resources(params, step)
         characters = cpu_job_characters(params, step)
         read = "unknown" if characters is None else f"{characters:.3g}"
+        memory = resources["mem_mb"] / 1000
         lines.append(
-            f"{step:<22} {count:>5} {job.threads:>5} {resources['mem_mb'] / 1000:>5.1f} GB "
+            f"{names.get(step, step):<22} {count:>5} {job.threads:>5} {memory:>5.1f} GB "
             f"{resources['runtime']:>6}m {read:>11}"
         )
     return lines
