@@ -439,6 +439,7 @@ def _work_dir(out_dir: Path) -> Path:
 
 
 def _tokenize_splits(
+    tokenizer: Tokenizer,
     tokenizer_path: Path,
     inputs: dict[str, list[Path]],
     work: Path,
@@ -448,8 +449,7 @@ def _tokenize_splits(
     checkpoint_seconds: float,
 ) -> Progress:
     """Tokenize the splits of `inputs` (split -> parquet files) into `work`, going on from its
-    checkpoint; returns the checkpoint with every split done."""
-    tokenizer = _load_tokenizer(tokenizer_path)
+    checkpoint, and log the throughput; returns the checkpoint with every split done."""
     vocab_size = tokenizer.get_vocab_size()
     dtype = token_dtype(vocab_size)
     fingerprint = _fingerprint(
@@ -461,6 +461,9 @@ def _tokenize_splits(
     else:
         counts = np.zeros(vocab_size, dtype=np.int64)
     check_parallelism()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    characters_before = sum(s["characters"] for s in progress.done.values())
+    characters_before += progress.characters if progress.split not in progress.done else 0
     for split, paths in inputs.items():
         if split not in progress.done:
             _tokenize_split(
@@ -475,6 +478,18 @@ def _tokenize_splits(
                 totals.get(split),
                 counts if split == "train" else None,
             )
+    characters = sum(s["characters"] for s in progress.done.values()) - characters_before
+    wall = time.perf_counter() - started
+    log.info(
+        "V=%d, %s: %d characters tokenized in %.1f s (%.0f characters/s, %.1f cores busy on "
+        "average)",
+        vocab_size,
+        " and ".join(inputs),
+        characters,
+        wall,
+        characters / wall if wall else 0.0,
+        (time.process_time() - cpu_started) / wall if wall else 0.0,
+    )
     return progress
 
 
@@ -501,18 +516,6 @@ def _publish_tokens(
     return stats
 
 
-def _log_throughput(what: str, characters: int, started: float, cpu_started: float) -> None:
-    wall = time.perf_counter() - started
-    log.info(
-        "%s: %d characters in %.1f s (%.0f characters/s, %.1f cores busy on average)",
-        what,
-        characters,
-        wall,
-        characters / wall if wall else 0.0,
-        (time.process_time() - cpu_started) / wall if wall else 0.0,
-    )
-
-
 def tokenize_corpus(
     corpus_dir: str | Path,
     tokenizer_path: str | Path,
@@ -524,24 +527,21 @@ def tokenize_corpus(
     """Run the stage in one job (resuming partial work of an earlier run); returns the stats it
     wrote."""
     corpus_dir, out_dir, tokenizer_path = Path(corpus_dir), Path(out_dir), Path(tokenizer_path)
-    started, cpu_started = time.perf_counter(), time.process_time()
+    tokenizer = _load_tokenizer(tokenizer_path)
     validation = corpus_dir / "validation.parquet"
     inputs = {"train": train_shards(corpus_dir), "validation": [validation]}
     work = _work_dir(out_dir)
     totals = _corpus_characters(corpus_dir)
     batching = (batch_documents, batch_characters, checkpoint_seconds)
-    progress = _tokenize_splits(tokenizer_path, inputs, work, totals, *batching)
-    vocab_size = _load_tokenizer(tokenizer_path).get_vocab_size()
+    progress = _tokenize_splits(tokenizer, tokenizer_path, inputs, work, totals, *batching)
+    vocab_size = tokenizer.get_vocab_size()
     stats = _publish_tokens(work, out_dir, progress.done, validation, vocab_size)
-    train = stats["splits"]["train"]
     log.info(
         "V=%d: %d train tokens, %.4f tokens per character",
         vocab_size,
-        train["tokens"],
+        stats["splits"]["train"]["tokens"],
         stats["tokens_per_character"],
     )
-    characters = sum(s["characters"] for s in stats["splits"].values())
-    _log_throughput(f"V={vocab_size}", characters, started, cpu_started)
     return stats
 
 
@@ -577,7 +577,6 @@ def tokenize_part(
         raise ValueError(
             f"part {part}: tokenizer.tokenize_jobs is {parts}, parts are 0 to {parts - 1}"
         )
-    started, cpu_started = time.perf_counter(), time.process_time()
     shards = part_shards(train_shards(corpus_dir), part, parts)
     if not shards:
         log.warning(
@@ -585,7 +584,8 @@ def tokenize_part(
         )
     work = _work_dir(out_dir)
     batching = (batch_documents, batch_characters, checkpoint_seconds)
-    progress = _tokenize_splits(tokenizer_path, {"train": shards}, work, {}, *batching)
+    tokenizer = _load_tokenizer(tokenizer_path)
+    progress = _tokenize_splits(tokenizer, tokenizer_path, {"train": shards}, work, {}, *batching)
     record = {
         "part": part,
         "parts": parts,
@@ -597,12 +597,11 @@ def tokenize_part(
     write_json(work / "part.json", record)
     (work / "progress.json").unlink()
     publish_dir(work, out_dir)
-    _log_throughput(f"part {part} of {parts}", record["characters"], started, cpu_started)
     return record
 
 
 def _check_part(
-    directory: Path, part: int, parts: int, shards: list[Path], tokenizer_path: Path
+    directory: Path, part: int, parts: int, shards: list[Path], tokenizer_path: Path, itemsize: int
 ) -> dict[str, Any]:
     """part.json of a part, checked to be part `part` of `parts` of these shards, made by this
     tokenizer and this code, its array complete; a clear error naming the file otherwise."""
@@ -625,7 +624,6 @@ def _check_part(
             "or by other code than this corpus and this version of vocabscale hold; "
             "tokenize the part again"
         )
-    itemsize = token_dtype(_load_tokenizer(tokenizer_path).get_vocab_size()).itemsize
     array = directory / "train.bin"
     if _size(array) != record["tokens"] * itemsize:
         raise ValueError(f"{array}: not the {record['tokens']} tokens {path} records")
@@ -675,10 +673,12 @@ def gather_parts(
     is written) and the validation split, tokenized here; returns the stats it wrote."""
     corpus_dir, out_dir, tokenizer_path = Path(corpus_dir), Path(out_dir), Path(tokenizer_path)
     part_dirs = [Path(directory) for directory in part_dirs]
-    started, cpu_started = time.perf_counter(), time.process_time()
+    tokenizer = _load_tokenizer(tokenizer_path)
+    vocab_size = tokenizer.get_vocab_size()
+    itemsize = token_dtype(vocab_size).itemsize
     shards = train_shards(corpus_dir)
     records = [
-        _check_part(directory, part, len(part_dirs), shards, tokenizer_path)
+        _check_part(directory, part, len(part_dirs), shards, tokenizer_path, itemsize)
         for part, directory in enumerate(part_dirs)
     ]
     validation = corpus_dir / "validation.parquet"
@@ -686,16 +686,17 @@ def gather_parts(
     totals = _corpus_characters(corpus_dir)
     batching = (batch_documents, batch_characters, checkpoint_seconds)
     inputs = {"validation": [validation]}
-    progress = _tokenize_splits(tokenizer_path, inputs, work, totals, *batching)
-    vocab_size = _load_tokenizer(tokenizer_path).get_vocab_size()
+    progress = _tokenize_splits(tokenizer, tokenizer_path, inputs, work, totals, *batching)
+    started = time.perf_counter()
     train = _concatenate(part_dirs, records, work / "train.bin", vocab_size)
     done = {**progress.done, "train": train}
     stats = _publish_tokens(work, out_dir, done, validation, vocab_size)
-    _log_throughput(
-        f"V={vocab_size}, {len(part_dirs)} parts gathered",
-        train["characters"],
-        started,
-        cpu_started,
+    log.info(
+        "V=%d: %d parts gathered, %d train tokens, in %.1f s",
+        vocab_size,
+        len(part_dirs),
+        train["tokens"],
+        time.perf_counter() - started,
     )
     return stats
 
