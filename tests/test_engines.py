@@ -19,7 +19,15 @@ from pathlib import Path
 import networkx as nx
 import pytest
 import yaml
-from conftest import REPO, copy_project, git_project, run_in, subprocess_env, write_params
+from conftest import (
+    REPO,
+    copy_project,
+    files_of,
+    git_project,
+    run_in,
+    subprocess_env,
+    write_params,
+)
 from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 
@@ -136,15 +144,6 @@ def test_each_rules_file_runs_the_stages_of_its_package():
 
 
 # --- tokenization as parallel jobs -------------------------------------------------------------
-
-
-def files_of(directory: Path) -> dict[str, bytes]:
-    """Every file of an output directory but Snakemake's marker."""
-    return {
-        path.name: path.read_bytes()
-        for path in sorted(directory.iterdir())
-        if path.name != ".snakemake_timestamp"
-    }
 
 
 @pytest.mark.slow

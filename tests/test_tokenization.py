@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tokenizer_settings, train_tokenizer_with_defaults
+from conftest import files_of, tokenizer_settings, train_tokenizer_with_defaults
 from tokenizers import Tokenizer
 
 from vocabscale.config import validate_params
@@ -115,15 +115,11 @@ def sharded(tmp_path_factory, tiny_params_dict) -> tuple[Path, Path]:
 
 
 def tokenize_in_parts(corpus: Path, tokenizer: Path, root: Path, parts: int) -> list[Path]:
-    """Every part job of `parts`, as the pipeline runs them (each its own process)."""
+    """Every part job of `parts`, one after the other."""
     part_dirs = [root / f"part{part}" for part in range(parts)]
     for part, directory in enumerate(part_dirs):
         tokenize_part(corpus, tokenizer, directory, part, parts, **tokenizer_settings())
     return part_dirs
-
-
-def files_of(directory: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
 
 
 @pytest.mark.parametrize("parts", [3, 4, 9])
