@@ -31,6 +31,15 @@ def tokenizer_settings(**overrides) -> dict:
     return {key: defaults("tokenizer")[key] for key in keys} | overrides
 
 
+def files_of(directory: Path) -> dict[str, bytes]:
+    """The bytes of every file of an output directory, by name, but Snakemake's marker."""
+    return {
+        path.name: path.read_bytes()
+        for path in sorted(directory.iterdir())
+        if path.name != ".snakemake_timestamp"
+    }
+
+
 def train_tokenizer_with_defaults(sample: Path, vocab_size: int, out: Path, **overrides):
     settings = defaults("tokenizer") | overrides
     return train_tokenizer(

@@ -175,6 +175,31 @@ def test_cpu_jobs_are_sized_by_the_characters_they_read(corpus_dir, tiny_params_
     assert (resources["runtime"], resources["mem_mb"]) == (7, 999)
 
 
+def test_tokenize_part_jobs_are_sized_by_their_share(corpus_dir, tiny_params_dict):
+    """With tokenize_jobs: 4, a part job reads a quarter of the training text and gets a
+    quarter of the one job's time; the gather reads the validation text and, as a bound on
+    copying the arrays, a share; the plan shows both, and how many part jobs there are."""
+    params = validate_params(copy.deepcopy(tiny_params_dict))
+    params["cluster"]["cpu_job_runtime_minutes"] = None
+    stats = read_json(corpus_dir / "stats.json")["splits"]
+    train, validation = stats["train"]["characters"], stats["validation"]["characters"]
+    params["cluster"]["tokenize_chars_per_cpu_s"] = train / 60 / CPU_JOBS["tokenize"].threads / 400
+    one = cpu_job_resources(params, "tokenize", corpus_dir)["runtime"]
+    params["tokenizer"]["tokenize_jobs"] = 4
+    assert cpu_job_characters(params, "tokenize_part", corpus_dir) == train / 4
+    assert cpu_job_characters(params, "tokenize", corpus_dir) == train / 4 + validation
+    part = cpu_job_resources(params, "tokenize_part", corpus_dir)["runtime"]
+    assert part < one / 3  # 100 minutes of 400, plus the overhead
+    params["corpus"]["max_characters"] = 1_000_000  # no corpus yet: the source's size
+    assert cpu_job_characters(params, "tokenize_part") == 250_000
+    vocab_sizes = len(params["tokenizer"]["vocab_sizes"])
+    text = format_plan(plan(params), params)
+    assert re.search(rf"^tokenize_part +{vocab_sizes * 4} +8 .* 2\.5e\+05$", text, re.M), text
+    assert re.search(rf"^tokenize \(gather\) +{vocab_sizes} +8 ", text, re.M), text
+    params["tokenizer"]["tokenize_jobs"] = 1
+    assert "tokenize_part" not in format_plan(plan(params), params)
+
+
 def test_dry_run_of_the_paper_preset_lists_every_job_with_resources():
     env = {**subprocess_env(), "VOCABSCALE_SLURM_PARTITION": "gpu"}
     result = subprocess.run(

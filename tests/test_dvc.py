@@ -344,6 +344,7 @@ CHANGE_NO_OUTPUT = (
     "tokenizer.batch_documents",
     "tokenizer.batch_characters",
     "tokenizer.checkpoint_seconds",
+    "tokenizer.tokenize_jobs",
     "cluster",
     "live",  # where the training curves are sent as they come, beside the outputs
 )

@@ -6,6 +6,7 @@ default in the params schema, `snakemake -n` and `dvc status` name the same stag
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import os
@@ -18,7 +19,15 @@ from pathlib import Path
 import networkx as nx
 import pytest
 import yaml
-from conftest import REPO, copy_project, git_project, run_in, subprocess_env, write_params
+from conftest import (
+    REPO,
+    copy_project,
+    files_of,
+    git_project,
+    run_in,
+    subprocess_env,
+    write_params,
+)
 from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 
@@ -132,6 +141,45 @@ def test_each_rules_file_runs_the_stages_of_its_package():
     for module, _ in COMMANDS.values():
         imported = importlib.import_module(module)
         assert callable(imported.add_arguments) and callable(imported.run), module
+
+
+# --- tokenization as parallel jobs -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_tokenize_jobs_split_each_v_for_snakemake_and_dvc_records_the_same_tokens(
+    tmp_path, tiny_params_dict
+):
+    """With tokenizer.tokenize_jobs: 3, Snakemake runs three part jobs per V and a gather that
+    writes the tokens of the one job dvc.yaml runs: `dvc repro` of that stage writes the same
+    bytes, and DVC, given Snakemake's tokens, finds its stage up to date."""
+    params = copy.deepcopy(tiny_params_dict)
+    params["corpus"]["shard_characters"] = 50_000
+    params["tokenizer"]["tokenize_jobs"] = 3
+    project = git_project(tmp_path / "project", params)
+    jobs = snakemake_jobs(project)
+    stage_of = {out: stage["name"] for stage in dvc_stages(project) for out in stage["outputs"]}
+    for vocab in params["tokenizer"]["vocab_sizes"]:
+        parts = [f"results/token_parts/v{vocab}/{part}" for part in range(3)]
+        part_jobs = [job for job in jobs if job["outputs"] & set(parts)]
+        assert sorted(out for job in part_jobs for out in job["outputs"]) == parts
+        for part, job in zip(range(3), sorted(part_jobs, key=lambda job: min(job["outputs"]))):
+            assert job["rule"] == "tokenize_part"
+            assert f"--part {part} --out {parts[part]} " in job["command"]
+        (gather,) = [job for job in jobs if job["outputs"] == {f"results/tokens/v{vocab}"}]
+        assert gather["rule"] == "tokenize" and set(parts) <= gather["inputs"]
+        assert f"--parts {' '.join(parts)} --out results/tokens/v{vocab} " in gather["command"]
+        assert stage_of[f"results/tokens/v{vocab}"] == f"tokenize@{vocab}"
+
+    run_in(project, "snakemake", "--cores", "2", "results/tokens/v320", timeout=600)
+    assert not list((project / "results/token_parts").glob("v320/*"))  # temporary: gone
+    gathered = files_of(project / "results/tokens/v320")
+    stages = ("prepare_corpus", "train_tokenizer@320", "tokenize@320")
+    run_in(project, "dvc", "commit", "--force", *stages)
+    assert json.loads(run_in(project, "dvc", "status", "--json", *stages).stdout) == {}
+    run_in(project, "dvc", "repro", "--force", "--single-item", "tokenize@320", timeout=600)
+    assert files_of(project / "results/tokens/v320") == gathered
+    assert set(gathered) == {"train.bin", "validation.bin", "unigram_counts.npy", "stats.json"}
 
 
 # --- after a change, both engines name the same stages ----------------------------------------

@@ -1,19 +1,24 @@
 """Corpus preparation, tokenizers with exactly V entries, token arrays and the f(V) fit."""
 
+import copy
 import hashlib
 import json
 import logging
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import train_tokenizer_with_defaults
+from conftest import files_of, tokenizer_settings, train_tokenizer_with_defaults
 from tokenizers import Tokenizer
 
-from vocabscale.corpus.shards import read_texts
+from vocabscale.config import validate_params
+from vocabscale.corpus.prepare import prepare_corpus
+from vocabscale.corpus.shards import read_texts, train_shards
 from vocabscale.io import read_json, read_tokens
 from vocabscale.tokenizer.bpe import END_OF_TEXT
 from vocabscale.tokenizer.fit import fit_tokenization
+from vocabscale.tokenizer.tokenize import gather_parts, tokenize_corpus, tokenize_part
 from vocabscale.tokenizer.train import train_tokenizer
 
 
@@ -91,3 +96,71 @@ def test_tokens_per_character_falls_as_v_grows(tokenized, tmp_path):
     assert fit["max_abs_residual"] < 1e-9  # three points, three coefficients
     saved = json.loads((tmp_path / "fit.json").read_text())
     assert saved["a"] == fit["a"]
+
+
+# --- tokenization as parallel jobs: parts of the training shards, then a gather -----------
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory, tiny_params_dict) -> tuple[Path, Path]:
+    """A real corpus in 6 training shards, and a tokenizer trained on it."""
+    params = validate_params(copy.deepcopy(tiny_params_dict))
+    params["corpus"]["shard_characters"] = 50_000
+    root = tmp_path_factory.mktemp("sharded")
+    prepare_corpus(params["corpus"], root / "corpus")
+    assert len(train_shards(root / "corpus")) == 6
+    tokenizer = root / "tokenizer.json"
+    train_tokenizer_with_defaults(root / "corpus/tokenizer_sample.parquet", 640, tokenizer)
+    return root / "corpus", tokenizer
+
+
+def tokenize_in_parts(corpus: Path, tokenizer: Path, root: Path, parts: int) -> list[Path]:
+    """Every part job of `parts`, one after the other."""
+    part_dirs = [root / f"part{part}" for part in range(parts)]
+    for part, directory in enumerate(part_dirs):
+        tokenize_part(corpus, tokenizer, directory, part, parts, **tokenizer_settings())
+    return part_dirs
+
+
+@pytest.mark.parametrize("parts", [3, 4, 9])
+def test_parts_and_gather_write_the_bytes_of_one_job(sharded, tmp_path, parts):
+    """Every file of the token directory, arrays, unigram counts and stats.json (the digests
+    training keys its resume on, the validation's UTF-8 bytes) byte for byte; 9 parts of 6
+    shards leave three parts empty."""
+    corpus, tokenizer = sharded
+    tokenize_corpus(corpus, tokenizer, tmp_path / "one", **tokenizer_settings())
+    part_dirs = tokenize_in_parts(corpus, tokenizer, tmp_path, parts)
+    groups = [read_json(directory / "part.json")["shards"] for directory in part_dirs]
+    assert [name for group in groups for name in group] == [
+        path.name for path in train_shards(corpus)
+    ]
+    gather_parts(corpus, tokenizer, part_dirs, tmp_path / "gathered", **tokenizer_settings())
+    one, gathered = files_of(tmp_path / "one"), files_of(tmp_path / "gathered")
+    assert set(one) == {"train.bin", "validation.bin", "unigram_counts.npy", "stats.json"}
+    assert gathered == one
+
+
+def test_gather_refuses_parts_it_cannot_use(sharded, tmp_path):
+    """A missing part, a part of another tokenizer, a cut array: an error naming the file,
+    and no token directory."""
+    corpus, tokenizer = sharded
+    part_dirs = tokenize_in_parts(corpus, tokenizer, tmp_path, 3)
+    out = tmp_path / "tokens"
+
+    def gather(dirs):
+        gather_parts(corpus, tokenizer, dirs, out, **tokenizer_settings())
+
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'nowhere/part.json'}")):
+        gather([*part_dirs[:2], tmp_path / "nowhere"])
+    with pytest.raises(ValueError, match=re.escape(f"{part_dirs[1]}/part.json: part 1 of 3")):
+        gather(part_dirs[1:])
+    other = tmp_path / "other.json"
+    train_tokenizer_with_defaults(corpus / "tokenizer_sample.parquet", 320, other)
+    tokenize_part(corpus, other, tmp_path / "foreign", 2, 3, **tokenizer_settings())
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path}/foreign/part.json: the part was")):
+        gather([*part_dirs[:2], tmp_path / "foreign"])
+    array = part_dirs[0] / "train.bin"
+    array.write_bytes(array.read_bytes()[:-2])
+    with pytest.raises(ValueError, match=re.escape(f"{array}: not the")):
+        gather(part_dirs)
+    assert not out.exists()

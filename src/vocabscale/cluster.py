@@ -285,6 +285,7 @@ CPU_JOBS = {
     "prepare_corpus": CpuJob(4, "prepare_chars_per_s", per_cpu=False),
     "train_tokenizer": CpuJob(8, "tokenizer_train_chars_per_s", per_cpu=False),
     "tokenize": CpuJob(8, "tokenize_chars_per_cpu_s", per_cpu=True),
+    "tokenize_part": CpuJob(8, "tokenize_chars_per_cpu_s", per_cpu=True),
 }
 
 
@@ -315,14 +316,23 @@ def cpu_job_characters(
     params: dict[str, Any], step: str, corpus_dir: Path | None = None
 ) -> float | None:
     """Characters a CPU job reads: tokenizer training its sample; tokenization the prepared
-    corpus (exactly, from its stats.json, once it exists); corpus preparation the source."""
+    corpus (exactly, from its stats.json, once it exists), a part job its share of the
+    training text, the gather the validation text and, as a bound on copying the parts'
+    arrays, a share too; corpus preparation the source."""
     if step == "train_tokenizer":
         return float(params["corpus"]["tokenizer_sample_characters"])
     stats = corpus_dir / "stats.json" if corpus_dir else None
-    if step == "tokenize" and stats and stats.is_file():
+    if step == "prepare_corpus":
+        return source_characters(params)
+    if stats and stats.is_file():
         splits = read_json(stats)["splits"]
-        return float(splits["train"]["characters"] + splits["validation"]["characters"])
-    return source_characters(params)
+        train, validation = splits["train"]["characters"], splits["validation"]["characters"]
+    elif (source := source_characters(params)) is not None:
+        train, validation = source, 0
+    else:
+        return None
+    share = train / params["tokenizer"]["tokenize_jobs"]
+    return float(share if step == "tokenize_part" else share + validation)
 
 
 def cpu_job_resources(
@@ -440,16 +450,23 @@ def format_plan(table: pd.DataFrame, params: dict[str, Any]) -> str:
 
 
 def format_cpu_jobs(params: dict[str, Any]) -> list[str]:
-    """The CPU jobs' lines of the plan: CPUs, memory, limit and the characters each reads."""
+    """The CPU jobs' lines of the plan: CPUs, memory, limit and the characters each reads
+    (with tokenizer.tokenize_jobs > 1, the part jobs and the gather)."""
     vocab_sizes = len(params["tokenizer"]["vocab_sizes"])
+    parts = params["tokenizer"]["tokenize_jobs"]
+    counts = {"prepare_corpus": 1, "tokenize_part": vocab_sizes * parts if parts > 1 else 0}
+    names = {"tokenize": "tokenize (gather)"} if parts > 1 else {}
     lines = [f"{'CPU job':<22} {'count':>5} {'CPUs':>5} {'mem':>8} {'limit':>7} {'characters':>11}"]
     for step, job in CPU_JOBS.items():
+        count = counts.get(step, vocab_sizes)
+        if not count:
+            continue
         resources = cpu_job_resources(params, step)
         characters = cpu_job_characters(params, step)
-        count = 1 if step == "prepare_corpus" else vocab_sizes
         read = "unknown" if characters is None else f"{characters:.3g}"
+        memory = resources["mem_mb"] / 1000
         lines.append(
-            f"{step:<22} {count:>5} {job.threads:>5} {resources['mem_mb'] / 1000:>5.1f} GB "
+            f"{names.get(step, step):<22} {count:>5} {job.threads:>5} {memory:>5.1f} GB "
             f"{resources['runtime']:>6}m {read:>11}"
         )
     return lines

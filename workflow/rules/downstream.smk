@@ -12,11 +12,12 @@ rule downstream:
     input:
         run="results/runs/{model}-v{vocab}",
         tokenizer="results/tokenizers/v{vocab}/tokenizer.json",
+        code=STAGES.code("downstream"),
     output:
         "results/downstream/{model}-v{vocab}.json",
     params:
         file=PARAMS_FILE,
-        section=PARAMS["downstream"],
+        settings=settings_of("downstream"),
     localrule: not DOWNSTREAM_ON
     resources:
         **(downstream_resources(PARAMS) if DOWNSTREAM_ON else {}),
@@ -29,7 +30,8 @@ rule downstream:
 
 rule collect_downstream:
     input:
-        expand("results/downstream/{run}.json", run=RUNS),
+        scores=expand("results/downstream/{run}.json", run=RUNS),
+        code=STAGES.code("collect_downstream"),
     output:
         report(
             "results/downstream.csv",
@@ -38,6 +40,7 @@ rule collect_downstream:
         ),
     params:
         file=PARAMS_FILE,
+        settings=settings_of("collect_downstream"),
     localrule: True
     log:
         "logs/collect_downstream.log",

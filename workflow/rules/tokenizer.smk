@@ -17,10 +17,45 @@ rule train_tokenizer:
         "--vocab-size {wildcards.vocab} --out {output} --log {log}"
 
 
+# tokenizer.tokenize_jobs > 1: each V is tokenized as that many part jobs, each a contiguous group
+# of the training shards, then the tokenize job gathers them into the very directory (the same
+# bytes) it writes alone. The parts are temporary: gone once gathered, and not needed again
+# while the tokens are up to date. dvc.yaml keeps the one job (docs/design.md, On a cluster).
+TOKENIZE_JOBS = PARAMS["tokenizer"]["tokenize_jobs"]
+TOKEN_PARTS = "results/token_parts/v{vocab}/{part}"
+
+
+rule tokenize_part:
+    input:
+        corpus="results/corpus",
+        tokenizer="results/tokenizers/v{vocab}/tokenizer.json",
+        code=STAGES.code("tokenize"),
+    output:
+        temp(directory(TOKEN_PARTS)),
+    wildcard_constraints:
+        part=r"\d+",
+    threads: CPU_JOBS["tokenize_part"].threads
+    resources:
+        **cpu_job_resource_callables(PARAMS, "tokenize_part"),
+    params:
+        file=PARAMS_FILE,
+        settings=settings_of("tokenize"),
+    log:
+        "logs/tokenize/v{vocab}-part{part}.log",
+    shell:
+        "vocabscale tokenize --params {params.file} --corpus {input.corpus} "
+        "--tokenizer {input.tokenizer} --part {wildcards.part} --out {output} --log {log}"
+
+
 rule tokenize:
     input:
         corpus="results/corpus",
         tokenizer="results/tokenizers/v{vocab}/tokenizer.json",
+        parts=(
+            expand(TOKEN_PARTS, part=range(TOKENIZE_JOBS), allow_missing=True)
+            if TOKENIZE_JOBS > 1
+            else []
+        ),
         code=STAGES.code("tokenize"),
     output:
         directory("results/tokens/v{vocab}"),
@@ -34,7 +69,9 @@ rule tokenize:
         "logs/tokenize/v{vocab}.log",
     shell:
         "vocabscale tokenize --params {params.file} --corpus {input.corpus} "
-        "--tokenizer {input.tokenizer} --out {output} --log {log}"
+        "--tokenizer {input.tokenizer} "
+        + ("--parts {input.parts} " if TOKENIZE_JOBS > 1 else "")
+        + "--out {output} --log {log}"
 
 
 rule fit_tokenization:

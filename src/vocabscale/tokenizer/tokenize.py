@@ -27,6 +27,11 @@ How it runs on corpora of hundreds of GB:
 The unigram counts and each array's sha256 are computed batch by batch as the arrays are
 written; a resumed run reads the part of the array it keeps back from the file first, so counts
 and digest always agree with it.
+
+In parallel jobs (tokenizer.tokenize_jobs > 1, under Snakemake): `--part k` tokenizes a
+contiguous group of the training shards into a part directory (resumable in the same way),
+`--parts DIR...` checks every part and gathers them, with the validation split it tokenizes
+itself, into the directory the one job writes, byte for byte (docs/design.md, On a cluster).
 """
 
 from __future__ import annotations
@@ -56,7 +61,14 @@ from tqdm import tqdm
 from vocabscale.config import add_params_argument, load_params
 from vocabscale.corpus import shards
 from vocabscale.corpus.shards import train_shards, utf8_bytes
-from vocabscale.io import TOKEN_SPLITS, output_lock, publish_dir, token_dtype, write_json
+from vocabscale.io import (
+    TOKEN_SPLITS,
+    output_lock,
+    publish_dir,
+    read_json,
+    token_dtype,
+    write_json,
+)
 from vocabscale.tokenizer import bpe
 from vocabscale.tokenizer.bpe import END_OF_TEXT, check_parallelism, set_threads
 
@@ -415,28 +427,34 @@ def _tokenize_split(
         writer.checkpoint()
 
 
-def tokenize_corpus(
-    corpus_dir: str | Path,
-    tokenizer_path: str | Path,
-    out_dir: str | Path,
+def _load_tokenizer(path: Path) -> Tokenizer:
+    tokenizer = Tokenizer.from_file(str(path))
+    if tokenizer.token_to_id(END_OF_TEXT) != 0:
+        raise ValueError(f"{path}: {END_OF_TEXT} is not entry 0; retrain the tokenizer")
+    return tokenizer
+
+
+def _work_dir(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}.partial"
+
+
+def _tokenize_splits(
+    tokenizer: Tokenizer,
+    tokenizer_path: Path,
+    inputs: dict[str, list[Path]],
+    work: Path,
+    totals: dict[str, int],
     batch_documents: int,
     batch_characters: int,
     checkpoint_seconds: float,
-) -> dict[str, Any]:
-    """Run the stage (resuming partial work of an earlier run); returns the stats it wrote."""
-    corpus_dir, out_dir, tokenizer_path = Path(corpus_dir), Path(out_dir), Path(tokenizer_path)
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+) -> Progress:
+    """Tokenize the splits of `inputs` (split -> parquet files) into `work`, going on from its
+    checkpoint, and log the throughput; returns the checkpoint with every split done."""
     vocab_size = tokenizer.get_vocab_size()
-    if tokenizer.token_to_id(END_OF_TEXT) != 0:
-        raise ValueError(f"{tokenizer_path}: {END_OF_TEXT} is not entry 0; retrain the tokenizer")
     dtype = token_dtype(vocab_size)
-    inputs = {"train": train_shards(corpus_dir), "validation": [corpus_dir / "validation.parquet"]}
-    corpus_stats_path = corpus_dir / "stats.json"
-    corpus_splits = (
-        json.loads(corpus_stats_path.read_text())["splits"] if corpus_stats_path.exists() else {}
+    fingerprint = _fingerprint(
+        [path for paths in inputs.values() for path in paths], tokenizer_path
     )
-    work = out_dir.parent / f".{out_dir.name}.partial"
-    fingerprint = _fingerprint([*inputs["train"], *inputs["validation"]], tokenizer_path)
     progress = _open_work(work, fingerprint, dtype.itemsize)
     if "train" in progress.done:
         counts = np.load(work / "unigram_counts.npy")
@@ -446,40 +464,239 @@ def tokenize_corpus(
     started, cpu_started = time.perf_counter(), time.process_time()
     characters_before = sum(s["characters"] for s in progress.done.values())
     characters_before += progress.characters if progress.split not in progress.done else 0
-    for split in TOKEN_SPLITS:
+    for split, paths in inputs.items():
         if split not in progress.done:
             _tokenize_split(
                 tokenizer,
                 split,
-                inputs[split],
+                paths,
                 work,
                 progress,
                 batch_documents,
                 batch_characters,
                 checkpoint_seconds,
-                corpus_splits.get(split, {}).get("characters"),
+                totals.get(split),
                 counts if split == "train" else None,
             )
-    stats: dict[str, Any] = {"vocab_size": vocab_size, "dtype": dtype.name}
-    stats["splits"] = {split: progress.done[split] for split in TOKEN_SPLITS}
-    stats["splits"]["validation"]["utf8_bytes"] = utf8_bytes(inputs["validation"][0])
-    train = stats["splits"]["train"]
-    stats["tokens_per_character"] = train["tokens"] / train["characters"]
-    write_json(work / "stats.json", stats)
-    (work / "progress.json").unlink()
-    publish_dir(work, out_dir)
+    characters = sum(s["characters"] for s in progress.done.values()) - characters_before
     wall = time.perf_counter() - started
-    characters = sum(s["characters"] for s in stats["splits"].values()) - characters_before
     log.info(
-        "V=%d: %d train tokens, %.4f tokens per character; %d characters in %.1f s "
-        "(%.0f characters/s, %.1f cores busy on average)",
+        "V=%d, %s: %d characters tokenized in %.1f s (%.0f characters/s, %.1f cores busy on "
+        "average)",
         vocab_size,
-        train["tokens"],
-        stats["tokens_per_character"],
+        " and ".join(inputs),
         characters,
         wall,
         characters / wall if wall else 0.0,
         (time.process_time() - cpu_started) / wall if wall else 0.0,
+    )
+    return progress
+
+
+def _corpus_characters(corpus_dir: Path) -> dict[str, int]:
+    """Characters of each split, for the progress bars (absent before prepare-corpus wrote
+    them)."""
+    path = corpus_dir / "stats.json"
+    splits = read_json(path)["splits"] if path.exists() else {}
+    return {split: stats["characters"] for split, stats in splits.items()}
+
+
+def _publish_tokens(
+    work: Path, out_dir: Path, done: dict[str, dict[str, Any]], validation: Path, vocab_size: int
+) -> dict[str, Any]:
+    """Write stats.json beside the finished arrays and publish the directory."""
+    stats: dict[str, Any] = {"vocab_size": vocab_size, "dtype": token_dtype(vocab_size).name}
+    stats["splits"] = {split: done[split] for split in TOKEN_SPLITS}
+    stats["splits"]["validation"]["utf8_bytes"] = utf8_bytes(validation)
+    train = stats["splits"]["train"]
+    stats["tokens_per_character"] = train["tokens"] / train["characters"]
+    write_json(work / "stats.json", stats)
+    (work / "progress.json").unlink(missing_ok=True)
+    publish_dir(work, out_dir)
+    return stats
+
+
+def tokenize_corpus(
+    corpus_dir: str | Path,
+    tokenizer_path: str | Path,
+    out_dir: str | Path,
+    batch_documents: int,
+    batch_characters: int,
+    checkpoint_seconds: float,
+) -> dict[str, Any]:
+    """Run the stage in one job (resuming partial work of an earlier run); returns the stats it
+    wrote."""
+    corpus_dir, out_dir, tokenizer_path = Path(corpus_dir), Path(out_dir), Path(tokenizer_path)
+    tokenizer = _load_tokenizer(tokenizer_path)
+    validation = corpus_dir / "validation.parquet"
+    inputs = {"train": train_shards(corpus_dir), "validation": [validation]}
+    work = _work_dir(out_dir)
+    totals = _corpus_characters(corpus_dir)
+    batching = (batch_documents, batch_characters, checkpoint_seconds)
+    progress = _tokenize_splits(tokenizer, tokenizer_path, inputs, work, totals, *batching)
+    vocab_size = tokenizer.get_vocab_size()
+    stats = _publish_tokens(work, out_dir, progress.done, validation, vocab_size)
+    log.info(
+        "V=%d: %d train tokens, %.4f tokens per character",
+        vocab_size,
+        stats["splits"]["train"]["tokens"],
+        stats["tokens_per_character"],
+    )
+    return stats
+
+
+# --- the stage as parallel jobs: parts of the training shards, then a gather ---------------
+
+
+def part_shards(shards: list[Path], part: int, parts: int) -> list[Path]:
+    """Part `part` (from 0) of `parts`: a contiguous group of the training shards, their
+    counts differing by one at most (prepare-corpus writes shards of equal characters)."""
+    return shards[part * len(shards) // parts : (part + 1) * len(shards) // parts]
+
+
+def _sha256_file(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def tokenize_part(
+    corpus_dir: str | Path,
+    tokenizer_path: str | Path,
+    out_dir: str | Path,
+    part: int,
+    parts: int,
+    batch_documents: int,
+    batch_characters: int,
+    checkpoint_seconds: float,
+) -> dict[str, Any]:
+    """Tokenize part `part` (from 0) of `parts` of the training shards into
+    `out_dir` (train.bin, unigram_counts.npy and part.json, which says what it was made of);
+    returns part.json. Resumable like the one job."""
+    corpus_dir, out_dir, tokenizer_path = Path(corpus_dir), Path(out_dir), Path(tokenizer_path)
+    if not 0 <= part < parts:
+        raise ValueError(
+            f"part {part}: tokenizer.tokenize_jobs is {parts}, parts are 0 to {parts - 1}"
+        )
+    shards = part_shards(train_shards(corpus_dir), part, parts)
+    if not shards:
+        log.warning(
+            "part %d of %d has no shard: the corpus has fewer shards than parts", part, parts
+        )
+    work = _work_dir(out_dir)
+    batching = (batch_documents, batch_characters, checkpoint_seconds)
+    tokenizer = _load_tokenizer(tokenizer_path)
+    progress = _tokenize_splits(tokenizer, tokenizer_path, {"train": shards}, work, {}, *batching)
+    record = {
+        "part": part,
+        "parts": parts,
+        "shards": [path.name for path in shards],
+        "fingerprint": progress.fingerprint,
+        "tokenizer_sha256": _sha256_file(tokenizer_path),
+        **progress.done["train"],
+    }
+    write_json(work / "part.json", record)
+    (work / "progress.json").unlink()
+    publish_dir(work, out_dir)
+    return record
+
+
+def _check_part(
+    directory: Path, part: int, parts: int, shards: list[Path], tokenizer_path: Path, itemsize: int
+) -> dict[str, Any]:
+    """part.json of a part, checked to be part `part` of `parts` of these shards, made by this
+    tokenizer and this code, its array complete; a clear error naming the file otherwise."""
+    path = directory / "part.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; part {part} of {parts} is not tokenized")
+    record = read_json(path)
+    if record["tokenizer_sha256"] != _sha256_file(tokenizer_path):
+        raise ValueError(
+            f"{path}: the part was tokenized with another tokenizer than {tokenizer_path}"
+        )
+    if (record["part"], record["parts"]) != (part, parts):
+        raise ValueError(
+            f"{path}: part {record['part']} of {record['parts']}, given as part {part} of {parts}"
+        )
+    group = part_shards(shards, part, parts)
+    if record["fingerprint"] != _fingerprint(group, tokenizer_path):
+        raise ValueError(
+            f"{path}: made from other training shards ({', '.join(record['shards']) or 'none'}) "
+            "or by other code than this corpus and this version of vocabscale hold; "
+            "tokenize the part again"
+        )
+    array = directory / "train.bin"
+    if _size(array) != record["tokens"] * itemsize:
+        raise ValueError(f"{array}: not the {record['tokens']} tokens {path} records")
+    return record
+
+
+def _concatenate(
+    part_dirs: list[Path], records: list[dict[str, Any]], out: Path, vocab_size: int
+) -> dict[str, Any]:
+    """The parts' arrays one after the other into `out`, each checked against its digest on
+    the way; their unigram counts added. Returns the train split's stats."""
+    digest, counts = hashlib.sha256(), np.zeros(vocab_size, dtype=np.int64)
+    chunk = 1 << 24
+    with open(out, "wb") as stream:
+        for directory, record in zip(part_dirs, records):
+            part_digest = hashlib.sha256()
+            with open(directory / "train.bin", "rb") as part:
+                while data := part.read(chunk):
+                    stream.write(data)
+                    digest.update(data)
+                    part_digest.update(data)
+            if part_digest.hexdigest() != record["sha256"]:
+                raise ValueError(f"{directory / 'train.bin'}: changed since its part.json")
+            part_counts = np.load(directory / "unigram_counts.npy")
+            if part_counts.shape != counts.shape:
+                raise ValueError(f"{directory / 'unigram_counts.npy'}: not {vocab_size} counts")
+            counts += part_counts
+    np.save(out.parent / "unigram_counts.npy", counts)
+    return {
+        "documents": sum(record["documents"] for record in records),
+        "characters": sum(record["characters"] for record in records),
+        "tokens": sum(record["tokens"] for record in records),
+        "sha256": digest.hexdigest(),
+    }
+
+
+def gather_parts(
+    corpus_dir: str | Path,
+    tokenizer_path: str | Path,
+    part_dirs: list[str | Path],
+    out_dir: str | Path,
+    batch_documents: int,
+    batch_characters: int,
+    checkpoint_seconds: float,
+) -> dict[str, Any]:
+    """The token directory of the one job, from the parts (every part checked before anything
+    is written) and the validation split, tokenized here; returns the stats it wrote."""
+    corpus_dir, out_dir, tokenizer_path = Path(corpus_dir), Path(out_dir), Path(tokenizer_path)
+    part_dirs = [Path(directory) for directory in part_dirs]
+    tokenizer = _load_tokenizer(tokenizer_path)
+    vocab_size = tokenizer.get_vocab_size()
+    itemsize = token_dtype(vocab_size).itemsize
+    shards = train_shards(corpus_dir)
+    records = [
+        _check_part(directory, part, len(part_dirs), shards, tokenizer_path, itemsize)
+        for part, directory in enumerate(part_dirs)
+    ]
+    validation = corpus_dir / "validation.parquet"
+    work = _work_dir(out_dir)
+    totals = _corpus_characters(corpus_dir)
+    batching = (batch_documents, batch_characters, checkpoint_seconds)
+    inputs = {"validation": [validation]}
+    progress = _tokenize_splits(tokenizer, tokenizer_path, inputs, work, totals, *batching)
+    started = time.perf_counter()
+    train = _concatenate(part_dirs, records, work / "train.bin", vocab_size)
+    done = {**progress.done, "train": train}
+    stats = _publish_tokens(work, out_dir, done, validation, vocab_size)
+    log.info(
+        "V=%d: %d parts gathered, %d train tokens, in %.1f s",
+        vocab_size,
+        len(part_dirs),
+        train["tokens"],
+        time.perf_counter() - started,
     )
     return stats
 
@@ -488,19 +705,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_params_argument(parser)
     parser.add_argument("--corpus", required=True, help="the corpus directory")
     parser.add_argument("--tokenizer", required=True, help="the tokenizer.json")
-    parser.add_argument("--out", required=True, help="the token directory to write")
+    parser.add_argument("--out", required=True, help="the token (or part) directory to write")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument(
+        "--part", type=int, help="tokenize only this part (from 0) of tokenizer.tokenize_jobs"
+    )
+    split.add_argument(
+        "--parts", nargs="+", help="gather these part directories, in order, into --out"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     section = load_params(args.params)["tokenizer"]
+    batching = [section[key] for key in ("batch_documents", "batch_characters")]
+    batching.append(section["checkpoint_seconds"])
     set_threads(args.threads)
     with output_lock(args.out):  # and so its partial work, named after it
-        tokenize_corpus(
-            args.corpus,
-            args.tokenizer,
-            args.out,
-            section["batch_documents"],
-            section["batch_characters"],
-            section["checkpoint_seconds"],
-        )
+        if args.part is not None:
+            parts = section["tokenize_jobs"]
+            tokenize_part(args.corpus, args.tokenizer, args.out, args.part, parts, *batching)
+        elif args.parts:
+            gather_parts(args.corpus, args.tokenizer, args.parts, args.out, *batching)
+        else:
+            tokenize_corpus(args.corpus, args.tokenizer, args.out, *batching)
