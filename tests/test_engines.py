@@ -254,7 +254,7 @@ def edit_default(key: str, value) -> Callable[[Path], None]:
 CHANGES = [
     ("code of one stage", edit_code("src/vocabscale/runs/normalize.py"), {"normalize"}),
     ("code of many stages", edit_code("src/vocabscale/accounting.py"),
-     {"train", "collect", "estimate", "report"}),
+     {"train", "collect", "estimate", "report", "downstream", "collect_downstream"}),
     ("plumbing code", edit_code("src/vocabscale/config.py"), set()),
     ("a key left at its default", edit_setting("estimate.isoflops.nnv_points", 30),
      {"estimate@isoflops"}),
