@@ -33,6 +33,7 @@ Outputs (one directory per run, written at the end, atomically):
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import signal
@@ -666,6 +667,7 @@ def train_run(
     if config.threads:
         torch.set_num_threads(config.threads)
     proc = distributed.setup(config.device)
+    trainer = None
     try:
         if proc.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # what fp32 matmuls remain
@@ -675,4 +677,9 @@ def train_run(
         trainer.train()
         return trainer.write_outputs(out_dir)
     finally:
+        # The model wrapped by DDP or FSDP holds the process group. Freed after the group is
+        # destroyed, it would run gloo's destructor holding the GIL, which joins threads that
+        # wait for the GIL: a hang after the run is written (seen under SLURM). So free it first.
+        del trainer
+        gc.collect()
         distributed.teardown()
