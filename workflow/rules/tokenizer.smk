@@ -1,3 +1,8 @@
+# Tokenizer jobs first: they take seconds and hold every core, so once a training job runs they
+# would wait for all of them; run first, they make every training job ready at once.
+TOKENIZER_PRIORITY = 10
+
+
 rule train_tokenizer:
     input:
         corpus="results/corpus",
@@ -8,6 +13,7 @@ rule train_tokenizer:
         file=PARAMS_FILE,
         settings=settings_of("train_tokenizer"),
     threads: CPU_JOBS["train_tokenizer"].threads
+    priority: TOKENIZER_PRIORITY
     resources:
         **cpu_job_resource_callables(PARAMS, "train_tokenizer"),
     log:
@@ -35,6 +41,7 @@ rule tokenize_part:
     wildcard_constraints:
         part=r"\d+",
     threads: CPU_JOBS["tokenize_part"].threads
+    priority: TOKENIZER_PRIORITY
     resources:
         **cpu_job_resource_callables(PARAMS, "tokenize_part"),
     params:
@@ -60,6 +67,7 @@ rule tokenize:
     output:
         directory("results/tokens/v{vocab}"),
     threads: CPU_JOBS["tokenize"].threads
+    priority: TOKENIZER_PRIORITY
     resources:
         **cpu_job_resource_callables(PARAMS, "tokenize"),
     params:
