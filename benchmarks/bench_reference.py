@@ -56,7 +56,7 @@ def models(args) -> tuple[torch.nn.Module, torch.nn.Module, TrainConfig]:
     train |= {"batch_tokens": args.batch * args.context, "micro_batch_size": args.batch}
     train |= {"device": "cpu", "precision": "fp32"}
     config = TrainConfig.from_params(train)
-    spec = ModelSpec(args.shape, shape, train_tokens=1, gpus=1)
+    spec = ModelSpec(args.shape, shape, train_tokens=1, gpus=1, nodes=1, parallel="auto")
     ours = build_model(spec, args.vocab_size, config, torch.device("cpu"))
     run = {"vocab_size": args.vocab_size, "context": args.context, **shape.__dict__}
     reference = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf_config(run)))

@@ -106,7 +106,9 @@ def loss_u_at_half(params: dict, args, tokens: Path, work: Path, case: tuple, se
     settings["batch_tokens"] = batch
     settings.update(evals=halves, device="cpu")  # points at T/2 (and T)
     config = TrainConfig.from_params(settings)
-    spec = ModelSpec("bench", ModelShape(*args.shape), half * halves, 1)
+    spec = ModelSpec(
+        "bench", ModelShape(*args.shape), half * halves, gpus=1, nodes=1, parallel="auto"
+    )
     run = work / f"{label}-seed{seed}-T{args.train_tokens}-b{batch}"
     train_run(spec, tokens, config, run / "out", run / "state")
     pseudocount = params["normalize"]["unigram_pseudocount"]

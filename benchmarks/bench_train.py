@@ -167,7 +167,7 @@ def training_state_bytes(shape_name: str, vocab_size: int) -> float:
 
 def run_case(case: Case, args, device: torch.device) -> Case:
     shape = PAPER_SHAPES[case.shape][0]
-    spec = ModelSpec(case.shape, shape, train_tokens=1, gpus=1, nodes=1)
+    spec = ModelSpec(case.shape, shape, train_tokens=1, gpus=1, nodes=1, parallel="auto")
     train = {
         **defaults("train"),
         "seed": 0,
