@@ -79,6 +79,16 @@ def sentences() -> list[str]:
     return out
 
 
+def corpus_settings(source: Path, sample_characters: int) -> dict:
+    """The corpus section of params for the generated files in `source`."""
+    return {
+        "source": str(source / "*.jsonl.zst"),
+        "validation_fraction": 0.01,
+        "validation_characters": 2_000_000,
+        "tokenizer_sample_characters": sample_characters,
+    }
+
+
 def generate(directory: Path, megabytes: float, seed: int = 0) -> int:
     """Documents of 1 to ~60 sentences in paragraphs, as .jsonl.zst shards of ~64 MB of text;
     deterministic for a seed. Returns the characters written."""
@@ -166,12 +176,7 @@ def bench_scale(args, scale: int, root: Path) -> dict:
     print(f"   generated {generated:,} characters in {time.perf_counter() - started:.0f} s")
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["corpus"] = {
-        "source": str(work / "source" / "*.jsonl.zst"),
-        "validation_fraction": 0.01,
-        "validation_characters": 2_000_000,
-        "tokenizer_sample_characters": args.sample_characters,
-    }
+    params["corpus"] = corpus_settings(work / "source", args.sample_characters)
     params["tokenizer"] = {
         "vocab_sizes": [args.vocab_size],
         "min_frequency": 2,

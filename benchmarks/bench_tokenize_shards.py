@@ -30,10 +30,10 @@ import time
 from pathlib import Path
 
 import yaml
-from bench_tokenize import REPO, generate, load, machine, stage
+from bench_tokenize import REPO, corpus_settings, generate, load, machine, stage
 from machine import record_section
 
-HEADING = "# Tokenization as parallel part jobs and a gather (issue 13)"
+HEADING = "# Tokenization as parallel part jobs and a gather"
 
 
 def start(name: str, args: list[str], log: Path) -> subprocess.Popen:
@@ -60,13 +60,8 @@ def prepare(args, work: Path) -> tuple[Path, list[str]]:
     print(f"generating {args.megabytes:.0f} MB ...", flush=True)
     generated = generate(work / "source", args.megabytes)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["corpus"] = {
-        "source": str(work / "source" / "*.jsonl.zst"),
-        "validation_fraction": 0.01,
-        "validation_characters": 2_000_000,
-        "tokenizer_sample_characters": args.sample_characters,
-        "shard_characters": int(generated / args.shards) + 1,
-    }
+    params["corpus"] = corpus_settings(work / "source", args.sample_characters)
+    params["corpus"]["shard_characters"] = int(generated / args.shards) + 1
     params["tokenizer"] = {"vocab_sizes": [args.vocab_size], "tokenize_jobs": args.parts}
     params_path = work / "params.yaml"
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
