@@ -36,14 +36,35 @@ def test_noise_model_measures_seed_and_checkpoint_noise():
     assert per_run.std() == pytest.approx(summary["seed_sd"], rel=0.4)
 
 
-def test_basic_bootstrap_bounds_remove_the_bias_of_the_refits():
-    """Refits that land 10% above the reference mean the estimator runs high: the interval
-    is moved down by as much."""
-    replicates = 1.1 * np.exp(np.random.default_rng(0).normal(0, 0.01, 400))
-    low, high = bootstrap_bounds(100.0, replicates, 1.0, 0.9)
-    assert high < 100.0 / 1.08 and low > 100.0 / 1.12
-    low, high = bootstrap_bounds(100.0, replicates, None, 0.9)  # percentiles, older files
-    assert 1.08 < low < high < 1.12
+def test_bounds_are_the_spread_of_the_refits_about_the_estimate():
+    """Refits spread -5% to +20% about their reference (a long upper tail): the interval runs
+    from 5% below the estimate to 20% above it, whatever the level of the reference."""
+    errors = np.random.default_rng(0).uniform(-0.05, 0.2, 4000)
+    for reference in (1.0, 1.3):
+        low, high = bootstrap_bounds(100.0, reference * np.exp(errors), reference, 0.9)
+        assert np.log(low / 100.0) == pytest.approx(-0.05 + 0.05 * 0.25, abs=0.005)
+        assert np.log(high / 100.0) == pytest.approx(0.2 - 0.05 * 0.25, abs=0.005)
+    low, high = bootstrap_bounds(100.0, 1.3 * np.exp(errors), None, 0.9)  # older files
+    assert 1.3 * np.exp(-0.05) < low < 1.3 < high < 1.3 * np.exp(0.2)
+
+
+def test_noise_model_reads_no_seed_noise_into_an_isoflops_profile():
+    """Five runs per model from 0.4x to 2.5x the optimal V: the profile's curvature is not seed
+    noise (noise-free: none), and added seed noise is measured at its size."""
+    published = PAPER_COEFFICIENTS["isoflops"]
+    clean = synthetic.isoflop_profiles(
+        published["K1"],
+        published["K2"],
+        published["gamma"],
+        np.geomspace(1e17, 1e20, 6),
+        spread=(0.4, 0.63, 1.0, 1.6, 2.5),
+        checkpoints=np.geomspace(0.25, 1.0, 6),
+    )
+    assert estimate_noise(prepare_runs(clean, F).frame).summary()["seed_sd"] < 0.0005
+    noisy = synthetic.add_noise(clean, 0.005, 0.003, np.random.default_rng(2))
+    summary = estimate_noise(prepare_runs(noisy, F).frame).summary()
+    assert summary["seed_sd"] == pytest.approx(0.005, rel=0.3)
+    assert summary["checkpoint_sd"] == pytest.approx(0.003, rel=0.2)
 
 
 def collapsed_coefficients(collapsed: int, total: int = 40) -> dict:

@@ -305,7 +305,8 @@ def at_search_bound(evidence: Evidence) -> Iterator[Finding]:
 @check(
     "unstable",
     "Estimate outside its own bootstrap interval",
-    "Refits on resampled runs land elsewhere: the estimate hinges on a few runs.",
+    "Refits with fresh noise nearly all land to one side of it: the estimate hinges on the "
+    "noise of a few runs.",
 )
 def outside_interval(evidence: Evidence) -> Iterator[Finding]:
     predictions = evidence.predictions
