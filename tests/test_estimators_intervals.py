@@ -51,15 +51,7 @@ def test_bounds_are_the_spread_of_the_refits_about_the_estimate():
 def test_noise_model_reads_no_seed_noise_into_an_isoflops_profile():
     """Five runs per model from 0.4x to 2.5x the optimal V: the profile's curvature is not seed
     noise (noise-free: none), and added seed noise is measured at its size."""
-    published = PAPER_COEFFICIENTS["isoflops"]
-    clean = synthetic.isoflop_profiles(
-        published["K1"],
-        published["K2"],
-        published["gamma"],
-        np.geomspace(1e17, 1e20, 6),
-        spread=(0.4, 0.63, 1.0, 1.6, 2.5),
-        checkpoints=np.geomspace(0.25, 1.0, 6),
-    )
+    clean = synthetic.profile_table()
     assert estimate_noise(prepare_runs(clean, F).frame).summary()["seed_sd"] < 0.0005
     noisy = synthetic.add_noise(clean, 0.005, 0.003, np.random.default_rng(2))
     summary = estimate_noise(prepare_runs(noisy, F).frame).summary()

@@ -153,8 +153,8 @@ def bootstrap_interval(
     """The interval of V over the bootstrap replicates stored with the coefficients (the
     budget held at the caller's): the spread of the refits about the reference, placed about
     the estimate, when a reference fit is stored (`bootstrap.bootstrap_bounds`), else
-    percentiles. Replicates that ended on a bound
-    or at a search edge are left out and counted. None without replicates."""
+    percentiles. Replicates that ended on a bound or at a search edge are left out and
+    counted. None without replicates."""
     fitted = coefficients.get(approach) or {}
     replicates = fitted.get("bootstrap") or []
     if not replicates:

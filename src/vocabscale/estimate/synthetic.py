@@ -286,27 +286,32 @@ def compute_optimal_sweep(
     return Sweep(frame, {"name": "10x", "nnv": nnv, "d_model": d_model}, truth)
 
 
-def profile_sweep(seed: int, f: TokensPerChar = PAPER_TOKENS_PER_CHAR) -> Sweep:
-    """An IsoFLOPs design (`isoflop_profiles`: at 6 budgets from 1e17 to 1e20, runs at 0.4x to
-    2.5x the optimal Nnv and Nv, each evaluated at 6 checkpoints) from a law whose
-    compute-optimal Nnv and Nv are the published approach-1 power laws, with seed and
-    checkpoint noise. The target is 10x beyond the largest compute trained, on that path; its
-    truth is the law's optimal V there.
-
-    Approach 1 is measured here rather than on the paper's grid: there its envelope is biased
-    by the grid itself (docs/design.md, "Intervals"), which no interval can cover."""
+def profile_table(f: TokensPerChar = PAPER_TOKENS_PER_CHAR) -> pd.DataFrame:
+    """The IsoFLOPs design `profile_sweep` measures approach 1 on, noise-free
+    (`isoflop_profiles`: at 6 budgets from 1e17 to 1e20, runs at 0.4x to 2.5x the optimal Nnv
+    and Nv, each evaluated at 6 checkpoints), from a law whose compute-optimal Nnv and Nv are
+    the published approach-1 power laws."""
     published = PAPER_COEFFICIENTS["isoflops"]
-    k1, k2, gamma = published["K1"], published["K2"], published["gamma"]
-    clean = isoflop_profiles(
-        k1,
-        k2,
-        gamma,
+    return isoflop_profiles(
+        published["K1"],
+        published["K2"],
+        published["gamma"],
         np.geomspace(1e17, 1e20, 6),
         spread=(0.4, 0.63, 1.0, 1.6, 2.5),
         checkpoints=np.geomspace(0.25, 1.0, 6),
         f=f,
     )
-    return compute_optimal_sweep(clean, seed, k1, k2, gamma)
+
+
+def profile_sweep(seed: int, f: TokensPerChar = PAPER_TOKENS_PER_CHAR) -> Sweep:
+    """`profile_table` with seed and checkpoint noise. The target is 10x beyond the largest
+    compute trained, on the law's compute-optimal path; its truth is the law's optimal V there.
+
+    Approach 1 is measured here rather than on the paper's grid: there its envelope is biased
+    by the grid itself (docs/design.md, "Intervals"), which no interval can cover."""
+    published = PAPER_COEFFICIENTS["isoflops"]
+    k1, k2, gamma = published["K1"], published["K2"], published["gamma"]
+    return compute_optimal_sweep(profile_table(f), seed, k1, k2, gamma)
 
 
 #: Which simulated sweep measures each approach: one whose law the approach is right for.
