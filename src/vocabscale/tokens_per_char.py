@@ -130,14 +130,10 @@ def fit_tokens_per_char(vocab_sizes, tokens_per_char) -> tuple[TokensPerChar, di
     return f, quality
 
 
-def load_tokens_per_char(path_or_name: str | Path) -> TokensPerChar:
-    """`paper` for the published SlimPajama fit, else a fit.json of `fit-tokenization`."""
-    return load_tokens_per_char_fit(path_or_name).f
-
-
 def load_tokens_per_char_fit(path_or_name: str | Path) -> TokensPerCharFit:
-    """f(V) with its covariance, from the measured points of a fit.json (the same least squares
-    that gave its a, b, c); none for `paper`."""
+    """`paper` for the published SlimPajama fit (no covariance), else a fit.json of
+    `fit-tokenization`: f(V) with its covariance, from the measured points (the same least
+    squares that gave its a, b, c)."""
     if str(path_or_name) == "paper":
         return TokensPerCharFit(PAPER_TOKENS_PER_CHAR)
     data = read_json(path_or_name)
