@@ -190,10 +190,14 @@ def vocab_losses_at_budget(
         }
         for _, points in model.groupby("run")
     ]
-    return (
-        pd.DataFrame(losses)
-        .groupby("vocab_size", as_index=False)
-        .agg(loss_u=("loss_u", "mean"), d_model=("d_model", "first"))
+    return per_vocab_size(pd.DataFrame(losses))
+
+
+def per_vocab_size(readings: pd.DataFrame) -> pd.DataFrame:
+    """One row per V from one row per run (vocab_size, d_model, loss_u): the runs of one V
+    averaged, sorted by V."""
+    return readings.groupby("vocab_size", as_index=False).agg(
+        loss_u=("loss_u", "mean"), d_model=("d_model", "first")
     )
 
 
@@ -382,10 +386,7 @@ class DerivativeFitter:
             runs = RunsTable(self.runs.frame.assign(loss_u=loss_u), self.runs.source)
             found = empirical_anchor(runs, self.anchor_flops, self.anchor_method, authors=True)
             return {**found, "source": "runs"}
-        table = self.readings.assign(loss_u=self.readings_matrix @ loss_u)
-        table = table.groupby("vocab_size", as_index=False).agg(
-            loss_u=("loss_u", "mean"), d_model=("d_model", "first")
-        )
+        table = per_vocab_size(self.readings.assign(loss_u=self.readings_matrix @ loss_u))
         return {
             "nnv": self.anchor_nnv,
             **anchor_from_losses(table, self.anchor_method),
