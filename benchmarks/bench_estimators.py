@@ -36,20 +36,22 @@ from machine import cpu_model, usable_cores
 from vocabscale.config import defaults
 from vocabscale.estimate import parametric, synthetic
 from vocabscale.estimate.approaches import APPROACHES, fit_approach
-from vocabscale.estimate.bootstrap import estimate_approach
+from vocabscale.estimate.fit import estimate_approach
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
+from vocabscale.estimate.results import Fit
 from vocabscale.runs.table import prepare_runs
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
 
 
-def objective_of(approach: str, fitted: dict) -> str:
+def objective_of(approach: str, fitted: Fit) -> str:
+    quality = fitted.quality
     if approach == "isoflops":
         return ", ".join(
-            f"{k} {v['objective']:.6g}" for k, v in fitted["fit"].items() if "r_squared" in v
+            f"{k} {v['objective']:.6g}" for k, v in quality.items() if "r_squared" in v
         )
     if approach == "derivative":
-        return f"gamma fit {fitted['exponent_fit']['fit']['objective']:.6g}"
-    return f"{fitted['fit']['objective']:.6g} over {fitted['fit']['points']} points"
+        return f"gamma fit {quality['objective']:.6g}"
+    return f"{quality['objective']:.6g} over {quality['points']} points"
 
 
 def main() -> None:
@@ -91,15 +93,16 @@ def main() -> None:
         )
         if approach == "parametric":
             errors = ", ".join(
-                f"{name} {fitted[name] / law[name] - 1:+.2%}" for name in parametric.PARAMETERS
+                f"{name} {fitted.coefficients[name] / law[name] - 1:+.2%}"
+                for name in parametric.PARAMETERS
             )
             print(f"{'':<10} recovered vs the law put in: {errors}")
         if args.bootstrap:
             started = time.perf_counter()
             bootstrap = {**options["bootstrap"], "samples": args.bootstrap}
-            fitted = estimate_approach(approach, runs, f, options[approach], bootstrap)
+            result = estimate_approach(approach, runs, f, options[approach], bootstrap)
             print(
-                f"{'':<10} fit + bootstrap: {len(fitted['bootstrap'])} refits in "
+                f"{'':<10} fit + bootstrap: {len(result.refits)} refits in "
                 f"{time.perf_counter() - started:.1f} s"
             )
     if args.command_bootstrap:

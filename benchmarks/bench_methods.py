@@ -17,6 +17,7 @@ run on it exactly as a user would:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import subprocess
@@ -33,7 +34,9 @@ from threadpoolctl import threadpool_limits
 from vocabscale.config import defaults
 from vocabscale.estimate import isoflops, synthetic
 from vocabscale.estimate.approaches import approach_options, fit_approach
+from vocabscale.estimate.methods import method_named
 from vocabscale.estimate.predict import predict_one
+from vocabscale.estimate.results import ApproachResult, Estimates, Fit
 from vocabscale.runs.table import prepare_runs
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
 
@@ -58,15 +61,17 @@ def paper_like_table(seed: int) -> pd.DataFrame:
     return noisy.rename(columns=layout)[["vocab_size", *COLUMNS]]
 
 
-def vocab(fitted: dict, approach: str, nnv: float, d_model: float, budget: float) -> float:
-    return predict_one({approach: fitted}, approach, nnv, d_model, budget)["vocab_size"]
+def vocab(fitted: Fit, approach: str, nnv: float, d_model: float, budget: float) -> float:
+    estimates = Estimates({approach: ApproachResult(approach, fitted)})
+    return predict_one(estimates, approach, nnv, d_model, budget).vocab_size
 
 
-def isoflops_variant(runs, densify_method: str, fit_method: str) -> dict:
+def isoflops_variant(runs, densify_method: str, fit_method: str) -> Fit:
     """Approach 1 with one method's densification and the other's (or its own) fits."""
     options = {**approach_options(defaults("estimate"), "isoflops"), "method": densify_method}
     fitter = isoflops.IsoflopsFitter(runs, F, **options)
-    fitter.method = fit_method
+    fits = method_named(fit_method).huber_minimum
+    fitter.method = dataclasses.replace(method_named(densify_method), huber_minimum=fits)
     return fitter(runs.frame["loss_u"].to_numpy(float), F, None)
 
 

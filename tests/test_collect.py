@@ -9,6 +9,7 @@ import copy
 import pandas as pd
 
 from vocabscale.config import validate_params
+from vocabscale.estimate.results import Estimates
 from vocabscale.report.doubts import diverged_runs
 from vocabscale.report.evidence import Evidence
 from vocabscale.runs.collect import collect_runs
@@ -45,7 +46,7 @@ def test_a_run_that_diverges_before_its_first_evaluation_stays_in_the_table(
     loaded = load_runs(tmp_path / "runs.csv", PAPER_TOKENS_PER_CHAR)
     assert loaded.excluded["diverged"] == 1 and list(loaded.run_ids) == ["b-v320"]
     evidence = Evidence(
-        coefficients={},
+        estimates=Estimates({}),
         settings=params["report"],
         targets=[],
         predictions=pd.DataFrame(),

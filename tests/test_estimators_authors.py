@@ -195,7 +195,8 @@ def test_authors_approach_2_matches_the_step_by_step_implementation(exp_data, es
     assert fitted["anchor"]["anchor_method"] == "argmin"
     # gamma as the corrected method computes it: through the anchor model's own solution
     runs = prepare_runs(exp_data.rename(columns=AUTHORS_COLUMNS), F)
-    assert fitted["gamma"] == pytest.approx(fit_approach("derivative", runs, F)["gamma"])
+    corrected = fit_approach("derivative", runs, F).coefficients["gamma"]
+    assert fitted["gamma"] == pytest.approx(corrected)
 
 
 def test_authors_approach_3_is_the_compatibility_switch(exp_data, estimated):
@@ -203,11 +204,11 @@ def test_authors_approach_3_is_the_compatibility_switch(exp_data, estimated):
     switch = fit_approach("parametric", runs, F, {"min_flops": 1e17, "authors_tokenization": True})
     fitted = estimated["parametric"]
     for name in parametric.PARAMETERS:
-        assert fitted[name] == pytest.approx(switch[name], rel=1e-9), name
+        assert fitted[name] == pytest.approx(switch.coefficients[name], rel=1e-9), name
     assert fitted["options"]["authors_tokenization"] is True
 
 
 def test_corrected_method_stays_the_default(exp_data, tmp_path):
     frame = exp_data.rename(columns=AUTHORS_COLUMNS)
     fitted = fit_approach("isoflops", prepare_runs(frame, F), F)
-    assert fitted["options"]["method"] == "corrected"
+    assert fitted.options["method"] == "corrected"

@@ -59,12 +59,14 @@ def test_defaults_on_the_paper_grid_give_the_published_approach_2():
     frame = synthetic.runs_table(synthetic.parametric_law(LAW), synthetic.paper_models(7))
     runs = prepare_runs(frame, F)
     fitted = fit_approach("derivative", runs, F, {"anchor_method": "argmin"})
-    assert fitted["gamma"] == pytest.approx(PAPER_COEFFICIENTS["derivative"]["gamma"], abs=1e-3)
-    assert fitted["anchor"]["vocab_size"] == 6144
-    assert fitted["anchor"]["flops"] == pytest.approx(2.7e17, rel=0.1)
+    assert fitted.coefficients["gamma"] == pytest.approx(
+        PAPER_COEFFICIENTS["derivative"]["gamma"], abs=1e-3
+    )
+    assert fitted.coefficients["anchor"]["vocab_size"] == 6144
+    assert fitted.coefficients["anchor"]["flops"] == pytest.approx(2.7e17, rel=0.1)
     # the default anchor, the vertex of L_u over ln V, finds the law's own optimum between
     # the swept V (the argmin can only name one of them)
-    vertex = fit_approach("derivative", runs, F)["anchor"]
+    vertex = fit_approach("derivative", runs, F).coefficients["anchor"]
     anchor_nnv, budget = vertex["nnv"], vertex["flops"]
     truth = minimize_scalar(
         lambda log_v: parametric.loss_u(
@@ -104,14 +106,14 @@ def test_anchor_is_the_best_trained_vocabulary_of_the_smallest_model(paper_like_
 def test_estimate_records_options_and_widths(paper_like_runs):
     runs = paper_like_runs
     fitted = fit_approach("derivative", runs, F)
-    assert fitted["options"]["nnv_grid_source"] == "trained models"
-    assert fitted["options"]["grid_widths"] == "runs"
-    assert fitted["options"]["exponent_through_anchor"] is True
+    assert fitted.options["nnv_grid_source"] == "trained models"
+    assert fitted.options["grid_widths"] == "runs"
+    assert fitted.options["exponent_through_anchor"] is True
     trained = runs.frame.groupby("non_vocab_params")["d_model"].first()
-    solved = {s["nnv"]: s["d_model"] for s in fitted["exponent_fit"]["solutions"]}
+    solved = {s["nnv"]: s["d_model"] for s in fitted.detail("exponent_fit")["solutions"]}
     assert solved == pytest.approx(trained.to_dict())
-    through = fitted["exponent_fit"]["through"]
-    assert (through["nnv"], through["d_model"]) == (fitted["anchor"]["nnv"], 512)
+    through = fitted.detail("exponent_fit")["through"]
+    assert (through["nnv"], through["d_model"]) == (fitted.coefficients["anchor"]["nnv"], 512)
     # an explicit anchor replaces the runs' one, and is recorded as given
     given = fit_approach(
         "derivative",
@@ -124,9 +126,9 @@ def test_estimate_records_options_and_widths(paper_like_runs):
             "anchor_d_model": 512,
         },
     )
-    assert given["anchor"]["source"] == "given"
-    assert given["anchor"]["vocab_params"] == 3_145_728
-    assert given["options"]["nnv_grid_source"] == "given"
+    assert given.coefficients["anchor"]["source"] == "given"
+    assert given.coefficients["anchor"]["vocab_params"] == 3_145_728
+    assert given.options["nnv_grid_source"] == "given"
 
 
 def test_paper_widths_are_wrong_for_tiny_models():
@@ -139,11 +141,11 @@ def test_paper_widths_are_wrong_for_tiny_models():
     runs = prepare_runs(frame, f)
     learnt = fit_approach("derivative", runs, f)
     paper = fit_approach("derivative", runs, f, {"grid_widths": "paper"})
-    assert {s["d_model"] for s in paper["exponent_fit"]["solutions"]} == {512}
-    widths = [s["d_model"] for s in learnt["exponent_fit"]["solutions"]]
+    assert {s["d_model"] for s in paper.detail("exponent_fit")["solutions"]} == {512}
+    widths = [s["d_model"] for s in learnt.detail("exponent_fit")["solutions"]]
     assert widths == pytest.approx([m.d_model for m in models])
-    assert paper["gamma"] > 1 > learnt["gamma"]
-    assert paper["options"]["grid_widths"] == "paper"
+    assert paper.coefficients["gamma"] > 1 > learnt.coefficients["gamma"]
+    assert paper.options["grid_widths"] == "paper"
 
 
 def test_too_few_vocabularies_for_the_anchor_is_a_clear_error():

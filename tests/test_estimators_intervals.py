@@ -10,9 +10,11 @@ import pytest
 from vocabscale.config import defaults
 from vocabscale.estimate import derivative, parametric, synthetic
 from vocabscale.estimate.approaches import fit_approach
-from vocabscale.estimate.bootstrap import bootstrap_bounds, estimate_approach, estimate_noise
+from vocabscale.estimate.bootstrap import bootstrap_bounds, estimate_noise
+from vocabscale.estimate.fit import estimate_approach
 from vocabscale.estimate.predict import bootstrap_interval, predictions_table
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
+from vocabscale.estimate.results import Estimates
 from vocabscale.runs.table import prepare_runs
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR, TokensPerChar
 
@@ -100,10 +102,11 @@ def test_a_degenerate_law_flags_its_refits(caplog):
         fitted = estimate_approach(
             "parametric", runs, F, defaults("estimate.parametric"), bootstrap
         )
-    assert any(flag.endswith("on its bound") for flag in fitted["flags"])  # A2 or alpha2
-    flagged = sum(1 for r in fitted["bootstrap"] if r["flags"])
+    assert any(flag.endswith("on its bound") for flag in fitted.fit.flags)  # A2 or alpha2
+    flagged = sum(1 for refit in fitted.refits if refit.flagged)
     assert flagged >= 7 and "left out of the intervals" in caplog.text
-    row = predictions_table({"parametric": fitted}, [{"nnv": 3e8, "d_model": 1024, "flops": 1e20}])
+    target = {"nnv": 3e8, "d_model": 1024, "flops": 1e20}
+    row = predictions_table(Estimates({"parametric": fitted}), [target])
     assert row["refits_excluded_share"].iloc[0] >= 0.7
 
 
@@ -120,9 +123,10 @@ def test_refits_keep_every_run():
         defaults("estimate.isoflops"),
         {"samples": 5, "seed": 0, "confidence": 0.9},
     )
-    assert len(fitted["bootstrap"]) == 5 and fitted["bootstrap_failed"] == 0
-    assert fitted["bootstrap_reference"]["K2"] == pytest.approx(fitted["K2"], abs=0.5)
-    assert fitted["bootstrap_noise"]["checkpoint_residuals"] == len(frame)
+    assert len(fitted.refits) == 5 and fitted.bootstrap.failed == 0
+    k2 = fitted.fit.coefficients["K2"]
+    assert fitted.reference.coefficients["K2"] == pytest.approx(k2, abs=0.5)
+    assert fitted.bootstrap.noise["checkpoint_residuals"] == len(frame)
 
 
 def test_derivative_solutions_at_the_search_bound_are_flagged(caplog):
@@ -135,10 +139,10 @@ def test_derivative_solutions_at_the_search_bound_are_flagged(caplog):
     )
     with caplog.at_level(logging.WARNING):
         fitted = fit_approach("derivative", prepare_runs(frame, line), line)
-    exponent = fitted["exponent_fit"]
+    exponent = fitted.detail("exponent_fit")
     assert exponent["solutions_at_search_bound"] == 3
     assert all(s["at_search_bound"] for s in exponent["solutions"])
-    assert "derivative solutions at the search bound" in fitted["flags"]
+    assert "derivative solutions at the search bound" in fitted.flags
     assert "at the end of the V searched" in caplog.text
     assert exponent["fit"]["converged"] is True
 
@@ -162,11 +166,13 @@ def test_every_fit_records_whether_it_converged():
     )
     runs = prepare_runs(frame, F)
     isoflops = fit_approach("isoflops", runs, F)
-    assert all(isoflops["fit"][law]["converged"] for law in ("nnv", "vocab_params", "characters"))
-    assert fit_approach("derivative", runs, F)["exponent_fit"]["fit"]["converged"] is True
+    laws = ("nnv", "vocab_params", "characters")
+    assert all(isoflops.quality[law]["converged"] for law in laws)
+    assert fit_approach("derivative", runs, F).quality["converged"] is True
     parametric_fit = fit_approach("parametric", runs, F, {"min_flops": 0})
-    assert parametric_fit["fit"]["converged"] is True
-    assert set(parametric_fit["fit"]["identification"]["intervals"]) == set(parametric.PARAMETERS)
+    assert parametric_fit.quality["converged"] is True
+    intervals = parametric_fit.quality["identification"]["intervals"]
+    assert set(intervals) == set(parametric.PARAMETERS)
 
 
 @pytest.mark.parametrize("approach", list(synthetic.COVERAGE_SWEEPS))

@@ -33,25 +33,27 @@ def test_known_envelope_is_recovered(profiles, densify):
     the data, so a 1% change in gamma moves it by 0.18, or 11% of its value."""
     fitted = fit_approach("isoflops", profiles, F, {"densify": densify})
     for key in ("K1", "gamma"):
-        assert fitted[key] == pytest.approx(TRUTH[key], rel=0.02), key
-    assert fitted["nnv_exponent"] == 0.5
+        assert fitted.coefficients[key] == pytest.approx(TRUTH[key], rel=0.02), key
+    assert fitted.coefficients["nnv_exponent"] == 0.5
     for budget in (3e17, 1e19, 5e19):
         nnv = np.exp(TRUTH["K1"]) * budget**0.5
-        assert isoflops.optimal_flops(fitted, nnv) == pytest.approx(budget, rel=0.03)
+        assert isoflops.optimal_flops(fitted.coefficients, nnv) == pytest.approx(budget, rel=0.03)
         true_nv = np.exp(TRUTH["K2"]) * budget ** TRUTH["gamma"]
-        assert isoflops.predict_vocab_params(fitted, budget) == pytest.approx(true_nv, rel=0.03)
-    assert fitted["options"]["densify"] is densify
-    assert set(fitted["fit"]) >= {"nnv", "vocab_params", "characters"}
-    assert fitted["fit"]["vocab_params"]["r_squared"] > 0.8  # noise puts a few runs on it
+        assert isoflops.predict_vocab_params(fitted.coefficients, budget) == pytest.approx(
+            true_nv, rel=0.03
+        )
+    assert fitted.options["densify"] is densify
+    assert set(fitted.quality) >= {"nnv", "vocab_params", "characters"}
+    assert fitted.quality["vocab_params"]["r_squared"] > 0.8  # noise puts a few runs on it
 
 
 def test_free_exponents_recover_one_half(profiles):
     fitted = fit_approach("isoflops", profiles, F, {"free_exponents": True})
-    assert fitted["nnv_exponent"] == pytest.approx(0.5, rel=0.02)
-    assert fitted["gamma"] == pytest.approx(TRUTH["gamma"], rel=0.02)
-    assert fitted["options"]["free_exponents"] is True
+    assert fitted.coefficients["nnv_exponent"] == pytest.approx(0.5, rel=0.02)
+    assert fitted.coefficients["gamma"] == pytest.approx(TRUTH["gamma"], rel=0.02)
+    assert fitted.options["free_exponents"] is True
     # H = C / (6 (Nnv + Nv) f(V)) on the optimum is close to, not exactly, a C^0.5 law
-    assert fitted["characters_exponent"] == pytest.approx(0.5, abs=0.05)
+    assert fitted.coefficients["characters_exponent"] == pytest.approx(0.5, abs=0.05)
 
 
 def test_huber_fits_converge_to_the_least_absolute_deviation_line(profiles):
@@ -80,7 +82,7 @@ def test_envelope_on_the_grid_edge_is_reported(caplog):
     law = synthetic.separable_law(TRUTH["K1"], TRUTH["K2"], TRUTH["gamma"])
     frame = synthetic.runs_table(law, synthetic.paper_models(2), (4096, 8192, 16384), 10)
     fitted = fit_approach("isoflops", prepare_runs(frame, F), F, {"densify": False})
-    shares = fitted["fit"]["envelope_at_grid_edge"]
+    shares = fitted.quality["envelope_at_grid_edge"]
     assert shares["non_vocab_params"] == 1.0  # two models: every point is at an edge
     assert "smallest or largest trained Nnv" in caplog.text
 

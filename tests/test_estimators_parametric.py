@@ -11,6 +11,7 @@ from vocabscale.estimate.approaches import fit_approach
 from vocabscale.estimate.fitting import huber_objective
 from vocabscale.estimate.predict import predictions_table
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
+from vocabscale.estimate.results import ApproachResult, Estimates
 from vocabscale.runs.table import RunsTableError, prepare_runs
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
 
@@ -34,17 +35,17 @@ def fitted(paper_like):
 
 def test_parameters_are_recovered(fitted):
     for name in parametric.PARAMETERS:
-        assert fitted[name] == pytest.approx(LAW[name], rel=0.02), name
-    assert fitted["beta"] == fitted["alpha1"]
-    assert fitted["fit"]["on_bound"] == []
-    assert fitted["fit"]["converged"]
-    assert fitted["fit"]["r_squared"] > 0.999
-    assert fitted["fit"]["rmse"] == pytest.approx(0.002, rel=0.2)  # the noise put in
+        assert fitted.coefficients[name] == pytest.approx(LAW[name], rel=0.02), name
+    assert fitted.coefficients["beta"] == fitted.coefficients["alpha1"]
+    assert fitted.quality["on_bound"] == []
+    assert fitted.quality["converged"]
+    assert fitted.quality["r_squared"] > 0.999
+    assert fitted.quality["rmse"] == pytest.approx(0.002, rel=0.2)  # the noise put in
 
 
 @pytest.mark.parametrize(("nnv", "d_model", "budget"), TARGETS)
 def test_predicted_vocabulary_is_recovered(fitted, nnv, d_model, budget):
-    predicted, at_bound = parametric.optimal_vocab(fitted, nnv, d_model, budget)
+    predicted, at_bound = parametric.optimal_vocab(fitted.coefficients, nnv, d_model, budget)
     truth, _ = parametric.optimal_vocab(LAW, nnv, d_model, budget)
     assert predicted == pytest.approx(truth, rel=0.03)
     assert not at_bound
@@ -63,13 +64,13 @@ def test_fit_is_a_minimum_of_the_huber_objective(paper_like, fitted):
             -p[0] + p[1] * x1 ** -p[4] + p[2] * x2 ** -p[5] + p[3] * x3 ** -p[4] - y, 1e-3
         )
 
-    start = np.array([fitted[name] for name in parametric.PARAMETERS])
+    start = np.array([fitted.coefficients[name] for name in parametric.PARAMETERS])
     polished = minimize(
         objective, start, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14}
     )
-    assert fitted["fit"]["objective"] == pytest.approx(objective(start), rel=1e-9)
-    assert polished.fun >= fitted["fit"]["objective"] * (1 - 1e-6)
-    assert fitted["fit"]["points"] == len(y)
+    assert fitted.quality["objective"] == pytest.approx(objective(start), rel=1e-9)
+    assert polished.fun >= fitted.quality["objective"] * (1 - 1e-6)
+    assert fitted.quality["points"] == len(y)
 
 
 def test_authors_tokenization_switch(paper_like, fitted, caplog):
@@ -83,14 +84,17 @@ def test_authors_tokenization_switch(paper_like, fitted, caplog):
     runs = prepare_runs(frame.drop(columns=["run"]), F)
     with caplog.at_level(logging.WARNING):
         compatible = fit_approach("parametric", runs, F, {"authors_tokenization": True})
-    assert compatible["options"]["authors_tokenization"] is True
+    assert compatible.options["authors_tokenization"] is True
     for name in parametric.PARAMETERS:
-        assert compatible[name] == pytest.approx(LAW[name], rel=0.02), name
-    beside = compatible["true_tokenization"]
+        assert compatible.coefficients[name] == pytest.approx(LAW[name], rel=0.02), name
+    beside = compatible.detail("true_tokenization")
     assert set(beside) >= {*parametric.PARAMETERS, "fit"}
-    assert beside["fit"]["objective"] > compatible["fit"]["objective"]
+    assert beside["fit"]["objective"] > compatible.quality["objective"]
     assert "compatibility switch" in caplog.text
-    assert "true_tokenization" not in fitted and fitted["options"]["authors_tokenization"] is False
+    assert (
+        fitted.detail("true_tokenization") is None
+        and fitted.options["authors_tokenization"] is False
+    )
 
 
 def test_vocabulary_that_does_not_help_is_reported(caplog):
@@ -100,13 +104,14 @@ def test_vocabulary_that_does_not_help_is_reported(caplog):
     frame = synthetic.runs_table(synthetic.parametric_law(law), noise=0.002, seed=2)
     with caplog.at_level(logging.WARNING):
         degenerate = fit_approach("parametric", prepare_runs(frame, F), F)
-    assert "A2" in degenerate["fit"]["on_bound"]
+    assert "A2" in degenerate.quality["on_bound"]
     assert "A2 ended at 0" in caplog.text
-    vocab_size, at_bound = parametric.optimal_vocab(degenerate, 302e6, 1024, 1e20)
+    vocab_size, at_bound = parametric.optimal_vocab(degenerate.coefficients, 302e6, 1024, 1e20)
     assert at_bound
     assert vocab_size == pytest.approx(parametric.PREDICTION_VOCAB[0], rel=1e-3)
-    coefficients = {"isoflops": PAPER_COEFFICIENTS["isoflops"], "parametric": degenerate}
-    table = predictions_table(coefficients, [{"nnv": 302e6, "d_model": 1024}])
+    published = Estimates.from_json(PAPER_COEFFICIENTS).replace("derivative", None)
+    estimates = published.replace("parametric", ApproachResult("parametric", degenerate))
+    table = predictions_table(estimates, [{"nnv": 302e6, "d_model": 1024}])
     flagged = table.set_index("approach")["at_search_bound"]
     assert flagged["parametric"] and not flagged["isoflops"]
 

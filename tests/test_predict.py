@@ -23,17 +23,17 @@ PUBLISHED = [
 
 @pytest.mark.parametrize(("nnv", "d", "v1", "v2", "v3"), PUBLISHED)
 def test_published_predictions(nnv, d, v1, v2, v3):
-    answer = predict(PAPER_COEFFICIENTS, nnv, d)["approaches"]
-    assert answer["isoflops"]["vocab_size"] == pytest.approx(v1, rel=0.005)
-    assert answer["derivative"]["vocab_size"] == pytest.approx(v2, rel=0.005)
-    assert answer["parametric"]["vocab_size"] == pytest.approx(v3, rel=0.005)
+    answer = predict(PAPER_COEFFICIENTS, nnv, d).approaches
+    assert answer["isoflops"].answer.vocab_size == pytest.approx(v1, rel=0.005)
+    assert answer["derivative"].answer.vocab_size == pytest.approx(v2, rel=0.005)
+    assert answer["parametric"].answer.vocab_size == pytest.approx(v3, rel=0.005)
 
 
 @pytest.mark.parametrize(("multiple", "expected"), [(0.2, 10_187), (1, 15_758), (6, 25_707)])
 def test_parametric_under_and_over_training_at_302m(multiple, expected):
-    optimal = predict(PAPER_COEFFICIENTS, 302e6, 1024)["flops"]
+    optimal = predict(PAPER_COEFFICIENTS, 302e6, 1024).flops
     answer = predict(PAPER_COEFFICIENTS, 302e6, 1024, multiple * optimal)
-    assert answer["approaches"]["parametric"]["vocab_size"] == pytest.approx(expected, rel=0.005)
+    assert answer.approaches["parametric"].answer.vocab_size == pytest.approx(expected, rel=0.005)
 
 
 def test_cli_json_shape():
@@ -61,8 +61,8 @@ def test_cli_json_shape():
     for approach in ("isoflops", "derivative", "parametric"):
         assert set(answer["approaches"][approach]) >= {"vocab_size", "vocab_params"}
     # Llama2-70B "should have had at least 216K"
-    llama = predict(PAPER_COEFFICIENTS, 70e9, 8192)["approaches"]
-    assert min(a["vocab_size"] for a in llama.values()) > 210_000
+    llama = predict(PAPER_COEFFICIENTS, 70e9, 8192).approaches
+    assert min(a.answer.vocab_size for a in llama.values()) > 210_000
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,12 @@ from vocabscale.accounting import PAPER_SHAPES, flops
 from vocabscale.config import defaults, validate_params
 from vocabscale.estimate import parametric
 from vocabscale.estimate.approaches import APPROACHES
-from vocabscale.estimate.bootstrap import estimate_approach
+from vocabscale.estimate.fit import estimate_approach
 from vocabscale.estimate.predict import predict
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
 from vocabscale.io import read_json, write_json
+from vocabscale.report.contents import FIGURES
 from vocabscale.report.evidence import round_to_multiple
-from vocabscale.report.figures import FIGURES
 from vocabscale.report.stage import build_report
 from vocabscale.runs.table import prepare_runs
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
@@ -112,8 +112,8 @@ def clean(tmp_path_factory) -> dict[str, Path]:
         result = estimate_approach(
             approach, runs, f, options[approach], {"samples": 4, "seed": 0, "confidence": 0.9}
         )
-        result["tokenization"] = {**f.as_dict(), "source": "paper"}
-        write_json(root / "estimates" / f"{approach}.json", result)
+        result.tokenization = {**f.as_dict(), "source": "paper"}
+        write_json(root / "estimates" / f"{approach}.json", result.to_json())
     synthetic_downstream(frame).to_csv(root / "downstream.csv", index=False)
     return {
         "root": root,
@@ -189,7 +189,7 @@ def test_every_prediction_row_is_present(clean_report):
     for target in TARGETS:
         rows = [line for line in markdown.splitlines() if line.startswith(f"| {target['name']} |")]
         assert {row.split("|")[4].strip() for row in rows} >= set(titles.values()), rows
-        published = predict(PAPER_COEFFICIENTS, target["nnv"], target["d_model"])["approaches"]
+        published = predict(PAPER_COEFFICIENTS, target["nnv"], target["d_model"]).approaches
         for approach in APPROACHES:
             row = table[(table["target"] == target["name"]) & (table["approach"] == approach)]
             assert len(row) == 1
@@ -199,7 +199,7 @@ def test_every_prediction_row_is_present(clean_report):
             assert row["vocab_size_rounded"] % 128 == 0
             assert row["vocab_params"] == pytest.approx(row["vocab_size"] * target["d_model"])
             assert row["paper_vocab_size"] == pytest.approx(
-                published[approach]["vocab_size"], rel=1e-6
+                published[approach].answer.vocab_size, rel=1e-6
             )
             assert f"{row['vocab_size']:,.0f} ({row['vocab_size_rounded']:,})" in markdown
 
@@ -211,7 +211,7 @@ def test_the_law_is_recovered(clean_report):
         row = table.loc[(target["name"], "parametric")]
         truth = predict(PAPER_COEFFICIENTS, target["nnv"], target["d_model"], row["flops"])
         assert row["vocab_size"] == pytest.approx(
-            truth["approaches"]["parametric"]["vocab_size"], rel=0.1
+            truth.approaches["parametric"].answer.vocab_size, rel=0.1
         )
 
 

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 from conftest import run_in
 
-from vocabscale.report.figures import FIGURES
+from vocabscale.report.contents import FIGURES
 
 pytestmark = pytest.mark.slow
 

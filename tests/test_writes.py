@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from vocabscale.cli import main
-from vocabscale.estimate import command as estimate_command
-from vocabscale.estimate import synthetic
+from vocabscale.estimate import estimate_command, synthetic
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
 from vocabscale.io import atomic_dir, write_json
 

@@ -1,12 +1,7 @@
-"""The `vocabscale` command: one subcommand per pipeline stage, plus tools for users.
-
-Each subcommand lives in the module that does its work: the module's `add_arguments(parser)`
-declares its options and `run(args)` runs it. This file only dispatches, importing nothing
-but the one module asked for (torch, matplotlib and scipy are slow to import). Stage
-subcommands take explicit input and output paths and read their settings from a validated
-params file (`--params`). Errors from bad input, and an output that another process is
-writing, print one clear message and exit with status 2.
-"""
+"""The `vocabscale` command: one subcommand per pipeline stage, plus tools for users. Each
+lives in a module of its own (`add_arguments(parser)`, `run(args)`); this file only dispatches,
+importing only the module asked for (torch, matplotlib and scipy are slow to import). Bad input
+and an output another process is writing print one clear message and exit with status 2."""
 
 from __future__ import annotations
 
@@ -48,8 +43,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "estimate-<approach>": ("vocabscale.estimate.stage", "fit one approach on the runs table"),
     "report": ("vocabscale.report.stage", "write the prediction report"),
-    "estimate": ("vocabscale.estimate.command", "fit every approach on any runs table"),
-    "predict": ("vocabscale.estimate.predict", "predict V for a model from coefficients"),
+    "estimate": ("vocabscale.estimate.estimate_command", "fit every approach on any runs table"),
+    "predict": ("vocabscale.estimate.predict_command", "predict V for a model from coefficients"),
     "plan": ("vocabscale.cluster", "per-run FLOPs, GPU-hours and SLURM jobs of the grid"),
     "dvc-commit": ("vocabscale.handover", "record a finished Snakemake run with DVC"),
     "export-hf": ("vocabscale.export", "write a run as a Hugging Face model directory"),

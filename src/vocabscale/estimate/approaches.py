@@ -1,10 +1,10 @@
 """The three approaches of Tao et al. 2024, registered in one place.
 
 Each approach declares its name (the key in params' `estimate` section, in coefficients.json
-and in every table), the title the report gives it, its fit, its prediction, the coefficients
-a bootstrap replicate keeps and the options `vocabscale estimate` offers for it. Estimation,
-prediction, the report, the Snakefile and the tests read this registry: a fourth approach is
-one more entry here (and its section in the params schema).
+and in every table), the title the report gives it, its fit, its prediction and the options
+`vocabscale estimate` offers for it. Estimation, prediction, the report, the Snakefile and the
+tests read this registry: a fourth approach is one more entry here (its coefficients in
+`results.COEFFICIENT_KEYS`, its section in the params schema).
 """
 
 from __future__ import annotations
@@ -18,18 +18,15 @@ from threadpoolctl import threadpool_limits
 
 from vocabscale.config import defaults, describe
 from vocabscale.estimate import derivative, isoflops, parametric
+from vocabscale.estimate.results import Answer, Fit
 from vocabscale.runs.table import RunsTable
 from vocabscale.tokens_per_char import TokensPerChar
 
-#: (fitted, nnv, d_model, requested budget or None, approach 1's optimal budget or None)
-#: -> {vocab_size, vocab_params, flops, ...}
-Predict = Callable[[dict[str, Any], float, float, float | None, float | None], dict[str, Any]]
+#: (coefficients, nnv, d_model, requested budget or None, approach 1's optimal budget or None)
+Predict = Callable[[dict[str, Any], float, float, float | None, float | None], Answer]
 #: An approach prepared on a table's design: (L_u row for row, f, the main fit to start from
 #: or None, full) -> the fit; `full` adds what the report shows beside the coefficients.
-Fitter = Callable[..., dict[str, Any]]
-
-#: The methods of `estimate.method`: the corrected one (default) and the authors' scripts.
-METHODS = ("corrected", "authors")
+Fitter = Callable[..., Fit]
 
 
 @dataclass(frozen=True)
@@ -72,22 +69,10 @@ class Option:
 class Approach:
     name: str
     title: str
-    fit: Callable[..., dict[str, Any]]  # (runs, f, method=..., **options of estimate.<name>)
+    fit: Callable[..., Fit]  # (runs, f, method=..., **options of estimate.<name>)
     fitter: Callable[..., Fitter]  # the same arguments: the approach prepared on the table
     predict: Predict
-    coefficients: tuple[str, ...]  # what a bootstrap replicate keeps: all a prediction needs
     options: tuple[Option, ...]
-
-    def replicate(self, fitted: dict[str, Any]) -> dict[str, Any]:
-        """The part of a refit that predictions need, and its flags (why its predictions
-        would be left out of an interval); records lose their tables."""
-        kept = {
-            key: {k: v for k, v in value.items() if not isinstance(v, list)}
-            if isinstance(value, dict)
-            else value
-            for key, value in ((key, fitted[key]) for key in self.coefficients)
-        }
-        return {**kept, "flags": list(fitted.get("flags") or [])}
 
 
 APPROACHES: dict[str, Approach] = {
@@ -99,7 +84,6 @@ APPROACHES: dict[str, Approach] = {
             fit=isoflops.estimate_isoflops,
             fitter=isoflops.IsoflopsFitter,
             predict=isoflops.predict,
-            coefficients=isoflops.COEFFICIENTS,
             options=(
                 Option("--no-densify", ("densify",), value=False, help="the plain envelope"),
                 Option("--free-exponents", ("free_exponents",), value=True),
@@ -111,7 +95,6 @@ APPROACHES: dict[str, Approach] = {
             fit=derivative.estimate_derivative,
             fitter=derivative.DerivativeFitter,
             predict=derivative.predict,
-            coefficients=derivative.COEFFICIENTS,
             options=(
                 Option("--derivative-anchor-flops", ("anchor_flops",)),
                 Option(
@@ -149,7 +132,6 @@ APPROACHES: dict[str, Approach] = {
             fit=parametric.estimate_parametric,
             fitter=parametric.ParametricFitter,
             predict=parametric.predict,
-            coefficients=parametric.COEFFICIENTS,
             options=(
                 Option("--min-flops", ("min_flops",)),
                 Option("--authors-tokenization", ("authors_tokenization",), value=True),
@@ -167,7 +149,7 @@ def approach_options(section: dict[str, Any], name: str) -> dict[str, Any]:
 
 def fit_approach(
     name: str, runs: RunsTable, f: TokensPerChar, options: dict[str, Any] | None = None
-) -> dict[str, Any]:
+) -> Fit:
     """One approach's fit; `options` as in params.yaml's `estimate.<name>` section (plus
     `method`), any key left out taking the schema's default."""
     given = {**approach_options(defaults("estimate"), name), **(options or {})}

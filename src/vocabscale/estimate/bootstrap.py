@@ -1,36 +1,25 @@
-"""A fit with its bootstrap: the same approach refitted on replicate tables, so that any
-prediction can be given an interval (`predict.bootstrap_interval`).
-
-The replicates are a residual bootstrap that keeps every run (docs/design.md, "Intervals").
-Resampling whole runs would leave about a third of them, the ones that define the IsoFLOPs
-envelope among them, out of each replicate, which biases a minimum; here each replicate has
-every run at every checkpoint, with fresh noise of the size the table shows:
-
-    L_u* = smooth_run(D) + seed offset* (one per run) + checkpoint noise* (one per row).
-
-smooth_run is a polynomial in D^-1/2 fitted to each run's checkpoints (the "true" curves of the
-bootstrap world); the checkpoint noise is resampled from their residuals, the seed offsets from
-how far each run's level lies from a smooth curve in ln V through the runs of its model (both
-corrected for leverage; the seed share net of what checkpoint noise explains). The same fit on
-the smooth curves alone is the reference: replicate / reference is the estimator's error in the
-bootstrap world, and the interval is the estimate times its quantiles (`bootstrap_bounds`).
-"""
+"""Intervals for anything a fit gives (V for a target, the anchor, a power law), from the same
+approach refitted on replicate tables (`refit_interval`, the one place intervals are made).
+The replicates keep every run and redraw its noise, L_u* = smooth_run(D) + seed offset* +
+checkpoint noise*, rather than resampling runs, which would bias the IsoFLOPs envelope, a
+minimum (docs/design.md, "Intervals")."""
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from vocabscale.config import defaults
-from vocabscale.estimate.approaches import APPROACHES, METHODS, Fitter, approach_options
+from vocabscale.estimate.approaches import Fitter
+from vocabscale.estimate.results import ApproachResult, Bootstrap, Fit, Interval
 from vocabscale.runs.table import RunsTable, RunsTableError
-from vocabscale.tokens_per_char import TokensPerChar, TokensPerCharFit
+from vocabscale.tokens_per_char import TokensPerCharFit
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +88,8 @@ def _centred(values: list[float] | np.ndarray) -> np.ndarray:
 def estimate_noise(frame: pd.DataFrame) -> NoiseModel:
     """Smooth every run (a polynomial in D^-1/2, the shape of a loss law in tokens, of degree
     min(3, checkpoints // 2)); the seed offsets from each model's run levels (at the model's
-    median D^-1/2) about a polynomial in ln V of degree min(3, runs - 2). A lower degree reads
-    the curvature of an IsoFLOPs profile (5 runs from 0.4x to 2.5x the optimal V) as seed
-    noise: 0.005 nats of it in a noise-free one, as much as the noise a sweep typically has."""
+    median D^-1/2) about a polynomial in ln V of degree min(3, runs - 2), high enough not to
+    read an IsoFLOPs profile's curvature as seed noise (docs/design.md, "Intervals")."""
     codes, names = pd.factorize(frame["run"])
     x = frame["tokens"].to_numpy(float) ** -0.5
     y = frame["loss_u"].to_numpy(float)
@@ -139,15 +127,9 @@ def bootstrap_bounds(
     estimate, replicates: np.ndarray, reference, confidence: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Interval of a positive quantity: the estimate times the lower and upper quantiles of
-    replicate / reference, the spread of the estimator's error about the estimate. Without a
-    reference (replicates of an older scheme), the percentile interval of the replicates.
-    Works along axis 0.
-
-    Not the basic interval (the estimate divided by those quantiles), which also subtracts
-    the bias the replicates show: the bootstrap world's truth is the data smoothed, whose bias
-    is not the data's, and on simulated sweeps the correction ran against the real error
-    (correlation -0.64 for approach 1) and cut its coverage to 71% (docs/design.md,
-    "Intervals")."""
+    replicate / reference, the spread of the estimator's error about the estimate (not the
+    basic interval, whose bias correction ran against the real error: docs/design.md,
+    "Intervals"). Without a reference, the percentile interval. Works along axis 0."""
     values = np.log(np.asarray(replicates, dtype=float))
     tail = (1 - confidence) / 2
     if reference is None:
@@ -158,44 +140,65 @@ def bootstrap_bounds(
     return np.asarray(estimate) * np.exp(low), np.asarray(estimate) * np.exp(high)
 
 
+def refit_interval(
+    result: ApproachResult, value: Callable[[Fit], Any], confidence: float
+) -> Interval | None:
+    """The interval of `value(fit)` over an approach's bootstrap (`bootstrap_bounds`): the
+    spread of the refits about the reference, placed about the main fit's value. Flagged
+    refits (on a bound, at a search edge) and those `value` gives None for are left out and
+    counted; a flagged main fit has no interval; a flagged reference is replaced by the
+    refits' median. None when the approach has no refits."""
+    if not result.refits:
+        return None
+    values = [v for refit in result.refits if not refit.flagged and (v := value(refit)) is not None]
+    tried = result.bootstrap.tried
+    estimate = None if result.fit.flagged else value(result.fit)
+    if len(values) < 2 or estimate is None:
+        return Interval(math.nan, math.nan, tried, tried - len(values), available=False)
+    reference = None
+    if result.reference is not None and not result.reference.flagged:
+        reference = value(result.reference)
+    if reference is None and result.bootstrap.has_reference:
+        reference = np.median(np.array(values), axis=0)  # the reference fit itself is flagged
+    low, high = bootstrap_bounds(estimate, np.array(values), reference, confidence)
+    return Interval(low, high, tried, tried - len(values))
+
+
 def bootstrap_replicates(
     approach: str,
     fitter: Fitter,
     runs: RunsTable,
     f: TokensPerCharFit,
-    samples: int,
-    seed: int,
-    main: dict[str, Any],
-) -> dict[str, Any]:
-    """The reference fit and `samples` replicate fits of one approach (each keeping what a
-    prediction needs and its flags, started from the main fit), with the noise model and the
-    count of failed refits."""
-    registered = APPROACHES[approach]
+    bootstrap: dict[str, Any],
+    main: Fit,
+) -> Bootstrap:
+    """The reference fit and `bootstrap["samples"]` refits of one approach (each keeping what
+    a prediction needs and its flags, started from the main fit), with the noise model and
+    the count of failed refits."""
+    samples, confidence = bootstrap["samples"], bootstrap["confidence"]
     noise = estimate_noise(runs.frame)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(bootstrap["seed"])
     logger = logging.getLogger("vocabscale")
     previous = logger.level
     logger.setLevel(logging.ERROR)  # refits repeat the main fit's warnings
-    replicates, failed = [], 0
+    refits, failed = [], 0
     try:
-        reference = registered.replicate(fitter(noise.smooth, f.f, main))
+        reference = fitter(noise.smooth, f.f, main).refit()
         for _ in tqdm(
             range(samples), desc=f"bootstrap {approach}", mininterval=2, leave=False, disable=None
         ):
             try:
-                fitted = fitter(noise.draw(rng), f.draw(rng), main)
+                refits.append(fitter(noise.draw(rng), f.draw(rng), main).refit())
             except REFIT_ERRORS:
                 failed += 1
-                continue
-            replicates.append(registered.replicate(fitted))
     except REFIT_ERRORS as error:
         log.warning("bootstrap %s: the reference fit failed (%s); no interval", approach, error)
-        return {"bootstrap": [], "bootstrap_reference": None, "bootstrap_failed": samples}
+        return Bootstrap([], confidence, None, samples)
     finally:
         logger.setLevel(previous)
     if failed:
         log.warning("bootstrap %s: %d of %d refits failed", approach, failed, samples)
-    flagged = sum(1 for replicate in replicates if replicate.get("flags"))
+    flagged = sum(1 for refit in refits if refit.flagged)
     if flagged:
         log.warning(
             "bootstrap %s: %d of %d refits ended on a bound or at a search edge; their "
@@ -204,73 +207,4 @@ def bootstrap_replicates(
             flagged,
             samples,
         )
-    return {
-        "bootstrap": replicates,
-        "bootstrap_reference": reference,
-        "bootstrap_failed": failed,
-        "bootstrap_noise": noise.summary(),
-    }
-
-
-def estimate_approach(
-    approach: str,
-    runs: RunsTable,
-    f: TokensPerChar | TokensPerCharFit,
-    options: dict[str, Any],
-    bootstrap: dict[str, Any],
-) -> dict[str, Any]:
-    """One approach's fit (`options`: its params section, with `method`, the schema's default
-    method when absent) with what it excluded and its bootstrap (`bootstrap`: the
-    `estimate.bootstrap` section). `f` may carry the covariance of its fit, which the
-    derivative approach's replicates then draw from. BLAS runs on one thread: every linear
-    algebra problem here is tiny, and threads only contend."""
-    with threadpool_limits(1):
-        return _estimate_approach(approach, runs, f, options, bootstrap)
-
-
-def _estimate_approach(approach, runs, f, options, bootstrap) -> dict[str, Any]:
-    options = {"method": defaults("estimate.method"), **options}
-    f_fit = f if isinstance(f, TokensPerCharFit) else TokensPerCharFit(f)
-    fitter = APPROACHES[approach].fitter(runs, f_fit.f, **options)
-    result = fitter(runs.frame["loss_u"].to_numpy(float), f_fit.f, None, full=True)
-    result["approach"] = approach
-    result["method"] = options["method"]
-    result["excluded_rows"] = runs.excluded
-    result["runs"] = len(runs.run_ids)
-    if bootstrap["samples"]:
-        result.update(
-            bootstrap_replicates(
-                approach, fitter, runs, f_fit, bootstrap["samples"], bootstrap["seed"], result
-            )
-        )
-    else:
-        result["bootstrap"] = []
-    result["bootstrap_confidence"] = bootstrap["confidence"]
-    return result
-
-
-def other_method(method: str) -> str:
-    return next(other for other in METHODS if other != method)
-
-
-def estimate_with_methods(
-    approach: str,
-    runs: RunsTable,
-    f: TokensPerChar | TokensPerCharFit,
-    section: dict[str, Any],
-    compare: bool,
-) -> dict[str, Any]:
-    """One approach under params' `estimate` section (`section`), and with `compare` also
-    under the other method, kept under `other_method` with its own bootstrap."""
-    options = approach_options(section, approach)
-    result = estimate_approach(approach, runs, f, options, section["bootstrap"])
-    if compare:
-        other = {**options, "method": other_method(section["method"])}
-        try:
-            result["other_method"] = estimate_approach(
-                approach, runs, f, other, section["bootstrap"]
-            )
-        except (RunsTableError, RuntimeError) as error:
-            log.error("%s (%s method) could not be fitted: %s", approach, other["method"], error)
-            result["other_method"] = {"method": other["method"], "error": str(error)}
-    return result
+    return Bootstrap(refits, confidence, reference, failed, noise.summary())

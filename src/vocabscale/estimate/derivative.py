@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,13 +18,13 @@ from scipy.optimize import brentq
 
 from vocabscale.accounting import width_for_nnv
 from vocabscale.estimate.fitting import huber_least_squares, r_squared
+from vocabscale.estimate.methods import method_named
+from vocabscale.estimate.results import Answer, Fit
 from vocabscale.runs.table import RunsTable, RunsTableError, width_from_runs
 from vocabscale.tokens_per_char import TOKENS_PER_CHAR_MAX_VOCAB, TokensPerChar
 
 log = logging.getLogger(__name__)
 
-#: The fitted coefficients (all a prediction needs).
-COEFFICIENTS = ("gamma", "anchor")
 #: Search interval for the stationary point of C(V).
 SEARCH_VOCAB = (16.0, float(TOKENS_PER_CHAR_MAX_VOCAB))
 #: The budget of the authors' anchor: the paper's smallest model at 2.7e17 FLOPs.
@@ -70,6 +71,44 @@ def grid_width_rule(grid_widths: str, runs: RunsTable | None) -> WidthRule:
     raise ValueError(f"grid_widths must be 'runs' or 'paper', not {grid_widths!r}")
 
 
+def solve_grid(nnv_grid, width: WidthRule, f: TokensPerChar) -> pd.DataFrame:
+    """The derivative solution at every Nnv of the grid (sorted), with its width."""
+    nnv = np.asarray(sorted(nnv_grid), dtype=float)
+    if len(np.unique(nnv)) < 2:
+        raise ValueError("the derivative exponent needs at least two distinct Nnv in nnv_grid")
+    widths = np.array([float(width(n)) for n in nnv])
+    solved = [solve_vocab(n, d, f) for n, d in zip(nnv, widths)]
+    vocab = np.array([v for v, _ in solved])
+    return pd.DataFrame(
+        {
+            "nnv": nnv,
+            "d_model": widths,
+            "vocab_size": vocab,
+            "vocab_params": vocab * widths,
+            "at_search_bound": [bound for _, bound in solved],
+        }
+    )
+
+
+def exponent_through(x, y, through, f: TokensPerChar, huber_delta: float, slope_guess: float):
+    """gamma of a line through the anchor model's own solution (no free intercept): (gamma,
+    its intercept, the objective, whether it converged, the anchor model's solution)."""
+    through_nnv, through_d = through
+    through_vocab = compute_optimal_vocab(through_nnv, through_d, f)
+    x0, y0 = np.log(through_nnv), np.log(through_vocab * through_d)
+    dx, dy = x - x0, y - y0
+    start = float(dx @ dy / (dx @ dx)) if dx @ dx > 0 else slope_guess
+    fit = huber_least_squares(lambda p: p[0] * dx - dy, [[start]], huber_delta, ["gamma"])
+    gamma = float(fit.params[0])
+    solution = {
+        "nnv": float(through_nnv),
+        "d_model": float(through_d),
+        "vocab_size": float(through_vocab),
+        "vocab_params": float(through_vocab * through_d),
+    }
+    return gamma, y0 - gamma * x0, fit.objective, fit.converged, solution
+
+
 def fit_exponent(
     nnv_grid,
     width: WidthRule,
@@ -85,14 +124,8 @@ def fit_exponent(
     gamma should describe how the optimum grows from the anchor model. This reproduces the
     published 0.8354; the free-intercept Huber and least-squares slopes are reported beside it.
     """
-    nnv = np.asarray(sorted(nnv_grid), dtype=float)
-    if len(np.unique(nnv)) < 2:
-        raise ValueError("the derivative exponent needs at least two distinct Nnv in nnv_grid")
-    widths = np.array([float(width(n)) for n in nnv])
-    solved = [solve_vocab(n, d, f) for n, d in zip(nnv, widths)]
-    vocab = np.array([v for v, _ in solved])
-    at_bound = [bound for _, bound in solved]
-    x, y = np.log(nnv), np.log(vocab * widths)
+    solutions = solve_grid(nnv_grid, width, f)
+    x, y = np.log(solutions["nnv"].to_numpy()), np.log(solutions["vocab_params"].to_numpy())
     ols_slope, ols_intercept = np.polyfit(x, y, 1)
     free = huber_least_squares(
         lambda p: p[0] + p[1] * x - y, [[ols_intercept, ols_slope]], huber_delta, ["log_k", "gamma"]
@@ -101,27 +134,15 @@ def fit_exponent(
         "gamma_free_intercept": float(free.params[1]),
         "gamma_least_squares": float(ols_slope),
     }
-    converged = free.converged
     if through is None:
-        log_k, gamma = free.params
-        objective = free.objective
+        (log_k, gamma), objective, converged = free.params, free.objective, free.converged
         result["method"] = "Huber on ln Nv = ln k + gamma ln Nnv (free intercept)"
     else:
-        through_nnv, through_d = through
-        through_vocab = compute_optimal_vocab(through_nnv, through_d, f)
-        x0, y0 = np.log(through_nnv), np.log(through_vocab * through_d)
-        dx, dy = x - x0, y - y0
-        start = float(dx @ dy / (dx @ dx)) if dx @ dx > 0 else ols_slope
-        fit = huber_least_squares(lambda p: p[0] * dx - dy, [[start]], huber_delta, ["gamma"])
-        gamma, objective, converged = float(fit.params[0]), fit.objective, fit.converged
-        log_k = y0 - gamma * x0
+        gamma, log_k, objective, converged, solution = exponent_through(
+            x, y, through, f, huber_delta, ols_slope
+        )
         result["method"] = "Huber on ln(Nv/Nv_anchor) = gamma ln(Nnv/Nnv_anchor) (through anchor)"
-        result["through"] = {
-            "nnv": float(through_nnv),
-            "d_model": float(through_d),
-            "vocab_size": float(through_vocab),
-            "vocab_params": float(through_vocab * through_d),
-        }
+        result["through"] = solution
     result.update(
         gamma=float(gamma),
         fit={
@@ -130,16 +151,10 @@ def fit_exponent(
             "converged": converged,
         },
         solutions=[
-            {
-                "nnv": float(n),
-                "d_model": float(d),
-                "vocab_size": float(v),
-                "vocab_params": float(v * d),
-                "at_search_bound": bound,
-            }
-            for n, d, v, bound in zip(nnv, widths, vocab, at_bound)
+            {**row, "at_search_bound": bool(row["at_search_bound"])}
+            for row in solutions.to_dict(orient="records")
         ],
-        solutions_at_search_bound=int(sum(at_bound)),
+        solutions_at_search_bound=int(solutions["at_search_bound"].sum()),
     )
     return result
 
@@ -291,104 +306,78 @@ def empirical_anchor(
     }
 
 
-def explicit_anchor(
-    nnv: float | None, vocab_size: float | None, d_model: int | None
-) -> dict[str, float] | None:
-    """The anchor that `anchor_nnv`, `anchor_vocab_size` and `anchor_d_model` give (all three,
-    or none: then the anchor comes from the runs)."""
-    given = {"nnv": nnv, "vocab_size": vocab_size, "d_model": d_model}
-    if all(value is None for value in given.values()):
-        return None
-    missing = [f"anchor_{key}" for key, value in given.items() if value is None]
-    if missing:
-        raise ValueError(f"estimate.derivative: an explicit anchor needs {', '.join(missing)} too")
-    return given
+@dataclass(frozen=True)
+class DerivativeOptions:
+    """The options of `estimate.derivative` and the method (docs/design.md, "Approach 2")."""
+
+    method: str
+    nnv_grid: list[float] | None
+    anchor_flops: float | None
+    anchor_nnv: float | None
+    anchor_vocab_size: float | None
+    anchor_d_model: int | None
+    anchor_method: str
+    huber_delta: float
+    grid_widths: str
+    exponent_through_anchor: bool
+
+    def given_anchor(self) -> dict[str, float] | None:
+        """The anchor that anchor_nnv, anchor_vocab_size and anchor_d_model give (all three, or
+        none: then the anchor comes from the runs)."""
+        given = {"nnv": self.anchor_nnv, "vocab_size": self.anchor_vocab_size}
+        given["d_model"] = self.anchor_d_model
+        if all(value is None for value in given.values()):
+            return None
+        missing = [f"anchor_{key}" for key, value in given.items() if value is None]
+        if missing:
+            raise ValueError(
+                f"estimate.derivative: an explicit anchor needs {', '.join(missing)} too"
+            )
+        return given
 
 
-class DerivativeFitter:
-    """Approach 2 prepared on a table: the Nnv grid, the widths and the anchor's budget are
-    fixed; calling it with L_u (row for row) and f re-reads the anchor and re-solves gamma."""
+class GivenAnchor:
+    """The anchor given on the command line or in params: the same for every refit."""
 
-    def __init__(
-        self,
-        runs: RunsTable | None,
-        f: TokensPerChar,
-        *,
-        method: str,
-        nnv_grid,
-        anchor_flops: float | None,
-        anchor_nnv: float | None,
-        anchor_vocab_size: float | None,
-        anchor_d_model: int | None,
-        anchor_method: str,
-        huber_delta: float,
-        grid_widths: str,
-        exponent_through_anchor: bool,
-    ):
-        self.runs, self.method, self.anchor_method = runs, method, anchor_method
-        self.given = explicit_anchor(anchor_nnv, anchor_vocab_size, anchor_d_model)
-        if self.given is None and runs is None:
-            raise ValueError("the derivative approach needs runs or an explicit anchor")
-        self.grid_source = "given"
-        if nnv_grid is None:
-            if runs is None:
-                raise ValueError("without runs the derivative approach needs an explicit nnv_grid")
-            nnv_grid = sorted(runs.frame["non_vocab_params"].unique())
-            self.grid_source = "trained models"
-        self.nnv_grid = [float(n) for n in nnv_grid]
-        self.width = grid_width_rule(grid_widths, runs)
-        self.anchor_flops = anchor_flops
-        self.readings = None
-        if self.given is None and method != "authors":
-            self._prepare_readings(runs)
-        self.exponents: dict[tuple[float, float, float], dict[str, Any]] = {}
-        self.options = {
-            "method": method,
-            "anchor_flops": anchor_flops,
-            "anchor": self.given,
-            "anchor_method": "argmin" if method == "authors" else anchor_method,
-            "huber_delta": huber_delta,
-            "nnv_grid": self.nnv_grid,
-            "nnv_grid_source": self.grid_source,
-            "grid_widths": grid_widths,
-            "exponent_through_anchor": exponent_through_anchor,
+    def __init__(self, given: dict[str, float]):
+        self.given = given
+
+    def __call__(self, loss_u: np.ndarray | None) -> dict[str, Any]:
+        return {
+            **{key: float(self.given[key]) for key in ("nnv", "vocab_size", "d_model")},
+            "vocab_params": float(self.given["vocab_size"] * self.given["d_model"]),
+            "flops": None,
+            "source": "given",
         }
 
-    def _prepare_readings(self, runs: RunsTable) -> None:
-        """Each run of the smallest model read at the anchor budget, as weights on the rows
-        (linear interpolation in ln C is linear in L_u)."""
+
+class RunsAnchor:
+    """The corrected method's anchor: each run of the smallest model read at the anchor budget
+    (linear in ln C, so a fixed weighting of the rows: refits only multiply), the runs of one
+    V averaged, and the vertex (or the argmin) of L_u over ln V."""
+
+    def __init__(self, runs: RunsTable, budget: float | None, anchor_method: str):
         model = smallest_model(runs)
-        self.budget, _ = anchor_budget(runs, model, self.anchor_flops, authors=False)
-        self.anchor_nnv = float(model["non_vocab_params"].iloc[0])
-        rows, matrix = [], np.zeros((model["run"].nunique(), len(runs.frame)))
+        self.budget, _ = anchor_budget(runs, model, budget, authors=False)
+        self.nnv, self.anchor_method = float(model["non_vocab_params"].iloc[0]), anchor_method
+        rows, self.weights = [], np.zeros((model["run"].nunique(), len(runs.frame)))
         for i, (_, run) in enumerate(model.groupby("run")):
             run = run.sort_values("flops")
             for row in run.index:
                 unit = (run.index == row).astype(float)
-                matrix[i, row] = np.interp(np.log(self.budget), np.log(run["flops"]), unit)
+                self.weights[i, row] = np.interp(np.log(self.budget), np.log(run["flops"]), unit)
             rows.append(
                 {
                     "vocab_size": float(run["vocab_size"].iloc[0]),
                     "d_model": float(run["d_model"].iloc[0]),
                 }
             )
-        self.readings, self.readings_matrix = pd.DataFrame(rows), matrix
+        self.readings = pd.DataFrame(rows)
 
-    def anchor(self, loss_u: np.ndarray) -> dict[str, Any]:
-        if self.given is not None:
-            return {
-                **{key: float(self.given[key]) for key in ("nnv", "vocab_size", "d_model")},
-                "vocab_params": float(self.given["vocab_size"] * self.given["d_model"]),
-                "flops": None,
-                "source": "given",
-            }
-        if self.readings is None:  # the authors' reading is not linear in L_u
-            runs = RunsTable(self.runs.frame.assign(loss_u=loss_u), self.runs.source)
-            found = empirical_anchor(runs, self.anchor_flops, self.anchor_method, authors=True)
-            return {**found, "source": "runs"}
-        table = per_vocab_size(self.readings.assign(loss_u=self.readings_matrix @ loss_u))
+    def __call__(self, loss_u: np.ndarray) -> dict[str, Any]:
+        table = per_vocab_size(self.readings.assign(loss_u=self.weights @ loss_u))
         return {
-            "nnv": self.anchor_nnv,
+            "nnv": self.nnv,
             **anchor_from_losses(table, self.anchor_method),
             "flops": self.budget,
             "extrapolated": False,
@@ -396,20 +385,78 @@ class DerivativeFitter:
             "source": "runs",
         }
 
+
+class AuthorsAnchor:
+    """The authors' anchor: the best swept V of the smallest model, each run read by a
+    quadratic spline in C (not linear in L_u, so every refit reads the runs again)."""
+
+    def __init__(self, runs: RunsTable, budget: float | None):
+        self.runs, self.budget = runs, budget
+        smallest_model(runs)  # fail now, not at the first refit
+
+    def __call__(self, loss_u: np.ndarray) -> dict[str, Any]:
+        runs = RunsTable(self.runs.frame.assign(loss_u=loss_u), self.runs.source)
+        found = empirical_anchor(runs, self.budget, "argmin", authors=True)
+        return {**found, "source": "runs"}
+
+
+def anchor_reader(runs: RunsTable | None, options: DerivativeOptions):
+    """How this fit finds its anchor: given, or read from the runs by the method's rule."""
+    given = options.given_anchor()
+    if given is not None:
+        return GivenAnchor(given)
+    if runs is None:
+        raise ValueError("the derivative approach needs runs or an explicit anchor")
+    if method_named(options.method).authors_anchor:
+        return AuthorsAnchor(runs, options.anchor_flops)
+    return RunsAnchor(runs, options.anchor_flops, options.anchor_method)
+
+
+class DerivativeFitter:
+    """Approach 2 prepared on a table: the Nnv grid, the widths and the anchor's reading are
+    fixed; calling it with L_u (row for row) and f re-reads the anchor and re-solves gamma."""
+
+    def __init__(self, runs: RunsTable | None, f: TokensPerChar, **options: Any):
+        self.settings = DerivativeOptions(**options)
+        self.anchor = anchor_reader(runs, self.settings)
+        nnv_grid, self.grid_source = self.settings.nnv_grid, "given"
+        if nnv_grid is None:
+            if runs is None:
+                raise ValueError("without runs the derivative approach needs an explicit nnv_grid")
+            nnv_grid, self.grid_source = (
+                sorted(runs.frame["non_vocab_params"].unique()),
+                "trained models",
+            )
+        self.nnv_grid = [float(n) for n in nnv_grid]
+        self.width = grid_width_rule(self.settings.grid_widths, runs)
+        self.exponents: dict[tuple[float, ...], dict[str, Any]] = {}
+        authors = method_named(self.settings.method).authors_anchor
+        self.options = {
+            "method": self.settings.method,
+            "anchor_flops": self.settings.anchor_flops,
+            "anchor": self.settings.given_anchor(),
+            "anchor_method": "argmin" if authors else self.settings.anchor_method,
+            "huber_delta": self.settings.huber_delta,
+            "nnv_grid": self.nnv_grid,
+            "nnv_grid_source": self.grid_source,
+            "grid_widths": self.settings.grid_widths,
+            "exponent_through_anchor": self.settings.exponent_through_anchor,
+        }
+
     def exponent(self, f: TokensPerChar, anchor: dict[str, Any]) -> dict[str, Any]:
         through = None
-        if self.options["exponent_through_anchor"]:
+        if self.settings.exponent_through_anchor:
             through = (anchor["nnv"], anchor["d_model"])
         key = (f.a, f.b, f.c, *(through or ()))
         if key not in self.exponents:
             self.exponents[key] = fit_exponent(
-                self.nnv_grid, self.width, f, self.options["huber_delta"], through
+                self.nnv_grid, self.width, f, self.settings.huber_delta, through
             )
         return self.exponents[key]
 
     def __call__(
-        self, loss_u: np.ndarray, f: TokensPerChar, warm: dict | None, full: bool = False
-    ) -> dict[str, Any]:
+        self, loss_u: np.ndarray, f: TokensPerChar, warm: Fit | None, full: bool = False
+    ) -> Fit:
         """Fit on L_u with f (`warm` is not needed: gamma is a root-finding and one fit)."""
         anchor = self.anchor(loss_u)
         exponent = self.exponent(f, anchor)
@@ -420,42 +467,42 @@ class DerivativeFitter:
             flags.append("gamma fit did not converge")
         if anchor.get("no_vertex"):
             flags.append("no vertex at the anchor")
-        result = {"gamma": exponent["gamma"], "anchor": anchor, "flags": flags}
+        fit = Fit({"gamma": exponent["gamma"], "anchor": anchor}, flags)
         if full:
-            result.update(exponent_fit=exponent, options=dict(self.options))
-            self._log(result)
-        return result
+            fit.details = {"exponent_fit": exponent, "options": dict(self.options)}
+            log_fit(fit)
+        return fit
 
-    @staticmethod
-    def _log(result: dict[str, Any]) -> None:
-        exponent, anchor = result["exponent_fit"], result["anchor"]
-        log.info(
-            "derivative: gamma = %.4f (free intercept %.4f, least squares %.4f), anchor Nv = "
-            "%.4g at Nnv = %.4g",
-            exponent["gamma"],
-            exponent["gamma_free_intercept"],
-            exponent["gamma_least_squares"],
-            anchor["vocab_params"],
-            anchor["nnv"],
+
+def log_fit(fit: Fit) -> None:
+    exponent, anchor = fit.details["exponent_fit"], fit.coefficients["anchor"]
+    log.info(
+        "derivative: gamma = %.4f (free intercept %.4f, least squares %.4f), anchor Nv = "
+        "%.4g at Nnv = %.4g",
+        exponent["gamma"],
+        exponent["gamma_free_intercept"],
+        exponent["gamma_least_squares"],
+        anchor["vocab_params"],
+        anchor["nnv"],
+    )
+    if exponent["solutions_at_search_bound"]:
+        log.warning(
+            "derivative: %d of %d solutions of dC/dV = 0 are at the end of the V searched "
+            "(f(V) does not bend enough there); gamma is not measured",
+            exponent["solutions_at_search_bound"],
+            len(exponent["solutions"]),
         )
-        if exponent["solutions_at_search_bound"]:
-            log.warning(
-                "derivative: %d of %d solutions of dC/dV = 0 are at the end of the V searched "
-                "(f(V) does not bend enough there); gamma is not measured",
-                exponent["solutions_at_search_bound"],
-                len(exponent["solutions"]),
-            )
-        if anchor.get("at_sweep_edge"):
-            log.warning(
-                "derivative anchor: the best V (%d) is at the edge of the sweep; the true "
-                "optimum may lie outside it",
-                anchor["best_swept_vocab_size"],
-            )
-        for flag in result["flags"]:
-            log.warning("derivative: %s", flag)
+    if anchor.get("at_sweep_edge"):
+        log.warning(
+            "derivative anchor: the best V (%d) is at the edge of the sweep; the true "
+            "optimum may lie outside it",
+            anchor["best_swept_vocab_size"],
+        )
+    for flag in fit.flags or []:
+        log.warning("derivative: %s", flag)
 
 
-def estimate_derivative(runs: RunsTable | None, f: TokensPerChar, **options) -> dict[str, Any]:
+def estimate_derivative(runs: RunsTable | None, f: TokensPerChar, **options) -> Fit:
     """Approach 2 with the options of `estimate.derivative` and the method. gamma from f(V)
     over `nnv_grid` (None: the trained models' Nnv, as the paper solved at its seven models);
     the anchor given explicitly (anchor_nnv, anchor_vocab_size, anchor_d_model), else read
@@ -471,8 +518,12 @@ def predict_vocab_params(coefficients: dict[str, Any], nnv: float) -> float:
 
 
 def predict(
-    fitted: dict[str, Any], nnv: float, d_model: float, budget: float | None, optimal: float | None
-) -> dict[str, float | None]:
+    coefficients: dict[str, Any],
+    nnv: float,
+    d_model: float,
+    budget: float | None,
+    optimal: float | None,
+) -> Answer:
     """V and Nv on the anchored curve; the budget shown is approach 1's optimum for Nnv."""
-    nv = predict_vocab_params(fitted, nnv)
-    return {"vocab_size": nv / d_model, "vocab_params": nv, "flops": optimal}
+    nv = predict_vocab_params(coefficients, nnv)
+    return Answer(nv / d_model, nv, optimal)

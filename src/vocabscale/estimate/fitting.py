@@ -56,6 +56,20 @@ def huber_objective(residuals: np.ndarray, delta: float) -> float:
     )
 
 
+def parameters_on_bound(
+    values: np.ndarray, names: Sequence[str], lower: np.ndarray, upper: np.ndarray
+) -> list[str]:
+    """The parameters within a millionth of their range (or of their size, when unbounded on
+    one side) of a finite bound."""
+    span = np.where(np.isfinite(upper - lower), upper - lower, np.abs(values) + 1.0)
+    return [
+        name
+        for name, value, lo, hi, width in zip(names, values, lower, upper, span)
+        if (np.isfinite(lo) and value - lo <= 1e-6 * width)
+        or (np.isfinite(hi) and hi - value <= 1e-6 * width)
+    ]
+
+
 def huber_least_squares(
     residual: Callable[[np.ndarray], np.ndarray],
     starts: Sequence[Sequence[float]],
@@ -98,13 +112,7 @@ def huber_least_squares(
     if best is None:
         raise RuntimeError("the fit failed from every starting point")
     objective, result = best
-    span = np.where(np.isfinite(upper - lower), upper - lower, np.abs(result.x) + 1.0)
-    on_bound = [
-        name
-        for name, value, lo, hi, width in zip(names, result.x, lower, upper, span)
-        if (np.isfinite(lo) and value - lo <= 1e-6 * width)
-        or (np.isfinite(hi) and hi - value <= 1e-6 * width)
-    ]
+    on_bound = parameters_on_bound(result.x, names, lower, upper)
     for name in on_bound:
         log.warning(
             "fitted parameter %s ended on its bound (%g)", name, result.x[list(names).index(name)]

@@ -1,30 +1,13 @@
-"""Approach 1 (IsoFLOPs): the lower envelope of L_u against compute, and power laws of the
-optimal Nnv, Nv and H in C along it (docs/design.md, "Approach 1").
-
-Points are every (run, checkpoint). By default they are densified as the authors did: per V, a
-cubic interpolation of L_u over the (Nnv, H) plane at log-spaced pairs; per model, a quadratic
-interpolation of the last checkpoint's L_u over V. Along increasing C a point joins the
-envelope when its L_u is below every point kept before it. On the envelope, with a Huber loss
-on log residuals: Nnv = e^K1 C^a, Nv = e^K2 C^gamma, H = e^K3 C^b (a = b = 0.5 fixed, or free).
-
-Two methods (`estimate.method`):
-
-- `corrected` (default): interpolation in log coordinates (ln Nnv, ln H, ln V), where the
-  points are spread evenly; widths of interpolated models learnt from the trained ones; each
-  power law the minimum of its Huber objective (trust-region least squares).
-- `authors`: the authors' scripts step by step: interpolation in linear coordinates, the
-  paper's width mapping, and each power law kept, among L-BFGS-B runs (scipy's defaults) from a
-  grid of starts, as the one with the smallest relative mean squared error, which is not the
-  Huber minimum.
-
-Everything but L_u is fixed by the table's design (which points are interpolated, from what,
-and their compute), so `IsoflopsFitter` prepares it once and refits any L_u quickly: the
-residual bootstrap changes only L_u.
-"""
+"""Approach 1 (IsoFLOPs): the lower envelope of L_u against compute, densified between runs as
+the authors did, and power laws of the optimal Nnv, Nv and H in C along it, fitted with a
+Huber loss on log residuals (docs/design.md, "Approach 1"). Everything but L_u is fixed by the
+table's design, so `IsoflopsFitter` prepares it once and refits any L_u quickly: the
+bootstrap changes only L_u."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,13 +19,13 @@ from scipy.special import huber
 
 from vocabscale.accounting import flops, log_spaced, width_for_nnv
 from vocabscale.estimate.fitting import huber_linear_regression, huber_objective, r_squared
+from vocabscale.estimate.methods import method_named
+from vocabscale.estimate.results import Answer, Fit
 from vocabscale.runs.table import RunsTable, RunsTableError, width_from_runs
 from vocabscale.tokens_per_char import TokensPerChar
 
 log = logging.getLogger(__name__)
 
-#: The fitted coefficients (all a prediction needs).
-COEFFICIENTS = ("K1", "K2", "K3", "gamma", "nnv_exponent", "characters_exponent")
 POINT_COLUMNS = ["non_vocab_params", "vocab_size", "d_model", "characters", "flops"]
 #: The authors' starting points: K over linspace(-20, 15, 20), the exponent over
 #: linspace(0, 1, 20) when it is free.
@@ -57,6 +40,46 @@ def authors_spaced(low: float, high: float, count: int) -> np.ndarray:
 
 def _averaged(values: np.ndarray, groups: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.bincount(groups, weights=values, minlength=len(counts)) / counts
+
+
+@dataclass(frozen=True)
+class RowGroups:
+    """Rows of the runs table averaged into the points one interpolation runs through: the
+    rows, the point each belongs to, and how many rows each point has."""
+
+    rows: np.ndarray
+    groups: np.ndarray
+    counts: np.ndarray
+
+    def averaged(self, loss_u: np.ndarray) -> np.ndarray:
+        return _averaged(loss_u[self.rows], self.groups, self.counts)
+
+
+@dataclass(frozen=True)
+class PlaneInterpolation:
+    """L_u of one V over the (Nnv, H) plane: its triangulation and the query points inside."""
+
+    points: RowGroups
+    triangulation: Delaunay
+    query: np.ndarray
+
+    def loss(self, loss_u: np.ndarray) -> np.ndarray:
+        interpolate = CloughTocher2DInterpolator(self.triangulation, self.points.averaged(loss_u))
+        return interpolate(self.query)
+
+
+@dataclass(frozen=True)
+class CurveInterpolation:
+    """The last checkpoint's L_u of one model over V, read at a grid of V."""
+
+    points: RowGroups
+    vocab: np.ndarray
+    grid: np.ndarray
+    kind: str
+
+    def loss(self, loss_u: np.ndarray) -> np.ndarray:
+        averaged = self.points.averaged(loss_u)
+        return interp1d(self.vocab, averaged, kind=self.kind, fill_value="extrapolate")(self.grid)
 
 
 class Densifier:
@@ -83,23 +106,24 @@ class Densifier:
         self.to_axis = np.log if log_coordinates else np.asarray
         self.width, self.paper_widths = width, not log_coordinates
         self.spaced = log_spaced if log_coordinates else authors_spaced
-        self.plane, self.curves, parts = [], [], []
+        self.interpolations: list[PlaneInterpolation | CurveInterpolation] = []
+        parts = []
         if frame["non_vocab_params"].nunique() >= 2:
             nnv = self.spaced(
                 frame["non_vocab_params"].min(), frame["non_vocab_params"].max(), nnv_points
             )
             chars = self.spaced(frame["characters"].min(), frame["characters"].max(), nnv_points)
             for vocab_size, points in frame.groupby("vocab_size"):
-                part = self._prepare_plane(points, float(vocab_size), nnv, chars, f, width)
+                part = self._prepare_plane(points, float(vocab_size), nnv, chars, f)
                 if part is not None:
                     parts.append(part)
         for nnv_value, runs in frame.groupby("non_vocab_params"):
-            part = self._prepare_curve(runs, float(nnv_value), f, vocab_points, log_coordinates)
+            part = self._prepare_curve(runs, float(nnv_value), f, vocab_points)
             if part is not None:
                 parts.append(part)
         self.points = pd.concat(parts, ignore_index=True) if parts else None
 
-    def _prepare_plane(self, points, vocab_size, nnv, chars, f, width) -> pd.DataFrame | None:
+    def _prepare_plane(self, points, vocab_size, nnv, chars, f) -> pd.DataFrame | None:
         pairs = points[["non_vocab_params", "characters"]].to_numpy(float)
         groups, _ = pd.factorize(pd.MultiIndex.from_arrays(pairs.T))  # in the table's order
         unique = pairs[np.unique(groups, return_index=True)[1]]
@@ -116,8 +140,9 @@ class Densifier:
         if not inside.any():
             return None
         counts = np.bincount(groups, minlength=len(unique)).astype(float)
-        self.plane.append((points.index.to_numpy(), groups, counts, triangulation, query[inside]))
-        d_model = np.asarray(width(nnv[inside]), dtype=float)
+        rows = RowGroups(points.index.to_numpy(), groups, counts)
+        self.interpolations.append(PlaneInterpolation(rows, triangulation, query[inside]))
+        d_model = np.asarray(self.width(nnv[inside]), dtype=float)
         tokens = chars[inside] * f(vocab_size)
         return pd.DataFrame(
             {
@@ -130,7 +155,7 @@ class Densifier:
             }
         )
 
-    def _prepare_curve(self, runs, nnv, f, count, log_coordinates) -> pd.DataFrame | None:
+    def _prepare_curve(self, runs, nnv, f, count) -> pd.DataFrame | None:
         last = runs.loc[runs.groupby("run")["tokens"].idxmax()]
         vocab, groups = np.unique(last["vocab_size"].to_numpy(float), return_inverse=True)
         if len(vocab) < 2:
@@ -138,8 +163,9 @@ class Densifier:
         counts = np.bincount(groups, minlength=len(vocab)).astype(float)
         grid = self.spaced(vocab.min(), vocab.max(), count)
         kind = "quadratic" if len(vocab) >= 3 else "linear"
-        self.curves.append(
-            (last.index.to_numpy(), groups, counts, self.to_axis(vocab), self.to_axis(grid), kind)
+        rows = RowGroups(last.index.to_numpy(), groups, counts)
+        self.interpolations.append(
+            CurveInterpolation(rows, self.to_axis(vocab), self.to_axis(grid), kind)
         )
         tokens = float(runs["tokens"].max())
         own = float(runs["d_model"].iloc[0])
@@ -157,14 +183,7 @@ class Densifier:
 
     def loss(self, loss_u: np.ndarray) -> np.ndarray:
         """L_u of every interpolated point, in the order of `points`."""
-        values = []
-        for rows, groups, counts, triangulation, query in self.plane:
-            averaged = _averaged(loss_u[rows], groups, counts)
-            values.append(CloughTocher2DInterpolator(triangulation, averaged)(query))
-        for rows, groups, counts, vocab, grid, kind in self.curves:
-            averaged = _averaged(loss_u[rows], groups, counts)
-            curve = interp1d(vocab, averaged, kind=kind, fill_value="extrapolate")
-            values.append(curve(grid))
+        values = [part.loss(loss_u) for part in self.interpolations]
         return np.concatenate(values) if values else np.empty(0)
 
 
@@ -280,7 +299,7 @@ class IsoflopsFitter:
         nnv_points: int,
         vocab_points: int,
     ):
-        self.runs, self.method = runs, method
+        self.runs, self.method = runs, method_named(method)
         self.options = {
             "method": method,
             "densify": densify,
@@ -292,9 +311,9 @@ class IsoflopsFitter:
         observed = runs.frame[POINT_COLUMNS].astype(float).assign(kind="observed")
         self.densifier = None
         if densify:
-            authors = method == "authors"
-            width = width_for_nnv_array if authors else learnt_widths(runs)
-            self.densifier = Densifier(runs.frame, f, nnv_points, vocab_points, not authors, width)
+            in_logs = self.method.log_densification
+            width = learnt_widths(runs) if in_logs else width_for_nnv_array
+            self.densifier = Densifier(runs.frame, f, nnv_points, vocab_points, in_logs, width)
         parts = [observed]
         if self.densifier is not None and self.densifier.points is not None:
             parts.append(self.densifier.points)
@@ -307,10 +326,10 @@ class IsoflopsFitter:
         return np.concatenate([loss_u, self.densifier.loss(loss_u)])
 
     def __call__(
-        self, loss_u: np.ndarray, f: TokensPerChar, warm: dict | None, full: bool = False
-    ) -> dict[str, Any]:
-        """Fit on L_u (`f` is not needed: the design is fixed), the corrected method's power
-        laws started from `warm`'s when given; `full` adds the envelope and logs what it saw."""
+        self, loss_u: np.ndarray, f: TokensPerChar, warm: Fit | None, full: bool = False
+    ) -> Fit:
+        """Fit on L_u (`f` is not needed: the design is fixed), the Huber power laws started
+        from `warm`'s when given; `full` adds the envelope and logs what it saw."""
         loss = self.point_losses(loss_u)
         keep = envelope_indices(self.flops, np.where(np.isfinite(loss), loss, np.inf))
         keep = keep[np.isfinite(loss[keep])]
@@ -332,9 +351,9 @@ class IsoflopsFitter:
         log_c, fixed = np.log(self.flops[keep]), None if free else 0.5
 
         def fit(values: np.ndarray, exponent: float | None, start_keys: tuple[str, str]):
-            if self.method == "authors":
+            if not self.method.huber_minimum:
                 return fit_power_law_authors(log_c, np.log(values), exponent, delta)
-            start = None if warm is None else tuple(warm[key] for key in start_keys)
+            start = None if warm is None else tuple(warm.coefficients[k] for k in start_keys)
             return fit_power_law(log_c, np.log(values), exponent, delta, start)
 
         delta = self.options["huber_delta"]
@@ -344,28 +363,27 @@ class IsoflopsFitter:
         chars = envelope["characters"].to_numpy(float)
         k3, b, q3 = fit(chars, fixed, ("K3", "characters_exponent"))
         quality = {"nnv": q1, "vocab_params": q2, "characters": q3}
-        result = {
+        coefficients = {
             "K1": k1,
             "K2": k2,
             "K3": k3,
             "gamma": gamma,
             "nnv_exponent": a,
             "characters_exponent": b,
-            "flags": [
-                f"{name} fit did not converge" for name, q in quality.items() if not q["converged"]
-            ],
         }
+        flags = [
+            f"{name} fit did not converge" for name, q in quality.items() if not q["converged"]
+        ]
+        details = {}
         if full:
-            result.update(
-                self._describe(envelope.assign(loss_u=loss[keep], vocab_params=nv), quality)
-            )
-        return result
+            details = self._describe(envelope.assign(loss_u=loss[keep], vocab_params=nv), quality)
+        return Fit(coefficients, flags, details)
 
     def _describe(self, envelope: pd.DataFrame, quality: dict[str, Any]) -> dict[str, Any]:
         edges = edge_shares(envelope, self.runs.frame)
         log.info(
             "isoflops (%s): %d points, %d on the envelope",
-            self.method,
+            self.method.name,
             len(self.points),
             len(envelope),
         )
@@ -422,7 +440,7 @@ def isoflops_points(
     return points[np.isfinite(loss)].reset_index(drop=True)
 
 
-def estimate_isoflops(runs: RunsTable, f: TokensPerChar, **options) -> dict[str, Any]:
+def estimate_isoflops(runs: RunsTable, f: TokensPerChar, **options) -> Fit:
     """Approach 1 on the runs, with the options of `estimate.isoflops` and the method."""
     fitter = IsoflopsFitter(runs, f, **options)
     return fitter(runs.frame["loss_u"].to_numpy(float), f, None, full=True)
@@ -440,10 +458,14 @@ def predict_vocab_params(coefficients: dict[str, Any], flops_budget: float) -> f
 
 
 def predict(
-    fitted: dict[str, Any], nnv: float, d_model: float, budget: float | None, optimal: float | None
-) -> dict[str, float]:
+    coefficients: dict[str, Any],
+    nnv: float,
+    d_model: float,
+    budget: float | None,
+    optimal: float | None,
+) -> Answer:
     """V and Nv at this fit's own compute-optimal budget for Nnv (`budget` is not used: the
     power laws answer only on the optimal path)."""
-    own_budget = optimal_flops(fitted, nnv)
-    nv = predict_vocab_params(fitted, own_budget)
-    return {"vocab_size": nv / d_model, "vocab_params": nv, "flops": own_budget}
+    own_budget = optimal_flops(coefficients, nnv)
+    nv = predict_vocab_params(coefficients, own_budget)
+    return Answer(nv / d_model, nv, own_budget)

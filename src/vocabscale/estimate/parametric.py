@@ -1,13 +1,8 @@
-"""Approach 3 (parametric loss): fit
-    L_u(Nnv, Nv, D) = -E + A1 / Nnv^alpha1 + A2 / Nv^alpha2 + B / D^beta,  alpha1 = beta,
-in scaled units (Nnv and Nv in millions, D in billions of tokens) with a Huber loss on raw
-residuals over the points with C >= min_flops, then predict the V that minimises L_u at fixed
-Nnv, d and C with D = C / (6 (Nnv + V d)) (docs/design.md, "Approach 3").
-
-Fitting is fast because the model is linear in (E, A1, A2, B) once the exponents are fixed: a
-grid over (alpha1, alpha2) is scored with bounded linear least squares, and the best few grid
-points start the full nonlinear Huber fit with an analytic Jacobian.
-"""
+"""Approach 3 (parametric loss): L_u(Nnv, Nv, D) = -E + A1/Nnv^alpha1 + A2/Nv^alpha2 + B/D^beta
+(alpha1 = beta, Nnv and Nv in millions, D in billions of tokens) fitted with a Huber loss, and
+the V that minimises it at fixed Nnv, d and C (docs/design.md, "Approach 3"). The law is linear
+in (E, A1, A2, B) once the exponents are fixed, so a grid of exponents scored by bounded linear
+least squares starts the nonlinear fit."""
 
 from __future__ import annotations
 
@@ -24,14 +19,14 @@ from vocabscale.estimate.fitting import (
     huber_objective,
     r_squared,
 )
+from vocabscale.estimate.methods import method_named
+from vocabscale.estimate.results import Answer, Fit
 from vocabscale.runs.table import RunsTable, RunsTableError
 from vocabscale.tokens_per_char import TokensPerChar
 
 log = logging.getLogger(__name__)
 
 PARAMETERS = ("E", "A1", "A2", "B", "alpha1", "alpha2")
-#: The fitted coefficients (all a prediction needs).
-COEFFICIENTS = (*PARAMETERS, "beta")
 UNITS = {"non_vocab_params": 1e6, "vocab_params": 1e6, "tokens": 1e9}
 EXPONENT_GRID = np.linspace(0.05, 1.5, 15)
 EXPONENT_BOUNDS = (1e-3, 3.0)
@@ -139,27 +134,24 @@ def identification(params: dict[str, float], errors: np.ndarray | None) -> dict[
     return {"intervals": intervals, "weak": weak}
 
 
-def _fit_summary(fit: HuberFit, y: np.ndarray) -> dict[str, Any]:
+def fit_result(fit: HuberFit, y: np.ndarray) -> Fit:
+    """The law's coefficients (beta = alpha1), its flags and the fit's quality."""
     p = dict(zip(PARAMETERS, map(float, fit.params)))
     predicted = y + fit.residuals
     flags = [f"{name} on its bound" for name in fit.on_bound]
     if not fit.converged:
         flags.append("did not converge")
-    return {
-        **p,
-        "beta": p["alpha1"],
-        "flags": flags,
-        "fit": {
-            "objective": fit.objective,
-            "r_squared": r_squared(y, predicted),
-            "rmse": float(np.sqrt(np.mean(fit.residuals**2))),
-            "points": len(y),
-            "on_bound": fit.on_bound,
-            "starts": fit.starts,
-            "converged": fit.converged,
-            "identification": identification(p, fit.standard_errors),
-        },
+    quality = {
+        "objective": fit.objective,
+        "r_squared": r_squared(y, predicted),
+        "rmse": float(np.sqrt(np.mean(fit.residuals**2))),
+        "points": len(y),
+        "on_bound": fit.on_bound,
+        "starts": fit.starts,
+        "converged": fit.converged,
+        "identification": identification(p, fit.standard_errors),
     }
+    return Fit({**p, "beta": p["alpha1"]}, flags, {"fit": quality})
 
 
 class ParametricFitter:
@@ -179,7 +171,7 @@ class ParametricFitter:
         points = fit_points(runs, min_flops)
         self.rows = points.index.to_numpy()
         self.delta = huber_delta
-        self.authors = method == "authors" or authors_tokenization
+        self.authors = method_named(method).authors_tokenization or authors_tokenization
         nnv, nv = points["non_vocab_params"].to_numpy(float), points["vocab_params"].to_numpy(float)
         self.true_inputs = scaled_inputs(nnv, nv, points["tokens"].to_numpy(float))
         self.inputs = self.true_inputs
@@ -200,30 +192,31 @@ class ParametricFitter:
         }
 
     def __call__(
-        self, loss_u: np.ndarray, f: TokensPerChar, warm: dict | None, full: bool = False
-    ) -> dict[str, Any]:
+        self, loss_u: np.ndarray, f: TokensPerChar, warm: Fit | None, full: bool = False
+    ) -> Fit:
         """Fit on L_u (f is fixed by the design); from `warm`'s parameters when given, else
         from the best points of the exponent grid."""
         y = loss_u[self.rows]
-        starts = None if warm is None else [[warm[name] for name in PARAMETERS]]
-        result = _fit_summary(fit_loss(*self.inputs, y, self.delta, starts=starts), y)
+        starts = None if warm is None else [[warm.coefficients[name] for name in PARAMETERS]]
+        result = fit_result(fit_loss(*self.inputs, y, self.delta, starts=starts), y)
         if full:
-            result["options"] = dict(self.options)
+            result.details["options"] = dict(self.options)
             if self.authors:
-                true_fit = fit_loss(*self.true_inputs, y, self.delta)
-                result["true_tokenization"] = _fit_summary(true_fit, y)
+                true_fit = fit_result(fit_loss(*self.true_inputs, y, self.delta), y)
+                result.details["true_tokenization"] = true_fit.to_json()
             self._log(result)
         return result
 
-    def _log(self, result: dict[str, Any]) -> None:
-        log.info("parametric: %s", ", ".join(f"{k}={result[k]:.4g}" for k in PARAMETERS))
-        if "A2" in result["fit"]["on_bound"]:
+    def _log(self, result: Fit) -> None:
+        coefficients = result.coefficients
+        log.info("parametric: %s", ", ".join(f"{k}={coefficients[k]:.4g}" for k in PARAMETERS))
+        if "A2" in result.quality["on_bound"]:
             log.warning(
                 "parametric: A2 ended at 0 - in this fit a larger vocabulary does not lower the "
                 "loss at fixed tokens, so the predicted V goes to the smallest V searched (%d)",
                 PREDICTION_VOCAB[0],
             )
-        weak = result["fit"]["identification"]["weak"]
+        weak = result.quality["identification"]["weak"]
         if weak:
             log.warning(
                 "parametric: weakly identified (90%% interval over %gx): %s",
@@ -237,7 +230,7 @@ class ParametricFitter:
             )
 
 
-def estimate_parametric(runs: RunsTable, f: TokensPerChar, **options) -> dict[str, Any]:
+def estimate_parametric(runs: RunsTable, f: TokensPerChar, **options) -> Fit:
     """Fit on the runs with the options of `estimate.parametric` and the method; with the
     authors' method or `authors_tokenization`, D = H f(V / 1000) in the fit (the authors'
     published behaviour) and the fit with true token counts is reported beside it."""
@@ -265,8 +258,12 @@ def optimal_vocab(
 
 
 def predict(
-    fitted: dict[str, Any], nnv: float, d_model: float, budget: float | None, optimal: float | None
-) -> dict[str, Any]:
+    coefficients: dict[str, Any],
+    nnv: float,
+    d_model: float,
+    budget: float | None,
+    optimal: float | None,
+) -> Answer:
     """The V that minimises L_u at `budget`, which approach 3 needs (any budget, not only the
     compute-optimal one)."""
     if budget is None:
@@ -274,10 +271,5 @@ def predict(
             "the parametric approach needs a budget (give --flops, or coefficients that include "
             "approach 1)"
         )
-    vocab_size, at_bound = optimal_vocab(fitted, nnv, d_model, budget)
-    return {
-        "vocab_size": vocab_size,
-        "vocab_params": vocab_size * d_model,
-        "flops": budget,
-        "at_search_bound": at_bound,
-    }
+    vocab_size, at_bound = optimal_vocab(coefficients, nnv, d_model, budget)
+    return Answer(vocab_size, vocab_size * d_model, budget, at_bound)

@@ -3,16 +3,13 @@ with Nnv non-vocabulary parameters, width d and compute budget C, with bootstrap
 
 Approaches 1 and 2 answer for the compute-optimal budget of that Nnv (C = (Nnv / e^K1)^2 under
 approach 1's fit); approach 3 answers for any budget, the compute-optimal one by default.
-`vocabscale predict` prints them.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,287 +18,220 @@ from vocabscale.accounting import width_for_nnv
 from vocabscale.config import defaults
 from vocabscale.estimate import isoflops
 from vocabscale.estimate.approaches import APPROACHES
-from vocabscale.estimate.bootstrap import bootstrap_bounds
+from vocabscale.estimate.bootstrap import refit_interval
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
+from vocabscale.estimate.results import Answer, Estimates, Fit, Interval, Prediction
 from vocabscale.io import read_json
 
+#: What the prediction functions accept: typed estimates, or a dict in coefficients.json's
+#: layout (the published coefficients are kept as one).
+Coefficients = Estimates | dict[str, Any]
 
-def load_coefficients(spec: str | Path) -> dict[str, Any]:
+
+def as_estimates(coefficients: Coefficients) -> Estimates:
+    return (
+        coefficients if isinstance(coefficients, Estimates) else Estimates.from_json(coefficients)
+    )
+
+
+def load_coefficients(spec: str | Path) -> Estimates:
     """`paper`, a coefficients.json, or an estimates directory holding one JSON per approach."""
     if str(spec) == "paper":
-        return PAPER_COEFFICIENTS
+        return Estimates.from_json(PAPER_COEFFICIENTS)
     path = Path(spec)
     if path.is_dir():
         if (path / "coefficients.json").exists():
-            return read_json(path / "coefficients.json")
-        coefficients = {
+            return Estimates.from_json(read_json(path / "coefficients.json"))
+        found = {
             name: read_json(path / f"{name}.json")
             for name in APPROACHES
             if (path / f"{name}.json").exists()
         }
-        if not coefficients:
+        if not found:
             raise FileNotFoundError(f"{path}: no coefficients.json and no per-approach estimates")
-        failed = {name: fit["error"] for name, fit in coefficients.items() if "error" in fit}
-        coefficients = {name: fit for name, fit in coefficients.items() if name not in failed}
-        first = next(iter(coefficients.values()), {})
-        if "tokenization" in first:
-            coefficients["tokenization"] = first["tokenization"]
-        if failed:
-            coefficients["failed"] = failed
-        return coefficients
+        estimates = Estimates.from_json(found)
+        fitted = [found[name] for name in estimates.approaches]
+        estimates.tokenization = fitted[0].get("tokenization") if fitted else None
+        return estimates
     data = read_json(path)
     if not any(name in data for name in APPROACHES):
         raise ValueError(f"{path}: no {', '.join(APPROACHES)} coefficients in this file")
-    return data
+    return Estimates.from_json(data)
 
 
-def confidence_of(coefficients: dict[str, Any]) -> float:
+def confidence_of(coefficients: Coefficients) -> float:
     """The level of the bootstrap intervals stored with the coefficients (the params default
     where none is stored, e.g. the published coefficients)."""
-    for name in APPROACHES:
-        fitted = coefficients.get(name) or {}
-        if "bootstrap_confidence" in fitted:
-            return float(fitted["bootstrap_confidence"])
-    return float(defaults("estimate.bootstrap.confidence"))
+    stored = as_estimates(coefficients).confidence
+    return float(defaults("estimate.bootstrap.confidence") if stored is None else stored)
 
 
-def compute_optimal_flops(coefficients: dict[str, Any], nnv: float) -> float | None:
+def compute_optimal_flops(estimates: Estimates, nnv: float) -> float | None:
     """Approach 1's compute-optimal budget for Nnv, the reference budget of every approach."""
-    if "isoflops" not in coefficients:
-        return None
-    return isoflops.optimal_flops(coefficients["isoflops"], nnv)
+    fit = estimates.fit("isoflops")
+    return None if fit is None else isoflops.optimal_flops(fit.coefficients, nnv)
+
+
+def answer_of(
+    estimates: Estimates, approach: str, fit: Fit, nnv: float, d_model: float, budget
+) -> Answer:
+    """What `fit` (a main fit or a refit of `approach`) says for one model; approach 1's
+    optimal budget comes from the main fit."""
+    optimal = compute_optimal_flops(estimates, nnv)
+    return APPROACHES[approach].predict(fit.coefficients, nnv, d_model, budget, optimal)
 
 
 def predict_one(
-    coefficients: dict[str, Any],
+    coefficients: Coefficients,
     approach: str,
     nnv: float,
     d_model: float,
     flops_budget: float | None,
-) -> dict[str, Any] | None:
+) -> Answer | None:
     """Nv and V of one approach (None when the coefficient set lacks it)."""
-    fitted = coefficients.get(approach)
-    if not fitted or "error" in fitted:
-        return None
-    optimal = compute_optimal_flops(coefficients, nnv)
-    return APPROACHES[approach].predict(fitted, nnv, d_model, flops_budget, optimal)
+    estimates = as_estimates(coefficients)
+    fit = estimates.fit(approach)
+    return None if fit is None else answer_of(estimates, approach, fit, nnv, d_model, flops_budget)
+
+
+@dataclass
+class ModelPrediction:
+    """Every approach's answer for one model: what `vocabscale predict --json` prints."""
+
+    nnv: float
+    d_model: float
+    flops: float | None
+    compute_optimal_flops: float | None
+    approaches: dict[str, Prediction]
+
+    def to_json(self) -> dict[str, Any]:
+        approaches = {}
+        for name, prediction in self.approaches.items():
+            answer, interval = prediction.answer, prediction.interval
+            value = {
+                "vocab_size": answer.vocab_size,
+                "vocab_params": answer.vocab_params,
+                "flops": answer.flops,
+                "at_search_bound": answer.at_search_bound,
+            }
+            if interval is not None and interval.available:
+                value["vocab_size_interval"] = [float(interval.low), float(interval.high)]
+                value["confidence"] = prediction.confidence
+                value["refits_excluded_share"] = interval.excluded_share
+            approaches[name] = value
+        return {
+            "nnv": self.nnv,
+            "d_model": self.d_model,
+            "flops": self.flops,
+            "compute_optimal_flops": self.compute_optimal_flops,
+            "approaches": approaches,
+        }
+
+
+def check_positive(**values: float | None) -> None:
+    for name, value in values.items():
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number, not {value!r}")
 
 
 def predict(
-    coefficients: dict[str, Any],
+    coefficients: Coefficients,
     nnv: float,
     d_model: float | None = None,
     flops_budget: float | None = None,
-) -> dict[str, Any]:
-    """The answer of every approach for one model, in the shape `vocabscale predict --json`
-    prints; d defaults to the paper's width for Nnv, the budget to approach 1's optimum."""
-    for name, value in (("nnv", nnv), ("d_model", d_model), ("flops", flops_budget)):
-        if value is not None and not (np.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive finite number, not {value!r}")
+    intervals: bool = False,
+) -> ModelPrediction:
+    """The answer of every approach for one model; d defaults to the paper's width for Nnv,
+    the budget to approach 1's optimum; with `intervals`, each with its bootstrap interval."""
+    check_positive(nnv=nnv, d_model=d_model, flops=flops_budget)
+    estimates = as_estimates(coefficients)
     d_model = width_for_nnv(nnv) if d_model is None else d_model
-    optimal = compute_optimal_flops(coefficients, nnv)
+    optimal = compute_optimal_flops(estimates, nnv)
     budget = flops_budget if flops_budget is not None else optimal
-    approaches = {}
-    for approach in APPROACHES:
-        answer = predict_one(coefficients, approach, nnv, d_model, budget)
-        if answer is not None:
-            approaches[approach] = answer
-    return {
-        "nnv": nnv,
-        "d_model": d_model,
-        "flops": budget,
-        "compute_optimal_flops": optimal,
-        "approaches": approaches,
-    }
+    confidence = confidence_of(estimates)
+    predictions = {}
+    for name, result in estimates.approaches.items():
+        answer = answer_of(estimates, name, result.fit, nnv, d_model, budget)
+        interval = None
+        if intervals:
+            interval = bootstrap_interval(estimates, name, nnv, d_model, budget, confidence)
+        predictions[name] = Prediction(name, result.method or "", answer, interval, confidence)
+    return ModelPrediction(nnv, d_model, budget, optimal, predictions)
 
 
-class Interval(NamedTuple):
-    """A bootstrap interval of V, and how many refits it left out (ended on a bound or at a
-    search edge, failed, or gave no finite answer) of all that were tried."""
+def vocab_of(estimates: Estimates, approach: str, nnv: float, d_model: float, budget):
+    """V of a fit for one model, as an interval's value: None when it fails, is not finite
+    or lies at the edge of the V searched."""
 
-    low: float
-    high: float
-    refits: int
-    excluded: int
+    def value(fit: Fit) -> float | None:
+        try:
+            answer = answer_of(estimates, approach, fit, nnv, d_model, budget)
+        except (ValueError, KeyError, FloatingPointError):
+            return None
+        if not np.isfinite(answer.vocab_size) or answer.at_search_bound:
+            return None
+        return float(answer.vocab_size)
 
-    @property
-    def excluded_share(self) -> float:
-        return self.excluded / self.refits if self.refits else math.nan
-
-
-def _vocab_of(coefficients, approach, fitted, nnv, d_model, budget) -> float | None:
-    """V of one replicate (None when it is flagged, fails or lands on its search bound)."""
-    if fitted is None or fitted.get("flags"):
-        return None
-    try:
-        answer = predict_one({**coefficients, approach: fitted}, approach, nnv, d_model, budget)
-    except (ValueError, KeyError, FloatingPointError):
-        return None
-    if not answer or not np.isfinite(answer["vocab_size"]) or answer.get("at_search_bound"):
-        return None
-    return float(answer["vocab_size"])
+    return value
 
 
 def bootstrap_interval(
-    coefficients: dict[str, Any],
+    coefficients: Coefficients,
     approach: str,
     nnv: float,
     d_model: float,
     flops_budget: float | None,
     confidence: float,
 ) -> Interval | None:
-    """The interval of V over the bootstrap replicates stored with the coefficients (the
-    budget held at the caller's): the spread of the refits about the reference, placed about
-    the estimate, when a reference fit is stored (`bootstrap.bootstrap_bounds`), else
-    percentiles. Replicates that ended on a bound or at a search edge are left out and
-    counted. None without replicates."""
-    fitted = coefficients.get(approach) or {}
-    replicates = fitted.get("bootstrap") or []
-    if not replicates:
+    """The interval of V for one model over the approach's bootstrap refits (the budget held
+    at the caller's); None without refits."""
+    estimates = as_estimates(coefficients)
+    result = estimates.fitted(approach)
+    if result is None:
         return None
-    refits = len(replicates) + int(fitted.get("bootstrap_failed") or 0)
-    values = [
-        value
-        for replicate in replicates
-        if (value := _vocab_of(coefficients, approach, replicate, nnv, d_model, flops_budget))
-        is not None
-    ]
-    excluded = refits - len(values)
-    estimate = _vocab_of(coefficients, approach, fitted, nnv, d_model, flops_budget)
-    if len(values) < 2 or estimate is None:
-        return Interval(math.nan, math.nan, refits, excluded)
-    reference = None
-    if fitted.get("bootstrap_reference") is not None:
-        reference = _vocab_of(
-            coefficients, approach, fitted["bootstrap_reference"], nnv, d_model, flops_budget
-        )
-    if reference is None and "bootstrap_reference" in fitted:
-        reference = float(np.median(values))  # the reference fit itself is flagged
-    low, high = bootstrap_bounds(estimate, np.array(values), reference, confidence)
-    return Interval(float(low), float(high), refits, excluded)
+    value = vocab_of(estimates, approach, nnv, d_model, flops_budget)
+    interval = refit_interval(result, value, confidence)
+    if interval is None or not interval.available:
+        return interval
+    return replace(interval, low=float(interval.low), high=float(interval.high))
 
 
-def other_method_coefficients(coefficients: dict[str, Any]) -> dict[str, Any] | None:
-    """The coefficients of the other method (`report.compare_authors`), in the same layout,
-    or None when none were fitted."""
-    other = {
-        name: fitted["other_method"]
-        for name in APPROACHES
-        if isinstance(fitted := coefficients.get(name), dict) and fitted.get("other_method")
-    }
-    if not other:
-        return None
-    return {**{k: v for k, v in coefficients.items() if k not in APPROACHES}, **other}
-
-
-def predictions_table(coefficients: dict[str, Any], targets: list[dict[str, Any]]) -> pd.DataFrame:
+def predictions_table(coefficients: Coefficients, targets: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per target and approach: V, Nv, budget and bootstrap interval of V, with the
     share of refits the interval left out."""
-    confidence = confidence_of(coefficients)
     rows = []
     for target in targets:
         d_model = target.get("d_model") or width_for_nnv(target["nnv"])
-        answer = predict(coefficients, target["nnv"], d_model, target.get("flops"))
-        for approach, value in answer["approaches"].items():
-            interval = bootstrap_interval(
-                coefficients, approach, target["nnv"], d_model, answer["flops"], confidence
-            )
+        answer = predict(coefficients, target["nnv"], d_model, target.get("flops"), intervals=True)
+        for approach, prediction in answer.approaches.items():
+            value, interval = prediction.answer, prediction.interval
             rows.append(
                 {
                     "target": target.get("name", f"{target['nnv']:.3g}"),
                     "nnv": target["nnv"],
                     "d_model": d_model,
                     "approach": approach,
-                    "method": coefficients[approach].get("method") or "",
-                    "flops": value["flops"],
-                    "vocab_size": value["vocab_size"],
-                    "vocab_params": value["vocab_params"],
+                    "method": prediction.method,
+                    "flops": value.flops,
+                    "vocab_size": value.vocab_size,
+                    "vocab_params": value.vocab_params,
                     "vocab_size_low": interval.low if interval else np.nan,
                     "vocab_size_high": interval.high if interval else np.nan,
                     "refits": interval.refits if interval else 0,
                     "refits_excluded_share": interval.excluded_share if interval else np.nan,
-                    "at_search_bound": bool(value.get("at_search_bound", False)),
+                    "at_search_bound": value.at_search_bound,
                 }
             )
     return pd.DataFrame(rows)
 
 
 def predictions_with_methods(
-    coefficients: dict[str, Any], targets: list[dict[str, Any]]
+    coefficients: Coefficients, targets: list[dict[str, Any]]
 ) -> pd.DataFrame:
     """predictions_table of the coefficients, and of the other method's when it was fitted."""
-    tables = [predictions_table(coefficients, targets)]
-    other = other_method_coefficients(coefficients)
+    estimates = as_estimates(coefficients)
+    tables = [predictions_table(estimates, targets)]
+    other = estimates.other_method()
     if other is not None:
         tables.append(predictions_table(other, targets))
     return pd.concat(tables, ignore_index=True)
-
-
-# --- vocabscale predict ----------------------------------------------------------------------
-
-
-def positive_number(text: str) -> float:
-    """A command-line value that must be a finite number above 0 (argparse names the option
-    when this raises)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, not {text}")
-    return value
-
-
-def positive_integer(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
-    return value
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--nnv", type=positive_number, required=True, help="non-vocabulary parameters"
-    )
-    parser.add_argument(
-        "--d-model", type=positive_integer, help="width (default: the paper's mapping)"
-    )
-    parser.add_argument("--flops", type=positive_number, help="budget (default: compute-optimal)")
-    parser.add_argument(
-        "--coefficients", required=True, help="paper, a coefficients.json or a directory"
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def run(args: argparse.Namespace) -> None:
-    coefficients = load_coefficients(args.coefficients)
-    answer = predict(coefficients, args.nnv, args.d_model, args.flops)
-    confidence = confidence_of(coefficients)
-    for approach, value in answer["approaches"].items():
-        interval = bootstrap_interval(
-            coefficients, approach, answer["nnv"], answer["d_model"], answer["flops"], confidence
-        )
-        if interval and np.isfinite(interval.low):
-            value.update(
-                vocab_size_interval=[interval.low, interval.high],
-                confidence=confidence,
-                refits_excluded_share=interval.excluded_share,
-            )
-    if args.json:
-        print(json.dumps(answer))
-        return
-    print(f"Nnv = {answer['nnv']:.4g}, d = {answer['d_model']}, C = {answer['flops']:.4g} FLOPs")
-    for approach, value in answer["approaches"].items():
-        line = f"  {approach:<10}  V = {value['vocab_size']:>12,.0f}"
-        line += f"   Nv = {value['vocab_params']:.4g}"
-        if "vocab_size_interval" in value:
-            low, high = value["vocab_size_interval"]
-            line += f"   {value['confidence']:.0%} interval {low:,.0f} - {high:,.0f}"
-            if value["refits_excluded_share"] > 0:
-                line += f" ({value['refits_excluded_share']:.0%} of its refits left out)"
-        if value.get("at_search_bound"):
-            line += "   (at the edge of the V searched: the fit gives only a bound)"
-        print(line)

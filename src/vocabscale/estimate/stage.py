@@ -1,13 +1,7 @@
-"""Stage estimate-<approach>: one approach fitted on the pipeline's runs table.
-
-The JSON holds the approach's coefficients, fit quality, the options it ran with and
-`bootstrap`: the same fit repeated on replicate tables (every run, fresh noise of the size the
-table shows), from which the report draws an interval for any target. With
-`report.compare_authors` it also holds the approach fitted with the other method
-(`other_method`), which the report shows beside it. An approach that cannot be fitted on these
-runs writes `{"approach": ..., "error": ...}` instead, so that the others still reach the
-report.
-"""
+"""Stage estimate-<approach>: one approach fitted on the pipeline's runs table, with its
+bootstrap refits (and, with `report.compare_authors`, the other method's fit), written as JSON
+(`results.ApproachResult`). An approach that cannot be fitted writes its error instead, so that
+the others still reach the report."""
 
 from __future__ import annotations
 
@@ -16,7 +10,8 @@ import logging
 
 from vocabscale.config import add_params_argument, load_params
 from vocabscale.estimate.approaches import APPROACHES
-from vocabscale.estimate.bootstrap import estimate_with_methods
+from vocabscale.estimate.fit import estimate_with_methods
+from vocabscale.estimate.results import FailedApproach
 from vocabscale.io import output_lock, write_json
 from vocabscale.runs.table import RunsTableError, load_runs
 from vocabscale.tokens_per_char import load_tokens_per_char_fit
@@ -50,6 +45,6 @@ def run(args: argparse.Namespace) -> None:
             result = estimate_with_methods(approach, runs, f_fit, section, compare)
         except (RunsTableError, RuntimeError) as error:
             log.error("%s could not be fitted: %s", approach, error)
-            result = {"approach": approach, "error": str(error)}
-        result["tokenization"] = {**f.as_dict(), "source": str(spec)}
-        write_json(args.out, result)
+            result = FailedApproach(approach, str(error))
+        result.tokenization = {**f.as_dict(), "source": str(spec)}
+        write_json(args.out, result.to_json())

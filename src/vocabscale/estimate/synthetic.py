@@ -326,15 +326,16 @@ def coverage_record(approach: str, sweep: Sweep, samples: int, seed: int) -> dic
     """Fit one approach with its bootstrap on a simulated sweep; its estimate and interval at
     the target, and whether the interval covers the truth."""
     from vocabscale.config import defaults
-    from vocabscale.estimate.bootstrap import estimate_approach
+    from vocabscale.estimate.fit import estimate_approach
     from vocabscale.estimate.predict import predictions_table
+    from vocabscale.estimate.results import Estimates
     from vocabscale.runs.table import prepare_runs
 
     f = PAPER_TOKENS_PER_CHAR
     runs = prepare_runs(sweep.frame, f, "simulated sweep")
     bootstrap = {**defaults("estimate.bootstrap"), "samples": samples, "seed": seed}
     fitted = estimate_approach(approach, runs, f, defaults(f"estimate.{approach}"), bootstrap)
-    row = predictions_table({approach: fitted}, [sweep.target]).iloc[0]
+    row = predictions_table(Estimates({approach: fitted}), [sweep.target]).iloc[0]
     low, high = float(row["vocab_size_low"]), float(row["vocab_size_high"])
     return {
         "approach": approach,

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vocabscale.estimate.approaches import APPROACHES
 from vocabscale.estimate.derivative import common_budget_range, vocab_losses_at_budget
+from vocabscale.estimate.results import ApproachResult, Fit
 from vocabscale.report.evidence import Evidence, target_distances, title
 from vocabscale.report.numbers import human, range_text, sci, times
 from vocabscale.runs.table import run_labels
@@ -74,7 +74,7 @@ def meaning_of(registered: Check, evidence: Evidence) -> str:
 
 @check("failed_approach", "An approach could not be fitted")
 def failed_approaches(evidence: Evidence) -> Iterator[Finding]:
-    for approach, error in (evidence.coefficients.get("failed") or {}).items():
+    for approach, error in evidence.estimates.failed.items():
         yield f"{title(approach)}: {error}", None
 
 
@@ -82,8 +82,8 @@ def excluded_counts(evidence: Evidence) -> dict[str, int]:
     """Rows excluded from the fits, by reason: the most any approach excluded, and at least
     the diverged rows of the runs table."""
     excluded: dict[str, int] = {}
-    for approach in APPROACHES:
-        for reason, count in ((evidence.fitted(approach) or {}).get("excluded_rows") or {}).items():
+    for result in evidence.estimates.approaches.values():
+        for reason, count in (result.excluded_rows or {}).items():
             excluded[reason] = max(excluded.get(reason, 0), int(count))
     if evidence.diverged is not None and not evidence.diverged.empty:
         excluded["diverged"] = max(excluded.get("diverged", 0), len(evidence.diverged))
@@ -171,11 +171,10 @@ def on_bound_names(fit: Any) -> list[str]:
     "(a coefficient at 0 switches its term off).",
 )
 def parameters_on_bound(evidence: Evidence) -> Iterator[Finding]:
-    for approach in APPROACHES:
-        fitted = evidence.fitted(approach) or {}
-        true_tokens = (fitted.get("true_tokenization") or {}).get("fit")
+    for approach, result in evidence.estimates.approaches.items():
+        true_tokens = (result.fit.detail("true_tokenization") or {}).get("fit")
         for fit, label in (
-            (fitted.get("fit"), title(approach)),
+            (result.fit.detail("fit"), title(approach)),
             (true_tokens, f"{title(approach)} (true D)"),
         ):
             names = sorted(set(on_bound_names(fit)))
@@ -195,16 +194,13 @@ def not_converged_names(fit: Any, path: str = "") -> list[str]:
     return found
 
 
-def fitted_with_methods(evidence: Evidence) -> Iterator[tuple[str, dict[str, Any]]]:
+def fitted_with_methods(evidence: Evidence) -> Iterator[tuple[str, Fit]]:
     """(label, fit) of every approach, and of its other method when one was fitted."""
-    for approach in APPROACHES:
-        fitted = evidence.fitted(approach)
-        if fitted is None:
-            continue
-        yield title(approach), fitted
-        other = fitted.get("other_method")
-        if other and "error" not in other:
-            yield f"{title(approach)} ({other.get('method')} method)", other
+    for approach, result in evidence.estimates.approaches.items():
+        yield title(approach), result.fit
+        other = result.other_method
+        if isinstance(other, ApproachResult):
+            yield f"{title(approach)} ({other.method} method)", other.fit
 
 
 @check(
@@ -214,11 +210,11 @@ def fitted_with_methods(evidence: Evidence) -> Iterator[tuple[str, dict[str, Any
     "stopped, not a minimum.",
 )
 def fits_not_converged(evidence: Evidence) -> Iterator[Finding]:
-    for label, fitted in fitted_with_methods(evidence):
+    for label, fit in fitted_with_methods(evidence):
         records = {
-            "fit": fitted.get("fit"),
-            "gamma fit": (fitted.get("exponent_fit") or {}).get("fit"),
-            "true D": (fitted.get("true_tokenization") or {}).get("fit"),
+            "fit": fit.detail("fit"),
+            "gamma fit": (fit.detail("exponent_fit") or {}).get("fit"),
+            "true D": (fit.detail("true_tokenization") or {}).get("fit"),
         }
         names = [n for key, record in records.items() for n in not_converged_names(record, key)]
         if names:
@@ -232,14 +228,14 @@ def fits_not_converged(evidence: Evidence) -> Iterator[Finding]:
     "line fitted on two vocabularies): V sits at the search bound and gamma measures nothing.",
 )
 def derivative_at_bound(evidence: Evidence) -> Iterator[Finding]:
-    for label, fitted in fitted_with_methods(evidence):
-        exponent = fitted.get("exponent_fit") or {}
+    for label, fit in fitted_with_methods(evidence):
+        exponent = fit.detail("exponent_fit") or {}
         if exponent.get("solutions_at_search_bound"):
             at_bound = [s for s in exponent.get("solutions") or [] if s.get("at_search_bound")]
             where = ", ".join(f"{human(s['nnv'])} -> V = {s['vocab_size']:,.0f}" for s in at_bound)
             yield (
                 f"{label}: {len(at_bound)} of {len(exponent.get('solutions') or [])} "
-                f"(Nnv {where}); gamma = {fitted['gamma']:.3g}.",
+                f"(Nnv {where}); gamma = {fit.coefficients['gamma']:.3g}.",
                 None,
             )
 
@@ -272,20 +268,20 @@ def unreliable_intervals(evidence: Evidence) -> Iterator[Finding]:
     "leave the law free along a nearly flat objective, and its optimum V with it.",
 )
 def weak_identification(evidence: Evidence) -> Iterator[Finding]:
-    for label, fitted in fitted_with_methods(evidence):
-        fit = fitted.get("fit") or {}
-        if "identification" not in fit:
+    for label, fit in fitted_with_methods(evidence):
+        quality = fit.detail("fit") or {}
+        if "identification" not in quality:
             continue
-        weak = fit["identification"].get("weak") or []
-        intervals = fit["identification"].get("intervals") or {}
+        weak = quality["identification"].get("weak") or []
+        intervals = quality["identification"].get("intervals") or {}
         parts = [
             f"{name} in [{intervals[name][0]:.3g}, {intervals[name][1]:.3g}]"
             if name in intervals
             else f"{name} (no curvature)"
             for name in weak
         ]
-        if fitted.get("alpha2", 0) > 1:
-            parts.append(f"alpha2 = {fitted['alpha2']:.3g} > 1")
+        if fit.coefficient("alpha2", 0) > 1:
+            parts.append(f"alpha2 = {fit.coefficients['alpha2']:.3g} > 1")
         if parts:
             yield f"{label}: {'; '.join(parts)}.", None
 
@@ -324,8 +320,8 @@ def outside_interval(evidence: Evidence) -> Iterator[Finding]:
 
 @check("compatibility_switch", "Approach 3 fitted with the authors' compatibility switch")
 def compatibility_switch(evidence: Evidence) -> Iterator[Finding]:
-    parametric = evidence.fitted("parametric") or {}
-    if (parametric.get("options") or {}).get("authors_tokenization"):
+    parametric = evidence.fit("parametric")
+    if parametric is not None and parametric.options.get("authors_tokenization"):
         yield (
             (
                 "Token counts in the fit were H f(V/1000), as in the published code, while "
@@ -372,7 +368,8 @@ def sweep_edge(evidence: Evidence) -> Iterator[Finding]:
                     ),
                     None,
                 )
-    anchor = (evidence.fitted("derivative") or {}).get("anchor") or {}
+    derivative = evidence.fit("derivative")
+    anchor = (derivative.coefficient("anchor") if derivative else None) or {}
     swept = [row["vocab_size"] for row in anchor.get("losses") or []]
     best = anchor.get("best_swept_vocab_size", anchor.get("vocab_size"))
     if len(swept) >= 3 and best in (min(swept), max(swept)):
@@ -393,8 +390,8 @@ def sweep_edge(evidence: Evidence) -> Iterator[Finding]:
     "moves the whole approach-2 curve.",
 )
 def anchor_doubts(evidence: Evidence) -> Iterator[Finding]:
-    for label, fitted in fitted_with_methods(evidence):
-        anchor = fitted.get("anchor") or {}
+    for label, fit in fitted_with_methods(evidence):
+        anchor = fit.coefficient("anchor") or {}
         if anchor.get("no_vertex"):
             yield (
                 f"{label}: L_u over ln V has no minimum near the best swept V at the anchor "
@@ -456,7 +453,8 @@ def tokenization(evidence: Evidence) -> Iterator[Finding]:
 def weak_fit(evidence: Evidence) -> Iterator[Finding]:
     # Only the loss fit: approach 1's R² on the envelope is low even on clean data (the
     # envelope hops between the discrete V of the sweep); its bootstrap interval says more.
-    r_squared = ((evidence.fitted("parametric") or {}).get("fit") or {}).get("r_squared")
+    parametric = evidence.fit("parametric")
+    r_squared = None if parametric is None else parametric.quality.get("r_squared")
     if r_squared is not None and np.isfinite(r_squared) and r_squared < WEAK_FIT_R_SQUARED:
         yield (
             (
@@ -469,9 +467,8 @@ def weak_fit(evidence: Evidence) -> Iterator[Finding]:
 
 @check("no_intervals", "No intervals")
 def no_intervals(evidence: Evidence) -> Iterator[Finding]:
-    for approach in APPROACHES:
-        fitted = evidence.fitted(approach)
-        if fitted is not None and "bootstrap" in fitted and len(fitted["bootstrap"]) < 2:
+    for approach, result in evidence.estimates.approaches.items():
+        if result.bootstrap is not None and len(result.refits) < 2:
             yield (
                 (
                     f"{title(approach)}: fewer than two bootstrap refits succeeded, so its "

@@ -22,11 +22,11 @@ from vocabscale.estimate.approaches import APPROACHES
 from vocabscale.estimate.predict import (
     confidence_of,
     load_coefficients,
-    other_method_coefficients,
     predict,
     predictions_table,
 )
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
+from vocabscale.estimate.results import ApproachResult, Estimates, Fit
 from vocabscale.io import read_json
 from vocabscale.runs.table import (
     RunsTableError,
@@ -74,9 +74,9 @@ def round_to_multiple(value: float, multiple: int) -> int:
     return int(max(smallest, multiple * round(value / multiple)))
 
 
-def tokens_per_char_of(coefficients: dict[str, Any]) -> TokensPerChar | None:
+def tokens_per_char_of(estimates: Estimates) -> TokensPerChar | None:
     """The f(V) the estimators used (absent from some hand-made coefficient files)."""
-    spec = coefficients.get("tokenization") or {}
+    spec = estimates.tokenization or {}
     if all(isinstance(spec.get(k), (int, float)) for k in "abc"):
         return TokensPerChar(float(spec["a"]), float(spec["b"]), float(spec["c"]))
     return None
@@ -91,7 +91,7 @@ class Skipped(Exception):
 class Evidence:
     """Everything the doubt checks, the figures and the renderers read, gathered once."""
 
-    coefficients: dict[str, Any]
+    estimates: Estimates
     settings: dict[str, Any]  # the `report` section of params, defaults filled in
     targets: list[dict[str, Any]]
     predictions: pd.DataFrame
@@ -107,7 +107,7 @@ class Evidence:
 
     @property
     def tokens_per_char(self) -> TokensPerChar | None:
-        return tokens_per_char_of(self.coefficients)
+        return tokens_per_char_of(self.estimates)
 
     @property
     def public_models(self) -> list[dict[str, Any]]:
@@ -115,18 +115,19 @@ class Evidence:
 
     @property
     def confidence(self) -> float:
-        return confidence_of(self.coefficients)
+        return confidence_of(self.estimates)
 
-    def fitted(self, approach: str) -> dict[str, Any] | None:
-        value = self.coefficients.get(approach)
-        return value if value and "error" not in value else None
+    def fitted(self, approach: str) -> ApproachResult | None:
+        return self.estimates.fitted(approach)
 
-    def need(self, approach: str) -> dict[str, Any]:
-        """The approach's fit, or Skipped saying why there is none."""
+    def fit(self, approach: str) -> Fit | None:
+        return self.estimates.fit(approach)
+
+    def need(self, approach: str) -> ApproachResult:
+        """The approach's result, or Skipped saying why there is none."""
         fitted = self.fitted(approach)
         if fitted is None:
-            failed = self.coefficients.get("failed") or {}
-            reason = failed.get(approach, "absent from the input")
+            reason = self.estimates.failed.get(approach, "absent from the input")
             raise Skipped(f"needs approach {title(approach)}, which was not fitted ({reason})")
         return fitted
 
@@ -150,7 +151,7 @@ def resolve_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def load_runs_for_report(
-    path: str | Path | None, coefficients: dict[str, Any]
+    path: str | Path | None, estimates: Estimates
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, str]:
     """(usable rows, rows excluded as diverged, note). A table that cannot be read is reported
     and left out: the report still builds from the coefficients alone."""
@@ -158,7 +159,7 @@ def load_runs_for_report(
         return None, None, "no runs table was given"
     try:
         raw = pd.read_csv(path)
-        runs = prepare_runs(raw, tokens_per_char_of(coefficients), str(path))
+        runs = prepare_runs(raw, tokens_per_char_of(estimates), str(path))
     except (OSError, RunsTableError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         log.warning("report: leaving the runs table out: %s", error)
         return None, None, f"the runs table could not be used: {error}"
@@ -212,39 +213,47 @@ def downstream_predictions(evidence: Evidence) -> pd.DataFrame:
     rows = []
     for model, row in models.iterrows():
         try:
-            answer = predict(evidence.coefficients, row["nnv"], row["d_model"], row["flops"])
+            answer = predict(evidence.estimates, row["nnv"], row["d_model"], row["flops"])
         except ValueError:
             continue
-        for approach, values in answer["approaches"].items():
-            rows.append({**values, "model": model, **row, "approach": approach})
+        for approach, prediction in answer.approaches.items():
+            rows.append({"vocab_size": prediction.answer.vocab_size, "model": model, **row})
+            rows[-1]["approach"] = approach
     columns = ["model", "nnv", "d_model", "flops", "approach", "vocab_size"]
     return pd.DataFrame(rows).reindex(columns=columns)
 
 
-def _table_for_target(coefficients: dict[str, Any], target: dict) -> pd.DataFrame:
+def _table_for_target(estimates: Estimates, target: dict) -> pd.DataFrame:
     """predictions_table for one target; without a budget for approach 3 (no approach 1 and
     no `flops` given), the other approaches still answer."""
     try:
-        return predictions_table(coefficients, [target])
+        return predictions_table(estimates, [target])
     except ValueError as error:
         log.warning("report: %s: %s", target["name"], error)
-        reduced = {k: v for k, v in coefficients.items() if k != "parametric"}
-        return predictions_table(reduced, [target])
+        return predictions_table(estimates.replace("parametric", None), [target])
+
+
+def true_tokens_result(estimates: Estimates) -> ApproachResult | None:
+    """Approach 3 fitted with true token counts, which the compatibility switch reports beside
+    the switched fit (no refits of its own)."""
+    fitted = estimates.fitted("parametric")
+    record = None if fitted is None else fitted.fit.detail("true_tokenization")
+    if not record:
+        return None
+    true_fit = Fit.from_json("parametric", record, details=False)
+    return ApproachResult("parametric", true_fit, fitted.method)
 
 
 def build_predictions(
-    coefficients: dict[str, Any], targets: list[dict[str, Any]], round_to: int
+    estimates: Estimates, targets: list[dict[str, Any]], round_to: int
 ) -> pd.DataFrame:
     """One row per target and approach: V and Nv with bootstrap intervals, the published-
     coefficient V beside it, V rounded, and whether approach 3 hit its search bound. With the
     compatibility switch on, approach 3 fitted with true token counts gets rows of its own."""
-    tables = [_table_for_target(coefficients, t) for t in targets]
-    fitted = coefficients.get("parametric") or {}
-    if fitted.get("true_tokenization"):
-        alternative = {
-            **coefficients,
-            "parametric": {**fitted, **fitted["true_tokenization"], "bootstrap": []},
-        }
+    tables = [_table_for_target(estimates, t) for t in targets]
+    true_tokens = true_tokens_result(estimates)
+    if true_tokens is not None:
+        alternative = estimates.replace("parametric", true_tokens)
         for target in targets:
             rows = _table_for_target(alternative, target)
             rows = rows[rows["approach"] == "parametric"].assign(approach=TRUE_TOKENS)
@@ -282,7 +291,8 @@ def largest_fitted_flops(evidence: Evidence) -> float | None:
     candidates = []
     if evidence.runs is not None and not evidence.runs.empty:
         candidates.append(float(evidence.runs["flops"].max()))
-    flops_range = (evidence.fitted("isoflops") or {}).get("flops_range")
+    fit = evidence.fit("isoflops")
+    flops_range = None if fit is None else fit.detail("flops_range")
     if flops_range:
         candidates.append(float(flops_range[1]))
     return max(candidates) if candidates else None
@@ -313,7 +323,7 @@ def target_distances(evidence: Evidence) -> pd.DataFrame:
 def isoflops_envelope(evidence: Evidence) -> pd.DataFrame:
     """Approach 1's envelope points, sorted by compute."""
     fitted = evidence.need("isoflops")
-    envelope = pd.DataFrame(fitted.get("envelope") or [])
+    envelope = pd.DataFrame(fitted.fit.detail("envelope") or [])
     if envelope.empty:
         raise Skipped("the IsoFLOPs coefficients carry no envelope points")
     if "vocab_params" not in envelope:
@@ -333,18 +343,18 @@ def gather_evidence(
     """Read the report's inputs: the coefficients (an estimates directory, a coefficients.json
     or `paper`), the runs table, the tokenizers' f(V) measurements and the downstream scores
     (all three optional); predict every target."""
-    coefficients = load_coefficients(estimates)
+    loaded = load_coefficients(estimates)
     targets = resolve_targets(settings)
-    predictions = build_predictions(coefficients, targets, settings["round_to"])
-    other = other_method_coefficients(coefficients) if settings["compare_authors"] else None
+    predictions = build_predictions(loaded, targets, settings["round_to"])
+    other = loaded.other_method() if settings["compare_authors"] else None
     comparison = None
     if other is not None:
         comparison = pd.concat([_table_for_target(other, t) for t in targets], ignore_index=True)
-    runs, diverged, runs_note = load_runs_for_report(runs_path, coefficients)
+    runs, diverged, runs_note = load_runs_for_report(runs_path, loaded)
     points, points_source = load_tokenization_points(tokenization, runs)
     scores, scores_note = load_downstream(downstream)
     return Evidence(
-        coefficients=coefficients,
+        estimates=loaded,
         settings=settings,
         targets=targets,
         predictions=predictions,

@@ -16,19 +16,16 @@ import numpy as np
 import pandas as pd
 
 from vocabscale.estimate.approaches import APPROACHES
-from vocabscale.estimate.bootstrap import bootstrap_bounds
-from vocabscale.estimate.predict import predict
+from vocabscale.estimate.results import Estimates
+from vocabscale.report.contents import FIGURES
 from vocabscale.report.doubts import CHECKS, meaning_of
 from vocabscale.report.evidence import (
     Evidence,
     Skipped,
-    downstream_metric,
-    downstream_predictions,
     isoflops_envelope,
     target_distances,
     title,
 )
-from vocabscale.report.figures import FIGURES
 from vocabscale.report.numbers import human, range_text, sci, times
 
 
@@ -176,167 +173,6 @@ def _doubts_markdown(evidence: Evidence, doubts: list[dict[str, Any]]) -> list[s
     return lines
 
 
-def anchor_interval(evidence: Evidence, fitted: dict[str, Any]) -> str:
-    """`, 90% interval a - b` of the anchor's V over the bootstrap refits ('' without)."""
-    values = [
-        r["anchor"]["vocab_size"]
-        for r in fitted.get("bootstrap") or []
-        if not r.get("flags") and r.get("anchor")
-    ]
-    reference = (fitted.get("bootstrap_reference") or {}).get("anchor") or {}
-    if len(values) < 2 or not fitted.get("anchor"):
-        return ""
-    low, high = bootstrap_bounds(
-        fitted["anchor"]["vocab_size"],
-        np.array(values),
-        reference.get("vocab_size"),
-        evidence.confidence,
-    )
-    return f", {evidence.confidence:.0%} interval {float(low):,.0f} – {float(high):,.0f}"
-
-
-def _derivative_markdown(evidence: Evidence) -> list[str]:
-    fitted = evidence.fitted("derivative")
-    if fitted is None:
-        return []
-    anchor = fitted.get("anchor") or {}
-    lines = [
-        "### Approach 2: the derivative",
-        "",
-        f"gamma = {fitted['gamma']:.4g} is the slope of Nv against Nnv through the V that "
-        "minimise the compute to process a fixed text, dC/dV = 0 with C = 6 (Nnv + V d) H f(V) "
-        "(so it rests entirely on f(V), above). The curve is anchored at "
-        f"Nv = {anchor.get('vocab_params', math.nan):,.0f} (V = "
-        f"{anchor.get('vocab_size', math.nan):,.0f}{anchor_interval(evidence, fitted)}, "
-        f"d = {anchor.get('d_model', math.nan):,.0f}, "
-        f"Nnv = {human(anchor.get('nnv', math.nan))}), "
-        + (
-            (
-                "the vertex of a quadratic in ln V through L_u of the smallest model's swept V "
-                f"near the best one at C = {sci(anchor['flops'])}."
-                if anchor.get("anchor_method") == "vertex" and not anchor.get("no_vertex")
-                else f"the best vocabulary of the smallest model at C = {sci(anchor['flops'])}."
-            )
-            if anchor.get("flops")
-            else "given on the command line."
-        ),
-    ]
-    losses = anchor.get("losses") or []
-    if losses:
-        lines += ["", "| V | L_u at the anchor budget |", "|--:|--:|"]
-        for row in sorted(losses, key=lambda r: r["vocab_size"]):
-            best = " (best)" if row["vocab_size"] == anchor.get("vocab_size") else ""
-            lines.append(f"| {row['vocab_size']:,.0f}{best} | {row['loss_u']:.4f} |")
-    return [*lines, ""]
-
-
-def _public_models_markdown(evidence: Evidence) -> list[str]:
-    if not evidence.public_models:
-        return []
-    approaches = [a for a in APPROACHES if evidence.fitted(a)]
-    header = " | ".join(f"{title(a)} V" for a in approaches)
-    lines = [
-        "What well-known models chose, beside what the fitted approaches would recommend for "
-        "their Nnv and width at the compute-optimal budget:",
-        "",
-        f"| model | Nnv | d | their V | {header} |",
-        "|---|--:|--:|--:|" + "--:|" * len(approaches),
-    ]
-    for model in evidence.public_models:
-        try:
-            answer = predict(evidence.coefficients, model["nnv"], model["d_model"])["approaches"]
-        except ValueError:
-            answer = {}
-        cells = " | ".join(
-            f"{answer[a]['vocab_size']:,.0f}" if a in answer else "n/a" for a in approaches
-        )
-        lines.append(
-            f"| {model['name']} | {human(model['nnv'])} | {model['d_model']} | "
-            f"{model['vocab_size']:,} | {cells} |"
-        )
-    return [*lines, ""]
-
-
-def _score(value: float, stderr: float) -> str:
-    return "n/a" if pd.isna(value) else f"{value:.3f} ± {stderr:.3f}"
-
-
-def _downstream_markdown(evidence: Evidence) -> list[str]:
-    """The downstream scores of every run (the best V of each model and task in bold), and
-    each approach's predicted V for each model at its compute."""
-    try:
-        table = evidence.need_downstream()
-    except Skipped:
-        return []
-    lines = [
-        "Scores ± one standard error; documents scored and shots per task: "
-        + ", ".join(
-            f"{task} {int(group['samples'].max())} ({int(group['num_fewshot'].max())}-shot)"
-            for task, group in table.groupby("task", sort=False)
-        )
-        + ".",
-        "",
-        "| task | model | V | C (FLOPs) | acc | acc_norm |",
-        "|---|---|--:|--:|--:|--:|",
-    ]
-    order = {task: i for i, task in enumerate(dict.fromkeys(table["task"]))}
-    table = table.sort_values(
-        ["task", "non_vocab_params", "vocab_size"],
-        key=lambda column: column.map(order) if column.name == "task" else column,
-    )
-    metric = downstream_metric(table)
-    best = table.groupby(["task", "model"])[metric].transform("max")
-    for row, top in zip(table.itertuples(index=False), best == table[metric]):
-        v = f"**{row.vocab_size:,}**" if top else f"{row.vocab_size:,}"
-        lines.append(
-            f"| {row.task} | {row.model} | {v} | {sci(row.flops)} | "
-            f"{_score(row.acc, row.acc_stderr)} | {_score(row.acc_norm, row.acc_norm_stderr)} |"
-        )
-    predicted = downstream_predictions(evidence)
-    if not predicted.empty:
-        wide = predicted.pivot(index="model", columns="approach", values="vocab_size")
-        models = predicted.groupby("model", sort=False)[["nnv", "flops"]].first()
-        approaches = [a for a in APPROACHES if a in wide.columns]
-        lines += [
-            "",
-            f"Bold: the best V of each model on each task by {metric}. What each approach "
-            "predicts for these models (approach 3 at their compute, C below; approaches 1 and "
-            "2 at the compute-optimal budget of their Nnv):",
-            "",
-            "| model | Nnv | C (FLOPs) | " + " | ".join(f"{title(a)} V" for a in approaches) + " |",
-            "|---|--:|--:|" + "--:|" * len(approaches),
-        ]
-        for model, row in models.iterrows():
-            cells = " | ".join(f"{wide.loc[model, a]:,.0f}" for a in approaches)
-            lines.append(f"| {model} | {human(row['nnv'])} | {sci(row['flops'])} | {cells} |")
-    return [*lines, ""]
-
-
-def _final_losses_markdown(evidence: Evidence) -> list[str]:
-    """Each run's last checkpoint: loss, L_u, bits per character and per byte (the
-    tokenizer-independent measures), where the runs table has them."""
-    if evidence.runs is None:
-        return []
-    runs = evidence.runs
-    columns = [c for c in ("loss", "loss_u", "bpc", "bpb") if c in runs.columns]
-    last = runs.sort_values("flops").groupby("run", sort=False).tail(1)
-    last = last.sort_values(["non_vocab_params", "vocab_size"])
-    lines = [
-        "The last checkpoint of every run (bpc, bpb: bits per character and per UTF-8 byte of "
-        "the evaluation text, comparable across tokenizers):",
-        "",
-        "| run | V | Nnv | C (FLOPs) | " + " | ".join(columns) + " |",
-        "|---|--:|--:|--:|" + "--:|" * len(columns),
-    ]
-    for row in last.itertuples(index=False):
-        values = " | ".join(f"{getattr(row, c):.4f}" for c in columns)
-        lines.append(
-            f"| {row.run} | {row.vocab_size:,.0f} | {human(row.non_vocab_params)} | "
-            f"{sci(row.flops)} | {values} |"
-        )
-    return [*lines, ""]
-
-
 def _fit_quality(fit: dict[str, Any]) -> str:
     """R², RMSE and points of a fit record; of each of its parts when it has several (approach
     1 fits three power laws)."""
@@ -352,27 +188,20 @@ def _fit_quality(fit: dict[str, Any]) -> str:
     return quality + (f", {fit['points']} points" if fit.get("points") else "")
 
 
-def _coefficients_markdown(coefficients: dict[str, Any]) -> list[str]:
+def _coefficients_markdown(estimates: Estimates) -> list[str]:
     lines = ["| approach | coefficients | fit quality | options |", "|---|---|---|---|"]
     for name, approach in APPROACHES.items():
-        fitted = coefficients.get(name)
-        if not fitted or "error" in fitted:
-            reason = (coefficients.get("failed") or {}).get(name, "absent")
+        fit = estimates.fit(name)
+        if fit is None:
+            reason = estimates.failed.get(name, "absent")
             lines.append(f"| {approach.title} | not fitted: {reason} | | |")
             continue
         values = ", ".join(
-            f"{k} = {fitted[k]:.4g}"
-            for k in approach.coefficients
-            if isinstance(fitted.get(k), (int, float))
+            f"{k} = {v:.4g}" for k, v in fit.coefficients.items() if isinstance(v, (int, float))
         )
-        fit = fitted.get("fit") or (fitted.get("exponent_fit") or {}).get("fit") or {}
-        options = ", ".join(
-            f"{k} = {v}"
-            for k, v in (fitted.get("options") or {}).items()
-            if not isinstance(v, dict)
-        )
-        lines.append(f"| {approach.title} | {values} | {_fit_quality(fit)} | {options} |")
-    tokenization = coefficients.get("tokenization") or {}
+        options = ", ".join(f"{k} = {v}" for k, v in fit.options.items() if not isinstance(v, dict))
+        lines.append(f"| {approach.title} | {values} | {_fit_quality(fit.quality)} | {options} |")
+    tokenization = estimates.tokenization or {}
     if all(k in tokenization for k in "abc"):
         lines.append(
             f"| f(V) | a = {tokenization['a']:.5g}, b = {tokenization['b']:.5g}, "
@@ -433,15 +262,9 @@ def render_markdown(
             lines += [f"![{spec.title}](figures/{spec.name}.png)", "", spec.caption, ""]
         else:
             lines += [f"*Not drawn: {figures[spec.name]}.*", ""]
-        if spec.name == "isoflops_power_laws":
-            lines += _derivative_markdown(evidence)
-        if spec.name == "vocab_vs_nnv":
-            lines += _public_models_markdown(evidence)
-        if spec.name == "loss_vs_compute":
-            lines += _final_losses_markdown(evidence)
-        if spec.name == "downstream":
-            lines += _downstream_markdown(evidence)
-    lines += ["## Coefficients", "", *_coefficients_markdown(evidence.coefficients), ""]
+        if spec.section is not None:
+            lines += spec.section(evidence)
+    lines += ["## Coefficients", "", *_coefficients_markdown(evidence.estimates), ""]
     lines += ["## Inputs", ""]
     lines += [f"- {name}: `{value}`" for name, value in evidence.sources.items()]
     lines.append("")
@@ -492,8 +315,9 @@ def summary_metrics(evidence: Evidence, doubts: list[dict[str, Any]]) -> dict[st
             summary[f"extrapolation.{row.target}"] = float(f"{row.extrapolation:.4g}")
         if np.isfinite(row.disagreement):
             summary[f"disagreement.{row.target}"] = round(float(row.disagreement), 4)
-    isoflops = ((evidence.fitted("isoflops") or {}).get("fit") or {}).get("vocab_params") or {}
-    parametric = (evidence.fitted("parametric") or {}).get("fit") or {}
+    isoflops_fit, parametric_fit = evidence.fit("isoflops"), evidence.fit("parametric")
+    isoflops = (isoflops_fit.quality.get("vocab_params") if isoflops_fit else None) or {}
+    parametric = parametric_fit.quality if parametric_fit else {}
     for key, value in (
         ("r_squared.isoflops_vocab_params", isoflops.get("r_squared")),
         ("r_squared.parametric", parametric.get("r_squared")),

@@ -1,18 +1,8 @@
-"""Stage report: the vocabulary size each approach recommends for each target, the evidence
-behind it, and what to doubt.
-
-Runs on any estimates directory (the three approaches' JSON files) or on one coefficients.json
-from `vocabscale estimate`, so a report can be rebuilt from results pulled with DVC or fitted on
-another team's runs table. The runs table, the tokenizers' f(V) measurements and the
-downstream scores are optional: figures that need them are replaced by a sentence saying so.
-
-Reading the inputs is `evidence`, what to doubt `doubts`, the figures `figures`, the formats
-`render`. Outputs (written atomically as one directory): report.md and report.html (the same
-content, the HTML self-contained with its images inline), figures/*.png, predictions.csv,
-doubts.json, summary.json (flat numbers for `dvc metrics show`), isoflops_envelope.csv (the
-envelope's points for `dvc plots show`) and coefficients.json (what the predictions came from,
-usable with `vocabscale predict --coefficients`).
-"""
+"""Stage report: the V each approach recommends for each target, the evidence behind it, and
+what to doubt, written atomically as one directory (report.md, a self-contained report.html,
+figures/, predictions.csv, doubts.json, summary.json for `dvc metrics`, isoflops_envelope.csv
+for `dvc plots`, coefficients.json). It runs on an estimates directory or one coefficients.json,
+so a report can be rebuilt from pulled results or another team's fit."""
 
 from __future__ import annotations
 
@@ -24,9 +14,9 @@ from typing import Any
 
 from vocabscale.config import add_params_argument, load_params
 from vocabscale.io import atomic_dir, output_lock, to_json, write_csv, write_json
+from vocabscale.report.contents import draw_figures
 from vocabscale.report.doubts import find_doubts
 from vocabscale.report.evidence import gather_evidence
-from vocabscale.report.figures import draw_figures
 from vocabscale.report.render import envelope_points, render_html, render_markdown, summary_metrics
 
 log = logging.getLogger(__name__)
@@ -57,7 +47,7 @@ def build_report(
         write_json(tmp / "doubts.json", doubts)
         write_json(tmp / "summary.json", summary_metrics(evidence, doubts))
         write_csv(tmp / "isoflops_envelope.csv", envelope_points(evidence))
-        (tmp / "coefficients.json").write_text(to_json(evidence.coefficients))
+        (tmp / "coefficients.json").write_text(to_json(evidence.estimates.to_json()))
     for doubt in doubts:
         log.warning("doubt: %s", re.sub(r"\*\*", "", doubt["message"]))
     return {"predictions": evidence.predictions, "doubts": doubts, "figures": figures}

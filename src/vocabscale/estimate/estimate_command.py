@@ -18,12 +18,13 @@ import numpy as np
 import pandas as pd
 
 from vocabscale.config import defaults, describe
-from vocabscale.estimate.approaches import APPROACHES, METHODS, Option
-from vocabscale.estimate.bootstrap import estimate_with_methods
+from vocabscale.estimate.approaches import APPROACHES, Option
+from vocabscale.estimate.fit import estimate_all
+from vocabscale.estimate.methods import METHODS
 from vocabscale.estimate.predict import predictions_with_methods
+from vocabscale.estimate.results import Estimates
 from vocabscale.io import atomic_dir, write_csv, write_json
 from vocabscale.runs.table import (
-    RunsTable,
     RunsTableError,
     parse_renames,
     prepare_runs,
@@ -104,40 +105,16 @@ def resolve_tokenization(
     return f_fit, {**f.as_dict(), **quality, "source": f"fitted on {source}"}
 
 
-def estimate_all(
-    runs: RunsTable,
-    f: TokensPerCharFit,
-    tokenization: dict[str, Any],
-    options: dict[str, Any],
-    out_dir: str | Path,
-    targets: list[dict[str, Any]] | None = None,
-    compare: bool = False,
-) -> dict[str, Any]:
-    """Every approach (with `compare`, under both methods), coefficients.json and
-    predictions.csv in out_dir. An approach that cannot be fitted on this table is reported and
-    left out."""
-    out_dir = Path(out_dir)
-    check_out_dir(out_dir)
-    coefficients: dict[str, Any] = {"tokenization": tokenization}
-    failures = {}
-    for approach in APPROACHES:
-        try:
-            coefficients[approach] = estimate_with_methods(approach, runs, f, options, compare)
-        except (RunsTableError, RuntimeError) as error:
-            failures[approach] = str(error)
-            log.error("%s: %s", approach, error)
-    if len(failures) == len(APPROACHES):
-        raise RunsTableError(
-            "no approach could be fitted:\n" + "\n".join(f"  {a}: {e}" for a, e in failures.items())
-        )
-    if failures:
-        coefficients["failed"] = failures
+def write_estimates(
+    estimates: Estimates, out_dir: str | Path, targets: list[dict[str, Any]] | None = None
+) -> None:
+    """coefficients.json and predictions.csv (the paper's targets unless given), written as
+    one directory."""
     targets = targets or [{"name": f"{n:.3g}", "nnv": n} for n in DEFAULT_TARGETS]
-    table = predictions_with_methods(coefficients, targets)
+    table = predictions_with_methods(estimates, targets)
     with atomic_dir(out_dir) as tmp:
-        write_json(tmp / OUTPUTS[0], coefficients)
+        write_json(tmp / OUTPUTS[0], estimates.to_json())
         write_csv(tmp / OUTPUTS[1], table)
-    return coefficients
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -152,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tokenization", help="paper or a fit.json; default: fit f(V) on the table"
     )
-    parser.add_argument("--method", choices=METHODS, help=describe("estimate.method"))
+    parser.add_argument("--method", choices=tuple(METHODS), help=describe("estimate.method"))
     parser.add_argument(
         "--compare-authors",
         action="store_true",
@@ -177,5 +154,8 @@ def run(args: argparse.Namespace) -> None:
     f_fit, tokenization = resolve_tokenization(args.tokenization, frame, args.runs)
     runs = prepare_runs(frame, f_fit.f, args.runs)
     options = options_from_args(args)
-    estimate_all(runs, f_fit, tokenization, options, args.out, compare=args.compare_authors)
+    out_dir = Path(args.out)
+    check_out_dir(out_dir)
+    estimates = estimate_all(runs, f_fit, tokenization, options, args.compare_authors)
+    write_estimates(estimates, out_dir)
     print(f"wrote {Path(args.out) / 'coefficients.json'} and {Path(args.out) / 'predictions.csv'}")

@@ -1,0 +1,180 @@
+"""The report's sections that sit under a figure (`contents.FIGURES` attaches each to its
+figure): approach 2's anchor, what public models chose, every run's last checkpoint, and the
+downstream scores. Each takes the Evidence and returns Markdown lines; nothing is fitted."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from vocabscale.estimate.approaches import APPROACHES
+from vocabscale.estimate.bootstrap import refit_interval
+from vocabscale.estimate.predict import predict
+from vocabscale.estimate.results import Fit
+from vocabscale.report.evidence import (
+    Evidence,
+    Skipped,
+    downstream_metric,
+    downstream_predictions,
+    title,
+)
+from vocabscale.report.numbers import human, sci
+
+
+def anchor_interval(evidence: Evidence) -> str:
+    """`, 90% interval a - b` of the anchor's V over the bootstrap refits ('' without)."""
+    result = evidence.fitted("derivative")
+
+    def anchor_vocab(fit: Fit) -> float | None:
+        anchor = fit.coefficient("anchor")
+        return anchor.get("vocab_size") if anchor else None
+
+    interval = None if result is None else refit_interval(result, anchor_vocab, evidence.confidence)
+    if interval is None or not interval.available:
+        return ""
+    low, high = float(interval.low), float(interval.high)
+    return f", {evidence.confidence:.0%} interval {low:,.0f} – {high:,.0f}"
+
+
+def derivative_markdown(evidence: Evidence) -> list[str]:
+    """Approach 2 has no figure of its own: its gamma and anchor, under approach 1's laws."""
+    fit = evidence.fit("derivative")
+    if fit is None:
+        return []
+    anchor = fit.coefficient("anchor") or {}
+    lines = [
+        "### Approach 2: the derivative",
+        "",
+        f"gamma = {fit.coefficients['gamma']:.4g} is the slope of Nv against Nnv through the V "
+        "that minimise the compute to process a fixed text, dC/dV = 0 with "
+        "C = 6 (Nnv + V d) H f(V) (so it rests entirely on f(V), above). The curve is anchored at "
+        f"Nv = {anchor.get('vocab_params', math.nan):,.0f} (V = "
+        f"{anchor.get('vocab_size', math.nan):,.0f}{anchor_interval(evidence)}, "
+        f"d = {anchor.get('d_model', math.nan):,.0f}, "
+        f"Nnv = {human(anchor.get('nnv', math.nan))}), "
+        + (
+            (
+                "the vertex of a quadratic in ln V through L_u of the smallest model's swept V "
+                f"near the best one at C = {sci(anchor['flops'])}."
+                if anchor.get("anchor_method") == "vertex" and not anchor.get("no_vertex")
+                else f"the best vocabulary of the smallest model at C = {sci(anchor['flops'])}."
+            )
+            if anchor.get("flops")
+            else "given on the command line."
+        ),
+    ]
+    losses = anchor.get("losses") or []
+    if losses:
+        lines += ["", "| V | L_u at the anchor budget |", "|--:|--:|"]
+        for row in sorted(losses, key=lambda r: r["vocab_size"]):
+            best = " (best)" if row["vocab_size"] == anchor.get("vocab_size") else ""
+            lines.append(f"| {row['vocab_size']:,.0f}{best} | {row['loss_u']:.4f} |")
+    return [*lines, ""]
+
+
+def public_models_markdown(evidence: Evidence) -> list[str]:
+    if not evidence.public_models:
+        return []
+    approaches = [a for a in APPROACHES if evidence.fitted(a)]
+    header = " | ".join(f"{title(a)} V" for a in approaches)
+    lines = [
+        "What well-known models chose, beside what the fitted approaches would recommend for "
+        "their Nnv and width at the compute-optimal budget:",
+        "",
+        f"| model | Nnv | d | their V | {header} |",
+        "|---|--:|--:|--:|" + "--:|" * len(approaches),
+    ]
+    for model in evidence.public_models:
+        try:
+            answer = predict(evidence.estimates, model["nnv"], model["d_model"]).approaches
+        except ValueError:
+            answer = {}
+        cells = " | ".join(
+            f"{answer[a].answer.vocab_size:,.0f}" if a in answer else "n/a" for a in approaches
+        )
+        lines.append(
+            f"| {model['name']} | {human(model['nnv'])} | {model['d_model']} | "
+            f"{model['vocab_size']:,} | {cells} |"
+        )
+    return [*lines, ""]
+
+
+def _score(value: float, stderr: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.3f} ± {stderr:.3f}"
+
+
+def downstream_markdown(evidence: Evidence) -> list[str]:
+    """The downstream scores of every run (the best V of each model and task in bold), and
+    each approach's predicted V for each model at its compute."""
+    try:
+        table = evidence.need_downstream()
+    except Skipped:
+        return []
+    lines = [
+        "Scores ± one standard error; documents scored and shots per task: "
+        + ", ".join(
+            f"{task} {int(group['samples'].max())} ({int(group['num_fewshot'].max())}-shot)"
+            for task, group in table.groupby("task", sort=False)
+        )
+        + ".",
+        "",
+        "| task | model | V | C (FLOPs) | acc | acc_norm |",
+        "|---|---|--:|--:|--:|--:|",
+    ]
+    order = {task: i for i, task in enumerate(dict.fromkeys(table["task"]))}
+    table = table.sort_values(
+        ["task", "non_vocab_params", "vocab_size"],
+        key=lambda column: column.map(order) if column.name == "task" else column,
+    )
+    metric = downstream_metric(table)
+    best = table.groupby(["task", "model"])[metric].transform("max")
+    for row, top in zip(table.itertuples(index=False), best == table[metric]):
+        v = f"**{row.vocab_size:,}**" if top else f"{row.vocab_size:,}"
+        lines.append(
+            f"| {row.task} | {row.model} | {v} | {sci(row.flops)} | "
+            f"{_score(row.acc, row.acc_stderr)} | {_score(row.acc_norm, row.acc_norm_stderr)} |"
+        )
+    predicted = downstream_predictions(evidence)
+    if not predicted.empty:
+        wide = predicted.pivot(index="model", columns="approach", values="vocab_size")
+        models = predicted.groupby("model", sort=False)[["nnv", "flops"]].first()
+        approaches = [a for a in APPROACHES if a in wide.columns]
+        lines += [
+            "",
+            f"Bold: the best V of each model on each task by {metric}. What each approach "
+            "predicts for these models (approach 3 at their compute, C below; approaches 1 and "
+            "2 at the compute-optimal budget of their Nnv):",
+            "",
+            "| model | Nnv | C (FLOPs) | " + " | ".join(f"{title(a)} V" for a in approaches) + " |",
+            "|---|--:|--:|" + "--:|" * len(approaches),
+        ]
+        for model, row in models.iterrows():
+            cells = " | ".join(f"{wide.loc[model, a]:,.0f}" for a in approaches)
+            lines.append(f"| {model} | {human(row['nnv'])} | {sci(row['flops'])} | {cells} |")
+    return [*lines, ""]
+
+
+def final_losses_markdown(evidence: Evidence) -> list[str]:
+    """Each run's last checkpoint: loss, L_u, bits per character and per byte (the
+    tokenizer-independent measures), where the runs table has them."""
+    if evidence.runs is None:
+        return []
+    runs = evidence.runs
+    columns = [c for c in ("loss", "loss_u", "bpc", "bpb") if c in runs.columns]
+    last = runs.sort_values("flops").groupby("run", sort=False).tail(1)
+    last = last.sort_values(["non_vocab_params", "vocab_size"])
+    lines = [
+        "The last checkpoint of every run (bpc, bpb: bits per character and per UTF-8 byte of "
+        "the evaluation text, comparable across tokenizers):",
+        "",
+        "| run | V | Nnv | C (FLOPs) | " + " | ".join(columns) + " |",
+        "|---|--:|--:|--:|" + "--:|" * len(columns),
+    ]
+    for row in last.itertuples(index=False):
+        values = " | ".join(f"{getattr(row, c):.4f}" for c in columns)
+        lines.append(
+            f"| {row.run} | {row.vocab_size:,.0f} | {human(row.non_vocab_params)} | "
+            f"{sci(row.flops)} | {values} |"
+        )
+    return [*lines, ""]
