@@ -32,6 +32,7 @@ localrules:
     normalize,
     collect,
     estimate,
+    backtest,
     report,
 
 

@@ -66,8 +66,11 @@ def test_estimate_writes_coefficients_and_predictions(estimated):
         "target", "nnv", "d_model", "approach", "flops", "vocab_size", "vocab_params",
         "vocab_size_low", "vocab_size_high", "at_search_bound",
     }  # fmt: skip
-    assert len(table) == 7 * 3
+    assert len(table) == 7 * (3 + 1)  # and the recommendation per target
     assert table["vocab_size_low"].notna().all()
+    assert set(table.loc[table["approach"] == "recommended", "rule"].str[:22]) == {
+        "the median of the appr"
+    }  # no backtest was given: the stated fallback
 
 
 def test_predict_from_estimated_coefficients(estimated):
@@ -81,8 +84,12 @@ def test_predict_from_estimated_coefficients(estimated):
         assert value["vocab_params"] == pytest.approx(value["vocab_size"] * 4096)
         low, high = value["vocab_size_interval"]
         assert low <= high
+    recommended = answer["recommended"]
+    assert set(recommended) >= {"vocab_size", "vocab_size_interval", "band", "flops", "rule"}
+    low, high = recommended["vocab_size_interval"]
+    assert low <= recommended["vocab_size"] <= high
     text = vocabscale("predict", "--nnv", "7e9", "--coefficients", str(estimated)).stdout
-    assert "90% interval" in text
+    assert "90% interval" in text and "recommended" in text
 
 
 def test_estimate_options_are_recorded(their_table, tmp_path):
@@ -135,6 +142,7 @@ def test_both_methods_side_by_side(their_table, tmp_path, default_params):
     """`--compare-authors` fits the authors' method beside the corrected one; predictions.csv
     and a report with `report.compare_authors` show both."""
     from vocabscale.config import validate_params
+    from vocabscale.report.evidence import ReportInputs
     from vocabscale.report.stage import build_report
 
     renames = [f"--column={theirs}={ours}" for ours, theirs in THEIR_NAMES.items()]
@@ -148,13 +156,13 @@ def test_both_methods_side_by_side(their_table, tmp_path, default_params):
         assert coefficients[approach]["method"] == "corrected"
         assert coefficients[approach]["other_method"]["method"] == "authors"
     table = pd.read_csv(tmp_path / "predictions.csv")
-    assert set(table["method"]) == {"corrected", "authors"}
-    assert len(table) == 2 * 7 * 3
+    assert set(table["method"].dropna()) >= {"corrected", "authors"}
+    assert len(table) == 2 * 7 * 3 + 7  # the recommendation, of the corrected method only
     params = {**default_params, "report": {"compare_authors": True, "targets": [
         {"name": "7B", "nnv": 7e9, "d_model": 4096}
     ]}}  # fmt: skip
     settings = validate_params(params)["report"]
-    build_report(tmp_path / "coefficients.json", None, settings, tmp_path / "report")
+    build_report(ReportInputs(tmp_path / "coefficients.json"), settings, tmp_path / "report")
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "## Both methods side by side" in markdown
     assert "| corrected V | interval | authors V | interval | paper V |" in markdown

@@ -46,8 +46,20 @@ def test_bounds_are_the_spread_of_the_refits_about_the_estimate():
         low, high = bootstrap_bounds(100.0, reference * np.exp(errors), reference, 0.9)
         assert np.log(low / 100.0) == pytest.approx(-0.05 + 0.05 * 0.25, abs=0.005)
         assert np.log(high / 100.0) == pytest.approx(0.2 - 0.05 * 0.25, abs=0.005)
-    low, high = bootstrap_bounds(100.0, 1.3 * np.exp(errors), None, 0.9)  # older files
+    low, high = bootstrap_bounds(1.3, 1.3 * np.exp(errors), None, 0.9)  # older files
     assert 1.3 * np.exp(-0.05) < low < 1.3 < high < 1.3 * np.exp(0.2)
+
+
+def test_an_estimate_lies_inside_its_interval_when_every_refit_errs_one_way():
+    """Every refit lands 5-20% above its reference (approach 1's 16,926 against
+    [5,443, 16,070] was of this shape, mirrored): the interval starts at the estimate."""
+    errors = np.random.default_rng(0).uniform(0.05, 0.2, 400)
+    low, high = bootstrap_bounds(100.0, 2.0 * np.exp(errors), 2.0, 0.9)
+    assert low == 100.0 and high == pytest.approx(100.0 * np.exp(0.19), rel=0.01)
+    low, high = bootstrap_bounds(100.0, 2.0 * np.exp(-errors), 2.0, 0.9)
+    assert high == 100.0 and low == pytest.approx(100.0 * np.exp(-0.19), rel=0.01)
+    low, high = bootstrap_bounds(100.0, 50.0 * np.exp(errors), None, 0.9)  # percentiles
+    assert low < high == 100.0
 
 
 def test_noise_model_reads_no_seed_noise_into_an_isoflops_profile():

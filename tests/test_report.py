@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -17,15 +18,16 @@ from vocabscale.accounting import PAPER_SHAPES, flops
 from vocabscale.config import defaults, validate_params
 from vocabscale.estimate import parametric
 from vocabscale.estimate.approaches import APPROACHES
+from vocabscale.estimate.backtest import BacktestSettings, run_backtest
 from vocabscale.estimate.fit import estimate_approach
 from vocabscale.estimate.predict import predict
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
 from vocabscale.io import read_json, write_json
 from vocabscale.report.contents import FIGURES
-from vocabscale.report.evidence import round_to_multiple
+from vocabscale.report.evidence import ReportInputs, round_to_multiple
 from vocabscale.report.stage import build_report
 from vocabscale.runs.table import prepare_runs
-from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
+from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR, TokensPerCharFit
 
 SHAPES = ("33M", "85M", "151M", "302M")
 VOCABULARIES = (4096, 6144, 8192, 16384, 32768, 64512)
@@ -115,11 +117,19 @@ def clean(tmp_path_factory) -> dict[str, Path]:
         result.tokenization = {**f.as_dict(), "source": "paper"}
         write_json(root / "estimates" / f"{approach}.json", result.to_json())
     synthetic_downstream(frame).to_csv(root / "downstream.csv", index=False)
+    settings = BacktestSettings(
+        {**options, "bootstrap": {**options["bootstrap"], "samples": 4}}, 0.5, 2, 20
+    )
+    backtest = run_backtest(runs, TokensPerCharFit(f), settings)
+    (root / "backtest").mkdir()
+    backtest.comparisons.to_csv(root / "backtest" / "backtest.csv", index=False)
+    write_json(root / "backtest" / "summary.json", backtest.summary)
     return {
         "root": root,
         "runs": root / "runs.csv",
         "estimates": root / "estimates",
         "downstream": root / "downstream.csv",
+        "backtest": root / "backtest",
     }
 
 
@@ -156,7 +166,13 @@ def kinds(out: Path) -> dict[str, list]:
 def clean_report(clean, tmp_path_factory, default_params) -> Path:
     out = tmp_path_factory.mktemp("clean") / "report"
     settings = report_section(default_params)
-    build_report(clean["estimates"], clean["runs"], settings, out, downstream=clean["downstream"])
+    inputs = ReportInputs(
+        clean["estimates"],
+        clean["runs"],
+        downstream=clean["downstream"],
+        backtest=clean["backtest"],
+    )
+    build_report(inputs, settings, out)
     return out
 
 
@@ -181,10 +197,42 @@ def test_the_downstream_scores_reach_the_report(clean_report, clean):
         assert f"\n| {model} |" in section
 
 
+def test_the_report_leads_with_the_recommendation_and_the_backtest(clean_report):
+    """The first section answers "what V should I use" for every target, with an interval that
+    holds it and a flat band around it; the second says how each approach did on held-out
+    runs, with its figure."""
+    markdown = (clean_report / "report.md").read_text()
+    sections = [line for line in markdown.splitlines() if line.startswith("## ")]
+    assert sections[:3] == [
+        "## What V to use",
+        "## How well each approach predicted your own largest runs",
+        "## The three approaches",
+    ]
+    table = pd.read_csv(clean_report / "predictions.csv")
+    recommended = table[table["approach"] == "recommended"].set_index("target")
+    assert list(recommended.index) == [t["name"] for t in TARGETS]
+    assert (recommended["vocab_size_low"] <= recommended["vocab_size"]).all()
+    assert (recommended["vocab_size"] <= recommended["vocab_size_high"]).all()
+    assert (recommended["band_low"] <= recommended["vocab_size_rounded"]).all()
+    assert (recommended["vocab_size_rounded"] <= recommended["band_high"]).all()
+    assert (recommended["band_low"] % 128 == 0).all() and recommended["rule"].str.startswith(
+        "weighted"
+    ).all()
+    for name, row in recommended.iterrows():
+        assert (
+            f"**{name}**" in markdown and f"**V = {int(row['vocab_size_rounded']):,}**" in markdown
+        )
+    assert "(figures/backtest.png)" in markdown and "| 302M | 302M |" in markdown
+    summary = read_json(clean_report / "summary.json")
+    assert summary["vocab_size.302M.recommended"] == pytest.approx(
+        recommended.loc["302M", "vocab_size"], rel=1e-3
+    )
+
+
 def test_every_prediction_row_is_present(clean_report):
     markdown = (clean_report / "report.md").read_text()
     table = pd.read_csv(clean_report / "predictions.csv")
-    assert len(table) == len(TARGETS) * len(APPROACHES)
+    assert len(table) == len(TARGETS) * (len(APPROACHES) + 1)
     titles = {"isoflops": "IsoFLOPs", "derivative": "Derivative", "parametric": "Parametric"}
     for target in TARGETS:
         rows = [line for line in markdown.splitlines() if line.startswith(f"| {target['name']} |")]
@@ -264,7 +312,7 @@ def planted(clean, tmp_path_factory, default_params) -> Path:
     anchor["vocab_params"] *= 3
     for replicate in coefficients["derivative"]["bootstrap"]:
         replicate["anchor"] = {**replicate["anchor"], "vocab_params": anchor["vocab_params"]}
-    # approach 1's refits all well below its estimate: the estimate is unstable
+    # approach 1's refits all well below its estimate: its interval ends at the estimate
     for replicate in coefficients["isoflops"]["bootstrap"]:
         replicate["K2"] -= 1.0
     # a parameter of approach 3 on its bound, and the compatibility switch on
@@ -279,7 +327,8 @@ def planted(clean, tmp_path_factory, default_params) -> Path:
         write_json(estimates / f"{approach}.json", value)
     targets = [*TARGETS, {"name": "70B", "nnv": 7e10, "d_model": 8192}]
     out = root / "report"
-    build_report(estimates, root / "runs.csv", report_section(default_params, targets=targets), out)
+    settings = report_section(default_params, targets=targets)
+    build_report(ReportInputs(estimates, root / "runs.csv"), settings, out)
     return out
 
 
@@ -291,7 +340,6 @@ def test_doubts_fire_on_planted_problems(planted):
         "extrapolation",
         "on_bound",
         "compatibility_switch",
-        "unstable",
     }, found
     assert found["extrapolation"] == ["70B"]  # and not the targets near the data
     assert {"151M", "302M"} <= set(found["disagreement"])
@@ -301,9 +349,18 @@ def test_doubts_fire_on_planted_problems(planted):
     assert read_json(planted / "summary.json")["doubts"] == len(read_json(planted / "doubts.json"))
 
 
+def test_an_estimate_lies_in_its_interval_even_when_every_refit_errs_one_way(planted):
+    """Approach 1's refits all land below its estimate (planted): its interval ends at it."""
+    table = pd.read_csv(planted / "predictions.csv").dropna(subset=["vocab_size_low"])
+    assert (table["vocab_size_low"] <= table["vocab_size"] * (1 + 1e-9)).all()
+    assert (table["vocab_size"] <= table["vocab_size_high"] * (1 + 1e-9)).all()
+    isoflops = table[table["approach"] == "isoflops"]
+    assert (isoflops["vocab_size_high"] == isoflops["vocab_size"]).all()
+
+
 def test_compatibility_switch_shows_both_fits(planted):
     table = pd.read_csv(planted / "predictions.csv")
-    assert set(table["approach"]) == {*APPROACHES, "parametric_true_tokens"}
+    assert set(table["approach"]) == {*APPROACHES, "parametric_true_tokens", "recommended"}
     markdown = (planted / "report.md").read_text()
     assert "Parametric (true D)" in markdown
 
@@ -328,14 +385,20 @@ def test_search_bound_and_sweep_edge(clean, tmp_path, default_params):
             fitted["anchor"].update(vocab_size=smallest, best_swept_vocab_size=smallest)
         write_json(estimates / f"{approach}.json", fitted)
     out = tmp_path / "report"
-    result = build_report(estimates, clean["runs"], report_section(default_params), out)
+    result = build_report(
+        ReportInputs(estimates, clean["runs"]), report_section(default_params), out
+    )
     found = kinds(out)
-    assert set(found["search_bound"]) == {"151M", "302M"}
+    assert set(found["no_answer"]) == {"151M", "302M"}
     assert "sweep_edge" in found and "no_intervals" in found
     table = result["predictions"]
-    assert table.loc[table["approach"] == "parametric", "at_search_bound"].all()
+    parametric_rows = table[table["approach"] == "parametric"]
+    assert parametric_rows["at_search_bound"].all() and parametric_rows["vocab_size"].isna().all()
+    assert parametric_rows["reason"].str.contains("smallest V it searched").all()
     markdown = (out / "report.md").read_text()
-    assert "†" in markdown and "Parametric at its search bound, left out" in markdown
+    assert "no answer: its optimum is at the smallest V it searched" in markdown
+    assert not re.search(r"(?<![\d,])257(?![\d,])", markdown)  # the search floor: no answer
+    assert "vocab_size.151M.parametric" not in read_json(out / "summary.json")
 
 
 def test_report_without_runs_table_or_with_a_failed_approach(clean, tmp_path, default_params):
@@ -350,7 +413,8 @@ def test_report_without_runs_table_or_with_a_failed_approach(clean, tmp_path, de
     write_json(estimates / "isoflops.json", {"approach": "isoflops", "error": "too few points"})
     targets = [{**TARGETS[0], "flops": 2e19}, TARGETS[1]]  # only the first has a budget
     out = tmp_path / "report"
-    result = build_report(estimates, None, report_section(default_params, targets=targets), out)
+    settings = report_section(default_params, targets=targets)
+    result = build_report(ReportInputs(estimates), settings, out)
     markdown = (out / "report.md").read_text()
     assert "Not drawn" in markdown and "needs the runs table" in markdown
     assert "IsoFLOPs, which was not fitted (too few points)" in markdown
@@ -361,8 +425,9 @@ def test_report_without_runs_table_or_with_a_failed_approach(clean, tmp_path, de
     assert_figures(out, drawn)
     table = result["predictions"]
     # approach 3 answers where a budget exists; approach 2 everywhere
-    assert set(table[table["target"] == "151M"]["approach"]) == {"derivative", "parametric"}
-    assert set(table[table["target"] == "302M"]["approach"]) == {"derivative"}
+    answered = table[table["approach"] != "recommended"]
+    assert set(answered[answered["target"] == "151M"]["approach"]) == {"derivative", "parametric"}
+    assert set(answered[answered["target"] == "302M"]["approach"]) == {"derivative"}
 
 
 def test_report_from_a_coefficients_file_and_from_the_paper(clean, tmp_path, default_params):
@@ -370,11 +435,13 @@ def test_report_from_a_coefficients_file_and_from_the_paper(clean, tmp_path, def
     combined["tokenization"] = combined["isoflops"]["tokenization"]
     write_json(tmp_path / "coefficients.json", combined)
     out = tmp_path / "from-file"
-    build_report(tmp_path / "coefficients.json", clean["runs"], report_section(default_params), out)
-    assert len(pd.read_csv(out / "predictions.csv")) == len(TARGETS) * len(APPROACHES)
+    settings = report_section(default_params)
+    build_report(ReportInputs(tmp_path / "coefficients.json", clean["runs"]), settings, out)
+    assert len(pd.read_csv(out / "predictions.csv")) == len(TARGETS) * (len(APPROACHES) + 1)
     out = tmp_path / "paper"
-    build_report("paper", None, report_section(default_params), out)
+    build_report(ReportInputs("paper"), settings, out)
     table = pd.read_csv(out / "predictions.csv")
+    table = table[table["approach"] != "recommended"]
     assert (table["vocab_size"] == table["paper_vocab_size"]).all()
 
 
@@ -431,7 +498,7 @@ def test_doubts_on_fits_that_did_not_converge_or_hold(clean, tmp_path, default_p
                 replicate["flags"] = ["A2 on its bound"]
         write_json(estimates / f"{approach}.json", fitted)
     out = tmp_path / "report"
-    build_report(estimates, clean["runs"], report_section(default_params), out)
+    build_report(ReportInputs(estimates, clean["runs"]), report_section(default_params), out)
     found = kinds(out)
     assert {
         "not_converged", "derivative_bound", "anchor", "weak_identification",

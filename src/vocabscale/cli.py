@@ -42,6 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "gather the downstream scores of the grid into one table",
     ),
     "estimate-<approach>": ("vocabscale.estimate.stage", "fit one approach on the runs table"),
+    "backtest": (
+        "vocabscale.estimate.backtest_command",
+        "judge every approach on held-out runs; choose the recommendation's rule",
+    ),
     "report": ("vocabscale.report.stage", "write the prediction report"),
     "estimate": ("vocabscale.estimate.estimate_command", "fit every approach on any runs table"),
     "predict": ("vocabscale.estimate.predict_command", "predict V for a model from coefficients"),

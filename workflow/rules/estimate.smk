@@ -13,3 +13,20 @@ rule estimate:
     shell:
         "vocabscale estimate-{wildcards.approach} --params {params.file} --runs {input.runs} "
         "--tokenization {input.tokenization} --out {output} --log {log}"
+
+
+rule backtest:
+    input:
+        runs="results/runs.csv",
+        tokenization="results/tokenization/fit.json",
+        code=STAGES.code("backtest"),
+    output:
+        directory("results/backtest"),
+    params:
+        file=PARAMS_FILE,
+        settings=settings_of("backtest"),
+    log:
+        "logs/backtest.log",
+    shell:
+        "vocabscale backtest --params {params.file} --runs {input.runs} "
+        "--tokenization {input.tokenization} --out {output} --log {log}"

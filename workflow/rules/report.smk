@@ -4,6 +4,7 @@ rule report:
             "results/estimates/{approach}.json",
             approach=APPROACHES,
         ),
+        backtest="results/backtest",
         runs="results/runs.csv",
         tokenization="results/tokenization/fit.json",
         downstream="results/downstream.csv",
@@ -23,5 +24,5 @@ rule report:
         "logs/report.log",
     shell:
         "vocabscale report --params {params.file} --estimates results/estimates "
-        "--runs {input.runs} --tokenization {input.tokenization} "
+        "--backtest {input.backtest} --runs {input.runs} --tokenization {input.tokenization} "
         "--downstream {input.downstream} --out {output} --log {log}"

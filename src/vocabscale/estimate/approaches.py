@@ -73,6 +73,8 @@ class Approach:
     fitter: Callable[..., Fitter]  # the same arguments: the approach prepared on the table
     predict: Predict
     options: tuple[Option, ...]
+    #: Whether it answers for any budget (approach 3), or only the compute-optimal one.
+    any_budget: bool = False
 
 
 APPROACHES: dict[str, Approach] = {
@@ -136,6 +138,7 @@ APPROACHES: dict[str, Approach] = {
                 Option("--min-flops", ("min_flops",)),
                 Option("--authors-tokenization", ("authors_tokenization",), value=True),
             ),
+            any_budget=True,
         ),
     )
 }

@@ -129,39 +129,75 @@ def bootstrap_bounds(
     """Interval of a positive quantity: the estimate times the lower and upper quantiles of
     replicate / reference, the spread of the estimator's error about the estimate (not the
     basic interval, whose bias correction ran against the real error: docs/design.md,
-    "Intervals"). Without a reference, the percentile interval. Works along axis 0."""
+    "Intervals"). Without a reference, the percentile interval. It always holds the
+    estimate: when every replicate errs to one side, the estimate is that side's end. Works
+    along axis 0."""
     values = np.log(np.asarray(replicates, dtype=float))
     tail = (1 - confidence) / 2
+    estimate = np.asarray(estimate, dtype=float)
     if reference is None:
-        low, high = np.quantile(values, [tail, 1 - tail], axis=0)
-        return np.exp(low), np.exp(high)
+        low, high = np.exp(np.quantile(values, [tail, 1 - tail], axis=0))
+        return np.minimum(low, estimate), np.maximum(high, estimate)
     errors = values - np.log(reference)
     low, high = np.quantile(errors, [tail, 1 - tail], axis=0)
-    return np.asarray(estimate) * np.exp(low), np.asarray(estimate) * np.exp(high)
+    return estimate * np.exp(np.minimum(low, 0.0)), estimate * np.exp(np.maximum(high, 0.0))
+
+
+@dataclass(frozen=True)
+class RefitValues:
+    """A quantity over an approach's bootstrap: the main fit's value (None when the fit is
+    flagged), the reference's (None when it is flagged or absent), each usable refit's by its
+    replicate table, and how many refits were tried."""
+
+    estimate: Any | None
+    reference: Any | None
+    refits: dict[int, Any]
+    tried: int
+    has_reference: bool
+
+
+def refit_values(result: ApproachResult, value: Callable[[Fit], Any]) -> RefitValues | None:
+    """`value(fit)` of the main fit, the reference and every refit that is not flagged and
+    has a value; None when the approach has no refits."""
+    if not result.refits:
+        return None
+    refits = {
+        position if refit.replicate is None else refit.replicate: v
+        for position, refit in enumerate(result.refits)
+        if not refit.flagged and (v := value(refit)) is not None
+    }
+    estimate = None if result.fit.flagged else value(result.fit)
+    reference = None
+    if result.reference is not None and not result.reference.flagged:
+        reference = value(result.reference)
+    return RefitValues(
+        estimate, reference, refits, result.bootstrap.tried, result.bootstrap.has_reference
+    )
+
+
+def interval_of(values: RefitValues, confidence: float) -> Interval:
+    """The interval of a quantity over its refits (`bootstrap_bounds`): the spread of the
+    refits about the reference, placed about the estimate; the refits' median stands in for
+    a flagged reference. Refits without a value are left out and counted."""
+    refits = np.array(list(values.refits.values()))
+    excluded = values.tried - len(refits)
+    if len(refits) < 2 or values.estimate is None:
+        return Interval(math.nan, math.nan, values.tried, excluded, available=False)
+    reference = values.reference
+    if reference is None and values.has_reference:
+        reference = np.median(refits, axis=0)  # the reference fit itself is flagged
+    low, high = bootstrap_bounds(values.estimate, refits, reference, confidence)
+    return Interval(low, high, values.tried, excluded)
 
 
 def refit_interval(
     result: ApproachResult, value: Callable[[Fit], Any], confidence: float
 ) -> Interval | None:
-    """The interval of `value(fit)` over an approach's bootstrap (`bootstrap_bounds`): the
-    spread of the refits about the reference, placed about the main fit's value. Flagged
-    refits (on a bound, at a search edge) and those `value` gives None for are left out and
-    counted; a flagged main fit has no interval; a flagged reference is replaced by the
-    refits' median. None when the approach has no refits."""
-    if not result.refits:
-        return None
-    values = [v for refit in result.refits if not refit.flagged and (v := value(refit)) is not None]
-    tried = result.bootstrap.tried
-    estimate = None if result.fit.flagged else value(result.fit)
-    if len(values) < 2 or estimate is None:
-        return Interval(math.nan, math.nan, tried, tried - len(values), available=False)
-    reference = None
-    if result.reference is not None and not result.reference.flagged:
-        reference = value(result.reference)
-    if reference is None and result.bootstrap.has_reference:
-        reference = np.median(np.array(values), axis=0)  # the reference fit itself is flagged
-    low, high = bootstrap_bounds(estimate, np.array(values), reference, confidence)
-    return Interval(low, high, tried, tried - len(values))
+    """The interval of `value(fit)` over an approach's bootstrap: flagged refits (on a bound,
+    at a search edge) and those `value` gives None for are left out and counted; a flagged
+    main fit has no interval. None when the approach has no refits."""
+    values = refit_values(result, value)
+    return None if values is None else interval_of(values, confidence)
 
 
 def bootstrap_replicates(
@@ -184,11 +220,12 @@ def bootstrap_replicates(
     refits, failed = [], 0
     try:
         reference = fitter(noise.smooth, f.f, main).refit()
-        for _ in tqdm(
+        for replicate in tqdm(
             range(samples), desc=f"bootstrap {approach}", mininterval=2, leave=False, disable=None
         ):
             try:
                 refits.append(fitter(noise.draw(rng), f.draw(rng), main).refit())
+                refits[-1].replicate = replicate
             except REFIT_ERRORS:
                 failed += 1
     except REFIT_ERRORS as error:

@@ -272,4 +272,7 @@ def predict(
             "approach 1)"
         )
     vocab_size, at_bound = optimal_vocab(coefficients, nnv, d_model, budget)
-    return Answer(vocab_size, vocab_size * d_model, budget, at_bound)
+    edge = None
+    if at_bound:
+        edge = "smallest" if vocab_size < np.sqrt(np.prod(PREDICTION_VOCAB)) else "largest"
+    return Answer(vocab_size, vocab_size * d_model, budget, at_bound, edge)

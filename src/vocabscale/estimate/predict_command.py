@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 from vocabscale.estimate.predict import ModelPrediction, load_coefficients, predict
+from vocabscale.io import read_json
 
 
 def positive_number(text: str) -> float:
@@ -43,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--coefficients", required=True, help="paper, a coefficients.json or a directory"
     )
+    parser.add_argument(
+        "--backtest",
+        help="a backtest directory (`vocabscale backtest`): the recommendation's rule "
+        "(default: the one the coefficients carry, else the median of the approaches)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -50,21 +57,33 @@ def as_text(prediction: ModelPrediction) -> str:
     lines = [
         f"Nnv = {prediction.nnv:.4g}, d = {prediction.d_model}, C = {prediction.flops:.4g} FLOPs"
     ]
+    found = prediction.recommended
+    if found is not None and found.vocab_size is not None:
+        line = f"  {'recommended':<11} V = {found.vocab_size:>12,.0f}"
+        if found.low == found.low:  # not NaN
+            line += f"   interval {found.low:,.0f} - {found.high:,.0f}"
+        if found.band is not None:
+            line += f"   flat band {found.band[0]:,} - {found.band[1]:,}"
+        lines += [line, f"  ({found.rule})"]
+    elif found is not None:
+        lines.append(f"  {'recommended':<11} no answer: {found.reason}")
     for approach, value in prediction.approaches.items():
+        if value.vocab_size is None:
+            lines.append(f"  {approach:<11} no answer: {value.reason}")
+            continue
         answer, interval = value.answer, value.interval
-        line = f"  {approach:<10}  V = {answer.vocab_size:>12,.0f}"
-        line += f"   Nv = {answer.vocab_params:.4g}"
+        line = f"  {approach:<11} V = {answer.vocab_size:>12,.0f}   Nv = {answer.vocab_params:.4g}"
         if interval is not None and interval.available:
             line += f"   {value.confidence:.0%} interval {interval.low:,.0f} - {interval.high:,.0f}"
             if interval.excluded_share > 0:
                 line += f" ({interval.excluded_share:.0%} of its refits left out)"
-        if answer.at_search_bound:
-            line += "   (at the edge of the V searched: the fit gives only a bound)"
         lines.append(line)
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> None:
     coefficients = load_coefficients(args.coefficients)
+    if args.backtest is not None:
+        coefficients.backtest = read_json(Path(args.backtest) / "summary.json")
     prediction = predict(coefficients, args.nnv, args.d_model, args.flops, intervals=True)
     print(json.dumps(prediction.to_json()) if args.json else as_text(prediction))

@@ -17,6 +17,9 @@ COEFFICIENT_KEYS = {
 }
 #: The keys an approach's JSON holds besides its fit's (written after them, in this order).
 RESULT_KEYS = ("approach", "method", "excluded_rows", "runs")
+#: What marks a flag as degenerate: the fit ended on a parameter bound or at the edge of a
+#: search, so the number it gives is a bound, not an answer.
+DEGENERATE_MARKS = ("on its bound", "at the search bound")
 BOOTSTRAP_KEYS = (
     "bootstrap",
     "bootstrap_reference",
@@ -36,10 +39,18 @@ class Fit:
     coefficients: dict[str, Any]
     flags: list[str] | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    replicate: int | None = None  # a refit's replicate table: refit i of every approach saw it
 
     @property
     def flagged(self) -> bool:
         return bool(self.flags)
+
+    @property
+    def degenerate_reason(self) -> str | None:
+        """The flag that makes this fit give no answer (a bound or a search edge), if any."""
+        return next(
+            (flag for flag in self.flags or [] if any(m in flag for m in DEGENERATE_MARKS)), None
+        )
 
     @property
     def options(self) -> dict[str, Any]:
@@ -68,16 +79,19 @@ class Fit:
 
     def to_json(self) -> dict[str, Any]:
         flags = {} if self.flags is None else {"flags": self.flags}
-        return {**self.coefficients, **flags, **self.details}
+        replicate = {} if self.replicate is None else {"replicate": self.replicate}
+        return {**self.coefficients, **flags, **replicate, **self.details}
 
     @classmethod
     def from_json(cls, approach: str, data: dict[str, Any], details: bool = True) -> Fit:
         keys = COEFFICIENT_KEYS[approach]
-        others = {*keys, "flags", *RESULT_KEYS, *BOOTSTRAP_KEYS, "other_method", "tokenization"}
+        others = {*keys, "flags", "replicate", *RESULT_KEYS, *BOOTSTRAP_KEYS}
+        others |= {"other_method", "tokenization"}
         return cls(
             {key: data[key] for key in keys if key in data},
             None if data.get("flags") is None else list(data["flags"]),
             {k: v for k, v in data.items() if k not in others} if details else {},
+            data.get("replicate"),
         )
 
 
@@ -221,6 +235,7 @@ class Estimates:
     tokenization: dict[str, Any] | None = None
     failed: dict[str, str] = field(default_factory=dict)
     source: str | None = None
+    backtest: dict[str, Any] | None = None  # the backtest's summary: the recommendation's rule
 
     def fitted(self, approach: str) -> ApproachResult | None:
         return self.approaches.get(approach)
@@ -243,7 +258,7 @@ class Estimates:
         if result is not None:
             approaches[approach] = result
             approaches = {k: approaches[k] for k in COEFFICIENT_KEYS if k in approaches}
-        return Estimates(approaches, self.tokenization, self.failed, self.source)
+        return Estimates(approaches, self.tokenization, self.failed, self.source, self.backtest)
 
     def other_method(self) -> Estimates | None:
         """The estimates of the other method, when it was fitted (`report.compare_authors`)."""
@@ -261,6 +276,8 @@ class Estimates:
             data["tokenization"] = self.tokenization
         if self.failed:
             data["failed"] = self.failed
+        if self.backtest is not None:
+            data["backtest"] = self.backtest
         return data
 
     @classmethod
@@ -276,7 +293,8 @@ class Estimates:
                 failed[name] = result.error
             else:
                 approaches[name] = result
-        return cls(approaches, data.get("tokenization"), failed, data.get("source"))
+        tokenization, source = data.get("tokenization"), data.get("source")
+        return cls(approaches, tokenization, failed, source, data.get("backtest"))
 
 
 @dataclass(frozen=True)
@@ -288,6 +306,7 @@ class Answer:
     vocab_params: float
     flops: float | None
     at_search_bound: bool = False
+    edge: str | None = None  # "smallest" or "largest": which end of the V search it is at
 
 
 @dataclass(frozen=True)
@@ -309,10 +328,16 @@ class Interval:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One approach's answer for one model, with its bootstrap interval (None: no refits)."""
+    """One approach's answer for one model, with its bootstrap interval (None: no refits),
+    or, when the fit is degenerate or its optimum lies at a search edge, no answer and why."""
 
     approach: str
     method: str
     answer: Answer
     interval: Interval | None = None
     confidence: float | None = None
+    reason: str | None = None  # why there is no answer
+
+    @property
+    def vocab_size(self) -> float | None:
+        return None if self.reason else self.answer.vocab_size

@@ -11,7 +11,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from vocabscale.report import curves, figures, sections
+from vocabscale.report import curves, figures, fit_figures, sections
 from vocabscale.report.evidence import Evidence, Skipped
 
 log = logging.getLogger(__name__)
@@ -25,9 +25,27 @@ class FigureSpec:
     draw: Callable[[Any, Path], None]
     caption: str
     section: Callable[[Evidence], list[str]] | None = None  # Markdown under the figure
+    inline: bool = False  # placed by a section of its own, not among the evidence
+
+
+def figure_markdown(spec: FigureSpec, figures: dict[str, str | None]) -> list[str]:
+    """The figure with its caption, or why it was not drawn."""
+    if figures.get(spec.name) is None:
+        return [f"![{spec.title}](figures/{spec.name}.png)", "", spec.caption, ""]
+    return [f"*Not drawn: {figures[spec.name]}.*", ""]
 
 
 FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec(
+        "backtest",
+        "The backtest: predicted against the runs' best V",
+        curves.backtest_points,
+        figures.figure_backtest,
+        "Each approach's predicted V (and the recommendation's) for runs its fit did not see, "
+        "against those runs' own best V, with both intervals: on the diagonal a prediction "
+        "is right; the dotted lines are a factor of 1.5 off.",
+        inline=True,
+    ),
     FigureSpec(
         "tokens_per_char",
         "Tokens per character f(V)",
@@ -51,7 +69,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "isoflops_envelope",
         "Approach 1: the IsoFLOPs envelope",
         curves.envelope_data,
-        figures.figure_isoflops_envelope,
+        fit_figures.figure_isoflops_envelope,
         "Walking up in compute, a point joins the envelope when its L_u beats every point "
         "before it. The envelope points (coloured by their V; squares and triangles are "
         "interpolated between runs) are the compute-optimal configurations the power laws "
@@ -61,7 +79,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "isoflops_power_laws",
         "Approach 1: power laws with intervals",
         curves.power_laws,
-        figures.figure_isoflops_power_laws,
+        fit_figures.figure_isoflops_power_laws,
         "Nnv, Nv and H of the envelope points against compute, the Huber-fitted power laws "
         "and the band the bootstrap refits span. The shaded region is beyond the largest "
         "compute fitted: the red stars (the targets) sit where the prediction is an "
@@ -72,7 +90,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "parametric_fit",
         "Approach 3: predicted against observed loss",
         curves.parametric_fit_data,
-        figures.figure_parametric_fit,
+        fit_figures.figure_parametric_fit,
         "Left: the fitted L_u(Nnv, Nv, D) against every checkpoint's L_u (hollow: below the fit's "
         "compute threshold). Right: residuals against compute; a trend or a fan here means "
         "the functional form does not fit these runs.",
@@ -81,7 +99,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "vocab_vs_nnv",
         "All approaches: Nv against Nnv",
         curves.vocab_curves,
-        figures.figure_vocab_vs_nnv,
+        fit_figures.figure_vocab_vs_nnv,
         "Each approach's compute-optimal vocabulary parameters as Nnv grows (solid: fitted "
         "here; dashed: the paper's published coefficients), the sweep that was trained "
         "(grey squares), the targets' predictions, and what well-known public models chose "
@@ -92,7 +110,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "budget_multiple",
         "Approach 3: optimal V against the training budget",
         curves.budget_curves,
-        figures.figure_budget_multiple,
+        fit_figures.figure_budget_multiple,
         "For each target, approach 3's optimal V when trained on a fraction or a multiple of "
         "the compute-optimal budget (1x = approach 1's optimum for its Nnv). More data per "
         "parameter favours a larger vocabulary. Hollow circles: the optimum hit the edge of "

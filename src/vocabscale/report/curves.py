@@ -16,7 +16,7 @@ from vocabscale.estimate import parametric
 from vocabscale.estimate.approaches import APPROACHES
 from vocabscale.estimate.bootstrap import refit_interval
 from vocabscale.estimate.isoflops import optimal_flops
-from vocabscale.estimate.predict import compute_optimal_flops, predict_one
+from vocabscale.estimate.predict import RECOMMENDED, compute_optimal_flops, predict_one
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
 from vocabscale.estimate.results import Estimates, Fit, Interval
 from vocabscale.report.evidence import (
@@ -284,12 +284,19 @@ def budget_curves(evidence: Evidence) -> BudgetCurves:
             answer = predict_one(
                 evidence.estimates, "parametric", target["nnv"], target["d_model"], target["flops"]
             )
-            own = (target["flops"] / reference, answer.vocab_size)
-        values = np.asarray([a.vocab_size for a in answers])
+            own = (
+                None if answer.at_search_bound else (target["flops"] / reference, answer.vocab_size)
+            )
         edges = np.asarray([a.at_search_bound for a in answers])
+        values = np.asarray([np.nan if a.at_search_bound else a.vocab_size for a in answers])
         curves.append(BudgetCurve(index, target["name"], values, edges, own))
     if not curves:
         raise Skipped("needs a compute-optimal budget (approach 1) or targets with `flops`")
+    if all(np.isnan(curve.values).all() for curve in curves):
+        raise Skipped(
+            "approach 3 gives no answer for any target at any budget: its optimum always lies "
+            "at the edge of the V it searched"
+        )
     return BudgetCurves(multiples, curves, len(evidence.targets), optimal)
 
 
@@ -308,7 +315,10 @@ def width_curve(pairs: list[tuple[float, float]]) -> Callable[[np.ndarray], np.n
 
 def vocab_params_curve(estimates: Estimates, approach: str, grid: np.ndarray, width) -> np.ndarray:
     """Nv of one approach over a grid of Nnv, at approach 1's optimal budget (NaN where it
-    gives no answer)."""
+    gives no answer: a degenerate fit, an optimum at the edge of its search)."""
+    fit = estimates.fit(approach)
+    if fit is None or fit.degenerate_reason is not None:
+        return np.full(len(grid), np.nan)
     values = []
     for nnv, d in zip(grid, width(grid)):
         budget = compute_optimal_flops(estimates, nnv)
@@ -316,7 +326,7 @@ def vocab_params_curve(estimates: Estimates, approach: str, grid: np.ndarray, wi
             answer = predict_one(estimates, approach, nnv, d, budget)
         except (ValueError, KeyError):
             answer = None
-        values.append(answer.vocab_params if answer else np.nan)
+        values.append(answer.vocab_params if answer and not answer.at_search_bound else np.nan)
     return np.asarray(values, float)
 
 
@@ -354,7 +364,8 @@ def vocab_curves(evidence: Evidence) -> VocabCurves:
         )
         for a in approaches
     }
-    targets = evidence.predictions[evidence.predictions["approach"].isin(approaches)]
+    shown = [*approaches, RECOMMENDED]
+    targets = evidence.predictions[evidence.predictions["approach"].isin(shown)]
     return VocabCurves(
         grid,
         curves,
@@ -364,3 +375,13 @@ def vocab_curves(evidence: Evidence) -> VocabCurves:
         (min(nnv_values), max(nnv_values)),
         evidence.fitted("isoflops") is not None,
     )
+
+
+def backtest_points(evidence: Evidence) -> pd.DataFrame:
+    """The backtest's comparisons that have both a prediction and a truth."""
+    table = evidence.backtest
+    if table is None or table.empty:
+        raise Skipped("no backtest was given")
+    if "ln_ratio" not in table or table["ln_ratio"].notna().sum() == 0:
+        raise Skipped("no held-out run could be compared with a prediction")
+    return table.dropna(subset=["ln_ratio"]).reset_index(drop=True)

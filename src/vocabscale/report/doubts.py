@@ -19,7 +19,7 @@ import pandas as pd
 from vocabscale.estimate.derivative import common_budget_range, vocab_losses_at_budget
 from vocabscale.estimate.results import ApproachResult, Fit
 from vocabscale.report.evidence import Evidence, target_distances, title
-from vocabscale.report.numbers import human, range_text, sci, times
+from vocabscale.report.numbers import human, sci, times
 from vocabscale.runs.table import run_labels
 from vocabscale.tokens_per_char import TOKENS_PER_CHAR_MAX_VOCAB
 
@@ -252,7 +252,8 @@ def unreliable_intervals(evidence: Evidence) -> Iterator[Finding]:
     predictions = evidence.predictions
     if "refits_excluded_share" not in predictions:
         return
-    for row in predictions[predictions["refits_excluded_share"] > share].itertuples(index=False):
+    answered = predictions["vocab_size"].notna() & (predictions["refits_excluded_share"] > share)
+    for row in predictions[answered].itertuples(index=False):
         yield (
             f"**{row.target}**: {title(row.approach)}, {row.refits_excluded_share:.0%} of "
             f"{row.refits} refits left out.",
@@ -287,35 +288,17 @@ def weak_identification(evidence: Evidence) -> Iterator[Finding]:
 
 
 @check(
-    "search_bound",
-    "Approach 3's optimum at the edge of its search",
-    "The fitted law has no optimum inside the V it searched: it only says 'this small or "
-    "smaller' or 'this large or larger'.",
+    "no_answer",
+    "Approaches that give no answer",
+    "A fit that ended on a parameter bound, or whose optimum lies at the edge of the V it "
+    "searched, says only 'this small or smaller' or 'this large or larger': it gives no V, "
+    "and the recommendation is made without it.",
 )
-def at_search_bound(evidence: Evidence) -> Iterator[Finding]:
+def no_answers(evidence: Evidence) -> Iterator[Finding]:
     predictions = evidence.predictions
-    for row in predictions[predictions["at_search_bound"].astype(bool)].itertuples(index=False):
-        yield f"**{row.target}**: {title(row.approach)} V = {row.vocab_size:,.0f}.", row.target
-
-
-@check(
-    "unstable",
-    "Estimate outside its own bootstrap interval",
-    "Refits with fresh noise nearly all land to one side of it: the estimate hinges on the "
-    "noise of a few runs.",
-)
-def outside_interval(evidence: Evidence) -> Iterator[Finding]:
-    predictions = evidence.predictions
-    outside = (predictions["vocab_size"] < 0.99 * predictions["vocab_size_low"]) | (
-        predictions["vocab_size"] > 1.01 * predictions["vocab_size_high"]
-    )
-    for row in predictions[outside].itertuples(index=False):
-        interval = range_text(row.vocab_size_low, row.vocab_size_high)
-        message = (
-            f"**{row.target}**: {title(row.approach)} V = {row.vocab_size:,.0f}, interval "
-            f"{interval}."
-        )
-        yield message, row.target
+    missing = predictions[predictions["vocab_size"].isna() & (predictions["reason"] != "")]
+    for row in missing.itertuples(index=False):
+        yield f"**{row.target}**: {title(row.approach)}: {row.reason}.", row.target
 
 
 @check("compatibility_switch", "Approach 3 fitted with the authors' compatibility switch")

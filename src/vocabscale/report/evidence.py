@@ -20,6 +20,7 @@ import pandas as pd
 from vocabscale.accounting import MIN_VOCAB_SIZE, width_for_nnv
 from vocabscale.estimate.approaches import APPROACHES
 from vocabscale.estimate.predict import (
+    RECOMMENDED,
     confidence_of,
     load_coefficients,
     predict,
@@ -44,7 +45,10 @@ TRUE_TOKENS = "parametric_true_tokens"
 
 
 def title(name: str) -> str:
-    """What the report calls an approach (or the true-token variant of approach 3)."""
+    """What the report calls an approach (or the true-token variant of approach 3, or the
+    recommendation)."""
+    if name == RECOMMENDED:
+        return "Recommended"
     return "Parametric (true D)" if name == TRUE_TOKENS else APPROACHES[name].title
 
 
@@ -104,6 +108,7 @@ class Evidence:
     downstream_note: str = "no downstream table was given"
     sources: dict[str, str] = field(default_factory=dict)  # what each input was
     comparison: pd.DataFrame | None = None  # the other method's predictions, if it was fitted
+    backtest: pd.DataFrame | None = None  # the backtest's comparisons, if one was given
 
     @property
     def tokens_per_char(self) -> TokensPerChar | None:
@@ -217,20 +222,24 @@ def downstream_predictions(evidence: Evidence) -> pd.DataFrame:
         except ValueError:
             continue
         for approach, prediction in answer.approaches.items():
-            rows.append({"vocab_size": prediction.answer.vocab_size, "model": model, **row})
+            if prediction.vocab_size is None:
+                continue
+            rows.append({"vocab_size": prediction.vocab_size, "model": model, **row})
             rows[-1]["approach"] = approach
     columns = ["model", "nnv", "d_model", "flops", "approach", "vocab_size"]
     return pd.DataFrame(rows).reindex(columns=columns)
 
 
-def _table_for_target(estimates: Estimates, target: dict) -> pd.DataFrame:
-    """predictions_table for one target; without a budget for approach 3 (no approach 1 and
-    no `flops` given), the other approaches still answer."""
+def _table_for_target(estimates: Estimates, target: dict, settings: dict) -> pd.DataFrame:
+    """predictions_table for one target (rounding and the band's tolerance from the report's
+    settings); without a budget for approach 3 (no approach 1 and no `flops` given), the
+    other approaches still answer."""
+    rounding = (settings["round_to"], settings["band_tolerance"])
     try:
-        return predictions_table(estimates, [target])
+        return predictions_table(estimates, [target], *rounding)
     except ValueError as error:
         log.warning("report: %s: %s", target["name"], error)
-        return predictions_table(estimates.replace("parametric", None), [target])
+        return predictions_table(estimates.replace("parametric", None), [target], *rounding)
 
 
 def true_tokens_result(estimates: Estimates) -> ApproachResult | None:
@@ -245,23 +254,24 @@ def true_tokens_result(estimates: Estimates) -> ApproachResult | None:
 
 
 def build_predictions(
-    estimates: Estimates, targets: list[dict[str, Any]], round_to: int
+    estimates: Estimates, targets: list[dict[str, Any]], settings: dict[str, Any]
 ) -> pd.DataFrame:
     """One row per target and approach: V and Nv with bootstrap intervals, the published-
     coefficient V beside it, V rounded, and whether approach 3 hit its search bound. With the
     compatibility switch on, approach 3 fitted with true token counts gets rows of its own."""
-    tables = [_table_for_target(estimates, t) for t in targets]
+    round_to = settings["round_to"]
+    tables = [_table_for_target(estimates, t, settings) for t in targets]
     true_tokens = true_tokens_result(estimates)
     if true_tokens is not None:
         alternative = estimates.replace("parametric", true_tokens)
         for target in targets:
-            rows = _table_for_target(alternative, target)
+            rows = _table_for_target(alternative, target, settings)
             rows = rows[rows["approach"] == "parametric"].assign(approach=TRUE_TOKENS)
             tables.append(rows)
     table = pd.concat(tables, ignore_index=True)
     if table.empty:
         raise ValueError("no approach answered for any target")
-    order = {name: i for i, name in enumerate([*APPROACHES, TRUE_TOKENS])}
+    order = {name: i for i, name in enumerate([RECOMMENDED, *APPROACHES, TRUE_TOKENS])}
     names = {t["name"]: i for i, t in enumerate(targets)}
     table = table.sort_values(
         ["target", "approach"], key=lambda c: c.map(names if c.name == "target" else order)
@@ -281,7 +291,10 @@ def build_predictions(
             table.loc[true_rows, column] = table.loc[true_rows, "target"].map(published[column])
     table["vocab_params_low"] = table["vocab_size_low"] * table["d_model"]
     table["vocab_params_high"] = table["vocab_size_high"] * table["d_model"]
-    table["vocab_size_rounded"] = [round_to_multiple(v, round_to) for v in table["vocab_size"]]
+    table["vocab_size_rounded"] = pd.array(
+        [None if pd.isna(v) else round_to_multiple(v, round_to) for v in table["vocab_size"]],
+        dtype="Int64",
+    )
     table["at_search_bound"] = table["at_search_bound"].fillna(False).astype(bool)
     return table
 
@@ -305,7 +318,7 @@ def target_distances(evidence: Evidence) -> pd.DataFrame:
     rows = []
     for name, group in evidence.predictions.groupby("target", sort=False):
         main = group[group["approach"].isin(APPROACHES)]
-        values = main.set_index("approach")["vocab_size"]
+        values = main.set_index("approach")["vocab_size"].dropna()
         flops = float(group["flops"].max())
         rows.append(
             {
@@ -333,26 +346,56 @@ def isoflops_envelope(evidence: Evidence) -> pd.DataFrame:
     return envelope.sort_values("flops")
 
 
-def gather_evidence(
-    estimates: str | Path,
-    runs_path: str | Path | None,
-    settings: dict[str, Any],
-    tokenization: str | Path | None = None,
-    downstream: str | Path | None = None,
-) -> Evidence:
-    """Read the report's inputs: the coefficients (an estimates directory, a coefficients.json
-    or `paper`), the runs table, the tokenizers' f(V) measurements and the downstream scores
-    (all three optional); predict every target."""
-    loaded = load_coefficients(estimates)
+@dataclass(frozen=True)
+class ReportInputs:
+    """What a report is built from: the coefficients (an estimates directory, a
+    coefficients.json or `paper`) and, each optional, the backtest's directory, the runs
+    table, the tokenizers' f(V) measurements and the downstream scores."""
+
+    estimates: str | Path
+    runs: str | Path | None = None
+    tokenization: str | Path | None = None
+    downstream: str | Path | None = None
+    backtest: str | Path | None = None
+
+    def sources(self) -> dict[str, str]:
+        return {
+            "coefficients": str(self.estimates),
+            "backtest": str(self.backtest) if self.backtest else "none",
+            "runs table": str(self.runs) if self.runs else "none",
+            "tokenizers' f(V) measurements": str(self.tokenization)
+            if self.tokenization
+            else "none",
+            "downstream scores": str(self.downstream) if self.downstream else "none",
+        }
+
+
+def load_backtest(path: str | Path | None) -> tuple[pd.DataFrame | None, dict[str, Any] | None]:
+    """(comparisons, summary) of a backtest directory; (None, None) without one."""
+    if path is None:
+        return None, None
+    path = Path(path)
+    return pd.read_csv(path / "backtest.csv"), read_json(path / "summary.json")
+
+
+def gather_evidence(inputs: ReportInputs, settings: dict[str, Any]) -> Evidence:
+    """Read the report's inputs and predict every target (with the backtest's rule when a
+    backtest is given, which the written coefficients then carry)."""
+    loaded = load_coefficients(inputs.estimates)
+    backtest, summary = load_backtest(inputs.backtest)
+    if summary is not None:
+        loaded.backtest = summary
     targets = resolve_targets(settings)
-    predictions = build_predictions(loaded, targets, settings["round_to"])
+    predictions = build_predictions(loaded, targets, settings)
     other = loaded.other_method() if settings["compare_authors"] else None
     comparison = None
     if other is not None:
-        comparison = pd.concat([_table_for_target(other, t) for t in targets], ignore_index=True)
-    runs, diverged, runs_note = load_runs_for_report(runs_path, loaded)
-    points, points_source = load_tokenization_points(tokenization, runs)
-    scores, scores_note = load_downstream(downstream)
+        tables = [_table_for_target(other, t, settings) for t in targets]
+        comparison = pd.concat(tables, ignore_index=True)
+        comparison = comparison[comparison["approach"] != RECOMMENDED]
+    runs, diverged, runs_note = load_runs_for_report(inputs.runs, loaded)
+    points, points_source = load_tokenization_points(inputs.tokenization, runs)
+    scores, scores_note = load_downstream(inputs.downstream)
     return Evidence(
         estimates=loaded,
         settings=settings,
@@ -366,10 +409,6 @@ def gather_evidence(
         downstream=scores,
         downstream_note=scores_note,
         comparison=comparison,
-        sources={
-            "coefficients": str(estimates),
-            "runs table": str(runs_path) if runs_path else "none",
-            "tokenizers' f(V) measurements": str(tokenization) if tokenization else "none",
-            "downstream scores": str(downstream) if downstream else "none",
-        },
+        backtest=backtest,
+        sources=inputs.sources(),
     )

@@ -15,6 +15,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.ticker import FuncFormatter
 
 from vocabscale.estimate.approaches import APPROACHES
+from vocabscale.estimate.predict import RECOMMENDED
 from vocabscale.report.evidence import TRUE_TOKENS
 
 FLOPS_LABEL = "training compute C = 6 (Nnv + V d) D  [FLOPs]"
@@ -26,6 +27,8 @@ def colour(name: str) -> str:
     olive beside its green)."""
     if name == TRUE_TOKENS:
         return "tab:olive"
+    if name == RECOMMENDED:
+        return "black"
     return f"C{list(APPROACHES).index(name)}"
 
 

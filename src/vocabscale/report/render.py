@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from vocabscale.estimate.approaches import APPROACHES
+from vocabscale.estimate.predict import RECOMMENDED
 from vocabscale.estimate.results import Estimates
-from vocabscale.report.contents import FIGURES
+from vocabscale.report.contents import FIGURES, figure_markdown
 from vocabscale.report.doubts import CHECKS, meaning_of
 from vocabscale.report.evidence import (
     Evidence,
@@ -27,73 +28,61 @@ from vocabscale.report.evidence import (
     title,
 )
 from vocabscale.report.numbers import human, range_text, sci, times
+from vocabscale.report.recommendation import backtest_markdown, recommendation_markdown
 
-
-def _glance_markdown(table: pd.DataFrame, doubts: list[dict[str, Any]]) -> list[str]:
-    """One line per target: the range of rounded V the approaches give, and how many of the
-    warnings below concern it."""
-    general = sum(1 for d in doubts if d["target"] is None)
-    lines = []
-    for name, group in table[table["approach"].isin(APPROACHES)].groupby("target", sort=False):
-        inside = group[~group["at_search_bound"]]
-        if inside.empty:
-            answer = "no interior optimum"
-        else:
-            low, high = inside["vocab_size_rounded"].min(), inside["vocab_size_rounded"].max()
-            answer = f"V = {low:,}" if low == high else f"V = {low:,} to {high:,}"
-            answer += f" across {len(inside)} approach{'es' if len(inside) > 1 else ''}"
-        if len(inside) < len(group):
-            answer += (
-                " ("
-                + ", ".join(title(a) for a in group.loc[group["at_search_bound"], "approach"])
-                + " at its search bound, left out)"
-            )
-        own = sum(1 for d in doubts if d["target"] == name)
-        lines.append(
-            f"- **{name}** (Nnv {human(group['nnv'].iloc[0])}, d {int(group['d_model'].iloc[0])}, "
-            f"C {sci(group['flops'].max())}): {answer}; "
-            f"{own} warning(s) about this target"
-            + (f", {general} about the whole fit" if general else "")
-            + "."
-        )
-    return lines
+#: What the intervals of the approaches cover, and what they do not.
+INTERVAL_TEXT = (
+    "Intervals are {level} bootstrap intervals: every approach refitted on replicate tables "
+    "that keep every run and redraw the noise the runs show (seed-to-seed and "
+    "checkpoint-to-checkpoint), the estimate times the spread of the refits about the same fit "
+    "on the smoothed runs, so an interval always holds its estimate (n/a: no refits). Approach "
+    "2's interval includes the uncertainty of its anchor and, when f(V) was fitted, of f(V); "
+    "approach 3's, at the compute-optimal budget, that of approach 1's budget. They do not "
+    "cover a law that does not hold for these runs: how far each approach misses on runs it "
+    "did not see is the backtest's measure (above), and only the recommendation's interval "
+    "includes it. *left out*: the share of refits that ended on a bound or at a search edge "
+    "(or failed), which the interval does not include. *No answer*: a fit that ended on a "
+    "parameter bound, or whose optimum lies at the edge of the V it searched, gives a bound, "
+    "not a V. *paper V* is the same approach with the published coefficients of Tao et al. "
+    "2024. Approaches 1 and 2 answer for the compute-optimal budget; C is approach 1's "
+    "optimum unless the target names a budget."
+)
 
 
 def _predictions_markdown(evidence: Evidence) -> list[str]:
-    table, level = evidence.predictions, evidence.confidence
+    table = evidence.predictions[evidence.predictions["approach"] != RECOMMENDED]
     lines = [
-        f"V is rounded to a multiple of {evidence.settings['round_to']} in brackets. Intervals are "
-        f"{level:.0%} bootstrap intervals: every approach refitted on replicate tables that keep "
-        "every run, with fresh seed-to-seed and checkpoint-to-checkpoint noise of the size the "
-        "runs show, the estimate less the spread of the refits about the same fit on the "
-        "smoothed runs (n/a: no refits). *left out*: the share of refits that ended on a "
-        "bound or at a search edge (or failed), which the interval does not include. Approach "
-        "2's interval includes the uncertainty of its anchor and, when f(V) was fitted, of "
-        "f(V). *paper V* is the same approach with the published coefficients of Tao et al. "
-        "2024, at the paper's own compute-optimal budget. Approaches 1 and 2 answer for the "
-        "compute-optimal budget; C is approach 1's optimum unless the target names a budget.",
+        f"V is rounded to a multiple of {evidence.settings['round_to']} in brackets. "
+        + INTERVAL_TEXT.format(level=f"{evidence.confidence:.0%}"),
         "",
         "| target | Nnv | d | approach | C (FLOPs) | V (rounded) | V interval | left out | Nv | "
         "Nv interval | paper V |",
         "|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    flagged = False
     for row in table.itertuples(index=False):
-        mark = " †" if row.at_search_bound else ""
-        flagged |= bool(row.at_search_bound)
         paper = row.paper_vocab_size
+        start = f"| {row.target} | {human(row.nnv)} | {int(row.d_model)} | {title(row.approach)} | "
+        start += f"{sci(row.flops)} | "
+        if pd.isna(row.vocab_size):
+            lines.append(start + f"no answer: {row.reason} | | | | | {number_text(paper)} |")
+            continue
         lines.append(
-            f"| {row.target} | {human(row.nnv)} | {int(row.d_model)} | {title(row.approach)} | "
-            f"{sci(row.flops)} | {row.vocab_size:,.0f} ({row.vocab_size_rounded:,}){mark} | "
+            start + f"{row.vocab_size:,.0f} ({row.vocab_size_rounded:,}) | "
             f"{range_text(row.vocab_size_low, row.vocab_size_high)} | "
             f"{share_text(getattr(row, 'refits_excluded_share', math.nan))} | "
             f"{human(row.vocab_params)} | "
             f"{range_text(row.vocab_params_low, row.vocab_params_high, human)} | "
-            f"{'n/a' if pd.isna(paper) else f'{paper:,.0f}'} |"
+            f"{number_text(paper)} |"
         )
-    if flagged:
-        lines += ["", "† at the edge of the V range approach 3 searched: not a true optimum."]
     return lines
+
+
+def number_text(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:,.0f}"
+
+
+def answer_text(value: float) -> str:
+    return "no answer" if pd.isna(value) else f"{value:,.0f}"
 
 
 def share_text(share: float) -> str:
@@ -126,11 +115,11 @@ def _comparison_markdown(evidence: Evidence) -> list[str]:
         alt = by_key.loc[(row.target, row.approach)]
         paper = row.paper_vocab_size
         lines.append(
-            f"| {row.target} | {title(row.approach)} | {row.vocab_size:,.0f} | "
+            f"| {row.target} | {title(row.approach)} | {answer_text(row.vocab_size)} | "
             f"{range_text(row.vocab_size_low, row.vocab_size_high)} | "
-            f"{alt['vocab_size']:,.0f} | "
+            f"{answer_text(alt['vocab_size'])} | "
             f"{range_text(alt['vocab_size_low'], alt['vocab_size_high'])} | "
-            f"{'n/a' if pd.isna(paper) else f'{paper:,.0f}'} |"
+            f"{number_text(paper)} |"
         )
     return [*lines, ""]
 
@@ -242,9 +231,9 @@ def render_markdown(
         "CE of the same tokens (0 for a model that only knows token frequencies; lower is "
         "better), so that models with different V are comparable.",
         "",
-        "## Predicted vocabulary size",
-        "",
-        *_glance_markdown(evidence.predictions, doubts),
+        *recommendation_markdown(evidence),
+        *backtest_markdown(evidence, figures),
+        "## The three approaches",
         "",
         *_predictions_markdown(evidence),
         "",
@@ -257,11 +246,9 @@ def render_markdown(
         "",
     ]
     for spec in FIGURES:
-        lines += [f"### {spec.title}", ""]
-        if figures.get(spec.name) is None:
-            lines += [f"![{spec.title}](figures/{spec.name}.png)", "", spec.caption, ""]
-        else:
-            lines += [f"*Not drawn: {figures[spec.name]}.*", ""]
+        if spec.inline:
+            continue
+        lines += [f"### {spec.title}", "", *figure_markdown(spec, figures)]
         if spec.section is not None:
             lines += spec.section(evidence)
     lines += ["## Coefficients", "", *_coefficients_markdown(evidence.estimates), ""]
@@ -308,8 +295,19 @@ def summary_metrics(evidence: Evidence, doubts: list[dict[str, Any]]) -> dict[st
     summary: dict[str, float | int] = {"doubts": len(doubts)}
     for row in evidence.predictions.itertuples(index=False):
         key = f"{row.target}.{row.approach}"
+        if pd.isna(row.vocab_size):  # no answer: no number
+            continue
         summary[f"vocab_size.{key}"] = round(float(row.vocab_size), 1)
         summary[f"vocab_size_rounded.{key}"] = int(row.vocab_size_rounded)
+        if row.approach == RECOMMENDED:
+            for name in ("vocab_size_low", "vocab_size_high", "band_low", "band_high"):
+                if not pd.isna(value := getattr(row, name)):
+                    summary[f"{name}.{row.target}"] = round(float(value), 1)
+    for approach, record in ((evidence.estimates.backtest or {}).get("approaches") or {}).items():
+        if record.get("median_abs_ln_ratio") is not None:
+            summary[f"backtest.median_abs_ln_ratio.{approach}"] = round(
+                float(record["median_abs_ln_ratio"]), 4
+            )
     for row in target_distances(evidence).itertuples(index=False):
         if np.isfinite(row.extrapolation):
             summary[f"extrapolation.{row.target}"] = float(f"{row.extrapolation:.4g}")

@@ -74,30 +74,38 @@ def derivative_markdown(evidence: Evidence) -> list[str]:
 
 
 def public_models_markdown(evidence: Evidence) -> list[str]:
+    """What public models chose, beside each approach's V and the recommendation for their
+    Nnv and width at the compute-optimal budget."""
     if not evidence.public_models:
         return []
     approaches = [a for a in APPROACHES if evidence.fitted(a)]
     header = " | ".join(f"{title(a)} V" for a in approaches)
     lines = [
         "What well-known models chose, beside what the fitted approaches would recommend for "
-        "their Nnv and width at the compute-optimal budget:",
+        "their Nnv and width at the compute-optimal budget (*no answer*: the fit gives only a "
+        "bound there):",
         "",
-        f"| model | Nnv | d | their V | {header} |",
-        "|---|--:|--:|--:|" + "--:|" * len(approaches),
+        f"| model | Nnv | d | their V | recommended V | {header} |",
+        "|---|--:|--:|--:|--:|" + "--:|" * len(approaches),
     ]
     for model in evidence.public_models:
         try:
-            answer = predict(evidence.estimates, model["nnv"], model["d_model"]).approaches
+            answer = predict(evidence.estimates, model["nnv"], model["d_model"], intervals=True)
         except ValueError:
-            answer = {}
-        cells = " | ".join(
-            f"{answer[a].answer.vocab_size:,.0f}" if a in answer else "n/a" for a in approaches
-        )
+            answer = None
+        cells = [value_text(answer.recommended.vocab_size) if answer else "n/a"]
+        for approach in approaches:
+            found = answer.approaches.get(approach) if answer else None
+            cells.append("n/a" if found is None else value_text(found.vocab_size))
         lines.append(
             f"| {model['name']} | {human(model['nnv'])} | {model['d_model']} | "
-            f"{model['vocab_size']:,} | {cells} |"
+            f"{model['vocab_size']:,} | {' | '.join(cells)} |"
         )
     return [*lines, ""]
+
+
+def value_text(value: float | None) -> str:
+    return "no answer" if value is None else f"{value:,.0f}"
 
 
 def _score(value: float, stderr: float) -> str:

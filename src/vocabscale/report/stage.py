@@ -16,23 +16,18 @@ from vocabscale.config import add_params_argument, load_params
 from vocabscale.io import atomic_dir, output_lock, to_json, write_csv, write_json
 from vocabscale.report.contents import draw_figures
 from vocabscale.report.doubts import find_doubts
-from vocabscale.report.evidence import gather_evidence
+from vocabscale.report.evidence import ReportInputs, gather_evidence
 from vocabscale.report.render import envelope_points, render_html, render_markdown, summary_metrics
 
 log = logging.getLogger(__name__)
 
 
 def build_report(
-    estimates: str | Path,
-    runs_path: str | Path | None,
-    settings: dict[str, Any],
-    out_dir: str | Path,
-    tokenization: str | Path | None = None,
-    downstream: str | Path | None = None,
+    inputs: ReportInputs, settings: dict[str, Any], out_dir: str | Path
 ) -> dict[str, Any]:
     """Write the report directory (`settings`: the validated `report` section); returns the
     predictions table, the doubts and which figures were drawn."""
-    evidence = gather_evidence(estimates, runs_path, settings, tokenization, downstream)
+    evidence = gather_evidence(inputs, settings)
     doubts = find_doubts(evidence)
     with atomic_dir(out_dir) as tmp:
         (tmp / "figures").mkdir()
@@ -58,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--estimates", required=True, help="estimates directory, coefficients.json or `paper`"
     )
+    parser.add_argument(
+        "--backtest",
+        help="the backtest's directory: its comparisons, and the recommendation's rule "
+        "(without it the recommendation is the median of the approaches, said so)",
+    )
     parser.add_argument("--runs", help="runs table (CSV); without it the runs' figures are skipped")
     parser.add_argument(
         "--tokenization",
@@ -73,9 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     settings = load_params(args.params)["report"]
     with output_lock(args.out):
-        result = build_report(
-            args.estimates, args.runs, settings, args.out, args.tokenization, args.downstream
+        inputs = ReportInputs(
+            args.estimates, args.runs, args.tokenization, args.downstream, args.backtest
         )
+        result = build_report(inputs, settings, args.out)
     print(
         f"wrote {Path(args.out) / 'report.md'} (and report.html): "
         f"{len(result['predictions'])} predictions, {len(result['doubts'])} warning(s)"
