@@ -8,13 +8,16 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import REPO, subprocess_env, write_params
 
 from vocabscale.accounting import training_memory
+from vocabscale.cluster.cost import CorpusSize, run_cost
 from vocabscale.cluster.cpu_jobs import CPU_JOBS, cpu_job_characters
 from vocabscale.cluster.plan import data_warning, format_plan, plan
+from vocabscale.cluster.rules import train_resource_callables, train_retries
 from vocabscale.cluster.slurm import cpu_job_resources, train_resources
 from vocabscale.config import ParamsError, load_params, read_yaml, validate_params
 from vocabscale.io import read_json, write_json
@@ -82,6 +85,25 @@ def test_a_gpu_job_is_one_task_on_one_node_holding_all_its_gpus():
     assert resources["cpus_per_task"] == 2 * params["cluster"]["cpus_per_gpu"]
     assert resources["mem_mb"] == 2 * params["cluster"]["mem_mb_per_gpu"]
     assert "mpi" not in resources and "gres" not in resources
+
+
+def test_the_train_rule_looks_each_jobs_resources_up_in_the_plan():
+    """The workflow computes the plan once; each training job's resources are its run's, looked
+    up by the job's wildcards; a run outside the grid (asked for by its path) is sized too."""
+    params = load_params(PAPER)
+    params["models"]["2.87B"].update(nodes=2, gpus=4)  # a resource (mpi) only some runs set
+    grid = plan(params)
+    callables = train_resource_callables(grid, params)
+    for cost in grid.runs.values():
+        wildcards = SimpleNamespace(model=cost.model, vocab=str(cost.vocab_size))
+        asked = {name: value(wildcards) for name, value in callables.items()}
+        expected = train_resources(cost, params)
+        assert {name: value for name, value in asked.items() if value is not None} == expected
+    outside = SimpleNamespace(model="33M", vocab="5000")
+    alone = run_cost(model_specs(params)["33M"], 5000, params, CorpusSize(math.nan, False))
+    assert callables["slurm_extra"](outside) == f"--signal=TERM@{alone.grace_seconds}"
+    assert callables["runtime"](outside) == alone.runtime_minutes
+    assert train_retries(grid) == grid.table["jobs"].max() + 2
 
 
 def test_a_run_over_nodes_is_one_task_per_node_with_its_gpus():

@@ -2,7 +2,7 @@
 
 Time comes from the characters a job reads at the throughputs measured in
 benchmarks/RESULTS.md, so a job is sized for the corpus it will read; tokenization is sized
-from the prepared corpus's stats.json once that exists (`slurm.cpu_job_resource_callables`).
+from the prepared corpus's stats.json once that exists (`rules.cpu_job_resource_callables`).
 """
 
 from __future__ import annotations
