@@ -8,20 +8,17 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import REPO, subprocess_env, write_params
 
 from vocabscale.accounting import training_memory
-from vocabscale.cluster import (
-    CPU_JOBS,
-    cpu_job_characters,
-    cpu_job_resources,
-    data_warning,
-    format_plan,
-    plan,
-    train_resources,
-)
+from vocabscale.cluster.cost import CorpusSize, run_cost
+from vocabscale.cluster.cpu_jobs import CPU_JOBS, cpu_job_characters
+from vocabscale.cluster.plan import data_warning, format_plan, plan
+from vocabscale.cluster.rules import train_resource_callables, train_retries
+from vocabscale.cluster.slurm import cpu_job_resources, train_resources
 from vocabscale.config import ParamsError, load_params, read_yaml, validate_params
 from vocabscale.io import read_json, write_json
 from vocabscale.preemption import state_bytes
@@ -32,9 +29,14 @@ from vocabscale.train.schedule import eval_points, trained_steps
 PAPER = REPO / "workflow/presets/paper.yaml"
 
 
+def train_job(params: dict, run: str) -> dict:
+    """The SLURM resources of one training run of the plan of `params`."""
+    return train_resources(plan(params).runs[run], params)
+
+
 def test_plan_of_the_paper_grid_adds_up():
     params = load_params(PAPER)
-    table = plan(params)
+    table = plan(params).table
     assert len(table) == 7 * 10
     row = table[table["run"] == "33M-v4096"].iloc[0]
     # C = 6 (Nnv + V d) D with the exact 33M count
@@ -56,19 +58,19 @@ def test_plan_command_prints_the_total(tmp_path):
         check=True,
     )
     total = float(re.search(r"total ([\d,.]+) GPU-hours", result.stdout).group(1).replace(",", ""))
-    assert total == pytest.approx(plan(load_params(PAPER))["gpu_hours"].sum(), rel=1e-3)
+    assert total == pytest.approx(plan(load_params(PAPER)).table["gpu_hours"].sum(), rel=1e-3)
 
 
 def test_resources_follow_params_and_environment(monkeypatch):
     params = load_params(PAPER)
     monkeypatch.setenv("VOCABSCALE_SLURM_PARTITION", "gpu-long")
     monkeypatch.setenv("VOCABSCALE_SLURM_GPU_TYPE", "h100")
-    resources = train_resources(params, "2.87B", 32768)
+    resources = train_job(params, "2.87B-v32768")
     assert resources["gpu"] == 8 and resources["gpu_model"] == "h100"
     assert resources["slurm_partition"] == "gpu-long"
     assert resources["cpus_per_task"] == 8 * params["cluster"]["cpus_per_gpu"]
     params["train"]["device"] = "cpu"  # a CPU sweep asks for no GPU
-    assert "gpu" not in train_resources(params, "33M", 4096)
+    assert "gpu" not in train_job(params, "33M-v4096")
 
 
 def test_a_gpu_job_is_one_task_on_one_node_holding_all_its_gpus():
@@ -77,7 +79,7 @@ def test_a_gpu_job_is_one_task_on_one_node_holding_all_its_gpus():
     the GPUs over nodes): the job must set both. (tests/test_slurm.py submits them.)"""
     params = load_params(PAPER)
     params["cluster"]["gpu_type"] = "h100"
-    resources = train_resources(params, "631M", 32768)
+    resources = train_job(params, "631M-v32768")
     assert resources["nodes"] == 1 and resources["tasks_per_gpu"] == 0
     assert resources["gpu"] == 2 and resources["gpu_model"] == "h100"
     assert resources["cpus_per_task"] == 2 * params["cluster"]["cpus_per_gpu"]
@@ -85,19 +87,38 @@ def test_a_gpu_job_is_one_task_on_one_node_holding_all_its_gpus():
     assert "mpi" not in resources and "gres" not in resources
 
 
+def test_the_train_rule_looks_each_jobs_resources_up_in_the_plan():
+    """The workflow computes the plan once; each training job's resources are its run's, looked
+    up by the job's wildcards; a run outside the grid (asked for by its path) is sized too."""
+    params = load_params(PAPER)
+    params["models"]["2.87B"].update(nodes=2, gpus=4)  # a resource (mpi) only some runs set
+    grid = plan(params)
+    callables = train_resource_callables(grid, params)
+    for cost in grid.runs.values():
+        wildcards = SimpleNamespace(model=cost.model, vocab=str(cost.vocab_size))
+        asked = {name: value(wildcards) for name, value in callables.items()}
+        expected = train_resources(cost, params)
+        assert {name: value for name, value in asked.items() if value is not None} == expected
+    outside = SimpleNamespace(model="33M", vocab="5000")
+    alone = run_cost(model_specs(params)["33M"], 5000, params, CorpusSize(math.nan, False))
+    assert callables["slurm_extra"](outside) == f"--signal=TERM@{alone.grace_seconds}"
+    assert callables["runtime"](outside) == alone.runtime_minutes
+    assert train_retries(grid) == grid.table["jobs"].max() + 2
+
+
 def test_a_run_over_nodes_is_one_task_per_node_with_its_gpus():
     params = load_params(PAPER)
     params["cluster"]["gpu_type"] = "h100"
     params["models"]["2.87B"].update(nodes=2, gpus=4)
-    resources = train_resources(params, "2.87B", 32768)
+    resources = train_job(params, "2.87B-v32768")
     assert (resources["nodes"], resources["tasks"]) == (2, 2)
     assert resources["gres"] == "gpu:h100:4" and resources["tasks_per_gpu"] == 0
     assert resources["mpi"] == "srun" and "gpu" not in resources
     assert resources["slurm_extra"].startswith("--ntasks-per-node=1 --signal=TERM@")
     assert resources["cpus_per_task"] == 4 * params["cluster"]["cpus_per_gpu"]
     # twice the GPUs: half the time
-    single = plan(load_params(PAPER)).set_index("run").loc["2.87B-v32768"]
-    double = plan(params).set_index("run").loc["2.87B-v32768"]
+    single = plan(load_params(PAPER)).table.set_index("run").loc["2.87B-v32768"]
+    double = plan(params).table.set_index("run").loc["2.87B-v32768"]
     assert double["gpu_hours"] == pytest.approx(single["gpu_hours"])
 
 
@@ -120,9 +141,9 @@ def test_a_run_asking_for_more_gpus_than_a_node_has_is_refused(tmp_path):
 def test_plan_prints_each_jobs_geometry(monkeypatch):
     monkeypatch.setenv("VOCABSCALE_SLURM_GPU_TYPE", "h100")
     params = load_params(PAPER)
-    lines = format_plan(plan(params), params).splitlines()
+    lines = format_plan(plan(params).table, params).splitlines()
     (line,) = [line for line in lines if line.startswith("2.87B-v32768 ")]
-    cost = plan(params).set_index("run").loc["2.87B-v32768"]
+    cost = plan(params).table.set_index("run").loc["2.87B-v32768"]
     grace = cost["grace_seconds"]
     memory = cost["memory_per_gpu"] / 1e9
     assert re.search(
@@ -135,7 +156,7 @@ def test_every_time_limit_holds_the_grace_window_and_the_overhead():
     params = load_params(PAPER)
     params["cluster"]["runtime_overhead_minutes"] = 0  # once gave 1 minute with TERM@300
     cluster = params["cluster"]
-    for row in plan(params).itertuples():
+    for row in plan(params).table.itertuples():
         spec = model_specs(params)[row.model]
         writes = (
             2
@@ -193,11 +214,11 @@ def test_tokenize_part_jobs_are_sized_by_their_share(corpus_dir, tiny_params_dic
     params["corpus"]["max_characters"] = 1_000_000  # no corpus yet: the source's size
     assert cpu_job_characters(params, "tokenize_part") == 250_000
     vocab_sizes = len(params["tokenizer"]["vocab_sizes"])
-    text = format_plan(plan(params), params)
+    text = format_plan(plan(params).table, params)
     assert re.search(rf"^tokenize_part +{vocab_sizes * 4} +8 .* 2\.5e\+05$", text, re.M), text
     assert re.search(rf"^tokenize \(gather\) +{vocab_sizes} +8 ", text, re.M), text
     params["tokenizer"]["tokenize_jobs"] = 1
-    assert "tokenize_part" not in format_plan(plan(params), params)
+    assert "tokenize_part" not in format_plan(plan(params).table, params)
 
 
 def test_dry_run_of_the_paper_preset_lists_every_job_with_resources():
@@ -229,10 +250,10 @@ def test_dry_run_of_the_paper_preset_lists_every_job_with_resources():
 def test_the_plan_counts_the_cooldown_branches_of_wsd(tmp_path):
     params = load_params(PAPER)
     assert params["train"]["schedule"] == "constant"  # the authors' trainer
-    constant = plan(params, tmp_path).set_index("run")
+    constant = plan(params, tmp_path).table.set_index("run")
     wsd_params = copy.deepcopy(params)
     wsd_params["train"]["schedule"] = "wsd"
-    wsd = plan(wsd_params, tmp_path).set_index("run")
+    wsd = plan(wsd_params, tmp_path).table.set_index("run")
     steps = int(1.2e9) // 1_048_576
     assert steps == 1144  # 512 sequences of 2048 per step
     branches = trained_steps(eval_points(steps, 20, "wsd", 0.2))
@@ -247,10 +268,10 @@ def test_the_plan_counts_the_cooldown_branches_of_wsd(tmp_path):
 
 def test_the_plan_names_the_runs_that_would_read_their_data_twice(tmp_path):
     params = load_params(PAPER)
-    assert plan(params, tmp_path)["epochs"].max() < 1  # 8e11 characters cover every run
-    assert data_warning(plan(params, tmp_path)) is None
+    assert plan(params, tmp_path).table["epochs"].max() < 1  # 8e11 characters cover every run
+    assert data_warning(plan(params, tmp_path).table) is None
     params["corpus"]["max_characters"] = 600_000_000_000  # the preset's former corpus
-    table = plan(params, tmp_path).set_index("run")
+    table = plan(params, tmp_path).table.set_index("run")
     estimate = 6e11 * float(PAPER_TOKENS_PER_CHAR(96256))
     assert table.loc["2.87B-v96256", "epochs"] == pytest.approx(165.5e9 / estimate)
     warning = data_warning(table.reset_index())
@@ -260,7 +281,7 @@ def test_the_plan_names_the_runs_that_would_read_their_data_twice(tmp_path):
     assert "1.19 epochs" in warning
     # once tokenized, the counted tokens replace the estimate
     write_json(tmp_path / "v96256" / "stats.json", {"splits": {"train": {"tokens": 2e11}}})
-    counted = plan(params, tmp_path).set_index("run")
+    counted = plan(params, tmp_path).table.set_index("run")
     assert counted.loc["2.87B-v96256", "epochs"] == pytest.approx(165.5e9 / 2e11)
     assert "2.87B-v96256" not in data_warning(counted.reset_index())
 
@@ -321,8 +342,8 @@ def test_fsdp_divides_the_training_state_by_the_processes():
 
 def test_plan_prints_each_runs_memory_per_gpu():
     params = load_params(PAPER)
-    table = plan(params).set_index("run")
-    lines = format_plan(plan(params), params).splitlines()
+    table = plan(params).table.set_index("run")
+    lines = format_plan(plan(params).table, params).splitlines()
     assert "mem/GPU" in lines[0]
     for run, kind in [("33M-v4096", "none"), ("631M-v4096", "ddp"), ("2.87B-v4096", "fsdp")]:
         (line,) = [line for line in lines if line.startswith(f"{run} ")]

@@ -49,7 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("vocabscale.report.stage", "write the prediction report"),
     "estimate": ("vocabscale.estimate.estimate_command", "fit every approach on any runs table"),
     "predict": ("vocabscale.estimate.predict_command", "predict V for a model from coefficients"),
-    "plan": ("vocabscale.cluster", "per-run FLOPs, GPU-hours and SLURM jobs of the grid"),
+    "plan": ("vocabscale.cluster.command", "per-run FLOPs, GPU-hours and SLURM jobs of the grid"),
     "dvc-commit": ("vocabscale.handover", "record a finished Snakemake run with DVC"),
     "export-hf": ("vocabscale.export", "write a run as a Hugging Face model directory"),
 }

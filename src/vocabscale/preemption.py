@@ -2,7 +2,7 @@
 between SIGTERM and the kill in which it finishes its step, writes that state and exits.
 
 SLURM is asked to send SIGTERM that long before a job's time limit (`--signal=TERM@<grace>`,
-`vocabscale.cluster`), and torchrun waits that long for its workers before it kills them
+`vocabscale.cluster.slurm`), and torchrun waits that long for its workers before it kills them
 (`vocabscale.train.distributed`), so that neither cuts a checkpoint short.
 """
 

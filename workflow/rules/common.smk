@@ -5,11 +5,10 @@
 
 import sys
 
-from vocabscale.cluster import (
-    CPU_JOBS,
+from vocabscale.cluster.cpu_jobs import CPU_JOBS
+from vocabscale.cluster.plan import data_warning, plan
+from vocabscale.cluster.rules import (
     cpu_job_resource_callables,
-    data_warning,
-    plan,
     train_resource_callables,
     train_retries,
 )
@@ -32,9 +31,11 @@ def params_file():
 
 PARAMS_FILE = params_file()
 PARAMS = load_params(PARAMS_FILE)  # validated; a bad key stops here, before any job runs
-# runs that need more tokens than the corpus holds, said before any job runs (the corpus size is
-# counted once tokenized, estimated from corpus.max_characters before; see vocabscale.cluster)
-if REPEATS := data_warning(plan(PARAMS)):
+# every training run's cost, computed once: the training jobs' resources and retries come from
+# it, and the runs that need more tokens than the corpus holds are said before any job runs (the
+# corpus size is counted once tokenized, estimated from corpus.max_characters before)
+PLAN = plan(PARAMS)
+if REPEATS := data_warning(PLAN.table):
     print(f"WARNING: {REPEATS}", file=sys.stderr)
 VOCAB_SIZES = PARAMS["tokenizer"]["vocab_sizes"]
 MODELS = list(PARAMS["models"])

@@ -3,7 +3,7 @@
 # exist either way, so that both engines run the same stages; with no tasks they only record
 # that evaluation is off, on the submitting host.
 
-from vocabscale.cluster import downstream_resources
+from vocabscale.cluster.slurm import downstream_resources
 
 DOWNSTREAM_ON = bool(PARAMS["downstream"]["tasks"])
 

@@ -9,9 +9,9 @@ rule train:
         settings=settings_of("train"),
     threads: max(1, PARAMS["train"]["threads"])
     resources:
-        **train_resource_callables(PARAMS),
+        **train_resource_callables(PLAN, PARAMS),
     # a run longer than one job's time limit continues from its checkpoint on each retry
-    retries: train_retries(PARAMS)
+    retries: train_retries(PLAN)
     log:
         "logs/train/{model}-v{vocab}.log",
     shell:
