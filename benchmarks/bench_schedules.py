@@ -37,11 +37,13 @@ from machine import cpu_model, memory_gib, usable_cores
 
 from vocabscale.accounting import ModelShape
 from vocabscale.config import read_yaml, validate_params
-from vocabscale.corpus.prepare import prepare_corpus
-from vocabscale.runs.normalize import normalize_run
+from vocabscale.corpus.split import prepare_corpus
+from vocabscale.io import write_csv
+from vocabscale.runs.normalized_loss import normalize_run
 from vocabscale.sweep import ModelSpec
-from vocabscale.tokenizer.tokenize import tokenize_corpus
-from vocabscale.tokenizer.train import train_tokenizer
+from vocabscale.tokenizer.batching import Batching
+from vocabscale.tokenizer.one_job import tokenize_corpus
+from vocabscale.tokenizer.training import train_tokenizer
 from vocabscale.train.config import TrainConfig
 from vocabscale.train.loop import train_run
 
@@ -86,14 +88,7 @@ def prepare_tokens(params: dict, work: Path) -> Path:
         settings["min_frequency"],
         settings["batch_documents"],
     )
-    tokenize_corpus(
-        corpus,
-        tokenizer,
-        tokens,
-        settings["batch_documents"],
-        settings["batch_characters"],
-        settings["checkpoint_seconds"],
-    )
+    tokenize_corpus(corpus, tokenizer, tokens, Batching.from_params(settings))
     return tokens
 
 
@@ -112,7 +107,8 @@ def loss_u_at_half(params: dict, args, tokens: Path, work: Path, case: tuple, se
     run = work / f"{label}-seed{seed}-T{args.train_tokens}-b{batch}"
     train_run(spec, tokens, config, run / "out", run / "state")
     pseudocount = params["normalize"]["unigram_pseudocount"]
-    points = normalize_run(run / "out", tokens, run / "normalized.csv", pseudocount)
+    points = normalize_run(run / "out", tokens, pseudocount)
+    write_csv(run / "normalized.csv", points)
     return float(points.loc[points["tokens"] == half, "loss_u"].iloc[0])
 
 

@@ -148,7 +148,7 @@ def raw_encode(corpus: Path, tokenizer_path: Path, batch_documents: int, batch_c
     from tokenizers import Tokenizer
 
     from vocabscale.corpus.shards import train_shards
-    from vocabscale.tokenizer.tokenize import read_batches
+    from vocabscale.tokenizer.batching import read_batches
 
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     seconds = dict.fromkeys(RAW_METHODS, 0.0)

@@ -16,19 +16,19 @@ import pytest
 import yaml
 
 from vocabscale.config import defaults, read_yaml
-from vocabscale.corpus.prepare import prepare_corpus
 from vocabscale.corpus.shards import read_texts
-from vocabscale.tokenizer.tokenize import tokenize_corpus
-from vocabscale.tokenizer.train import train_tokenizer
+from vocabscale.corpus.split import prepare_corpus
+from vocabscale.tokenizer.batching import Batching
+from vocabscale.tokenizer.one_job import tokenize_corpus
+from vocabscale.tokenizer.training import train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tokenizer_settings(**overrides) -> dict:
-    """The `tokenizer` settings a tokenize or train-tokenizer call takes, defaults but for
+def tokenizer_settings(**overrides) -> Batching:
+    """The batching a tokenize call takes: the defaults of the `tokenizer` settings but for
     `overrides`."""
-    keys = ("batch_documents", "batch_characters", "checkpoint_seconds")
-    return {key: defaults("tokenizer")[key] for key in keys} | overrides
+    return Batching.from_params(defaults("tokenizer") | overrides)
 
 
 def files_of(directory: Path) -> dict[str, bytes]:
@@ -113,7 +113,7 @@ def tokenized(tmp_path_factory, corpus_dir) -> dict[int, Path]:
             corpus_dir,
             tokenizer,
             root / f"tokens-v{vocab_size}",
-            **tokenizer_settings(batch_documents=256),
+            tokenizer_settings(batch_documents=256),
         )
         out[vocab_size] = root / f"tokens-v{vocab_size}"
     return out

@@ -10,10 +10,11 @@ import pandas as pd
 
 from vocabscale.config import validate_params
 from vocabscale.estimate.results import Estimates
+from vocabscale.io import write_csv
 from vocabscale.report.doubts import diverged_runs
 from vocabscale.report.evidence import Evidence
-from vocabscale.runs.collect import collect_runs
-from vocabscale.runs.normalize import normalize_run
+from vocabscale.runs.grid_table import collect_runs
+from vocabscale.runs.normalized_loss import normalize_run
 from vocabscale.runs.table import diverged_rows, load_runs
 from vocabscale.sweep import model_specs
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
@@ -33,11 +34,12 @@ def test_a_run_that_diverges_before_its_first_evaluation_stays_in_the_table(
         trained = train_run(
             specs[model], tokenized[320], config, runs / run_id, tmp_path / "ckpt" / run_id, nan_at
         )
-        normalize_run(runs / run_id, tokenized[320], normalized / f"{run_id}.csv", 1.0)
+        write_csv(normalized / f"{run_id}.csv", normalize_run(runs / run_id, tokenized[320], 1.0))
     assert trained["diverged"] is False
     assert pd.read_csv(normalized / "a-v320.csv").empty  # diverged at step 2, before any eval
 
-    table = collect_runs(["a-v320", "b-v320"], runs, normalized, tmp_path / "runs.csv")
+    table = collect_runs(["a-v320", "b-v320"], runs, normalized)
+    write_csv(tmp_path / "runs.csv", table)
     early = table[table["run_id"] == "a-v320"]
     assert len(early) == 1 and bool(early["diverged"].iloc[0]) and early["step"].iloc[0] == 2
     assert early["loss_u"].isna().all()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
+import importlib
 import json
 import logging
 import os
@@ -18,18 +19,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from conftest import tokenizer_settings
+from conftest import REPO, tokenizer_settings
 
 import vocabscale
-from vocabscale.config import validate_params
+from vocabscale.config import read_yaml, validate_params
 from vocabscale.corpus import shards as shards_module
 from vocabscale.corpus import sources as sources_module
-from vocabscale.corpus.prepare import SeenDocuments, document_digest, is_validation, prepare_corpus
+from vocabscale.corpus.duplicates import SeenDocuments, document_digest
 from vocabscale.corpus.shards import read_texts, train_shards
 from vocabscale.corpus.sources import python_docs
+from vocabscale.corpus.split import is_validation, prepare_corpus
 from vocabscale.io import read_json
-from vocabscale.tokenizer import tokenize as tokenize_module
-from vocabscale.tokenizer.tokenize import read_batches, tokenize_corpus
+from vocabscale.tokenizer import arrays as arrays_module
+from vocabscale.tokenizer import resume as resume_module
+from vocabscale.tokenizer.batching import read_batches
+from vocabscale.tokenizer.one_job import tokenize_corpus
 
 
 def corpus_section(tiny_params_dict: dict, source, **overrides) -> dict:
@@ -113,7 +117,7 @@ def test_every_format_gives_identical_token_arrays(
         assert stats["skipped"] == {"empty": 0, "non_utf8": 0, "malformed": 0, "too_long": 0}, name
         assert stats["train_shards"] > 1
         tokens = tmp_path / "tokens" / name
-        tokenize_corpus(corpus, tokenizer, tokens, **tokenizer_settings(batch_documents=7))
+        tokenize_corpus(corpus, tokenizer, tokens, tokenizer_settings(batch_documents=7))
         arrays[name] = {
             file: (tokens / file).read_bytes()
             for file in ("train.bin", "validation.bin", "unigram_counts.npy", "stats.json")
@@ -375,7 +379,7 @@ def test_an_interrupted_tokenization_resumes_byte_identical(
     tokenizer = reference.parent / "v640" / "tokenizer.json"
     out = tmp_path / "v640"
     work = tmp_path / ".v640.partial"
-    real_encode = tokenize_module.encode
+    real_encode = arrays_module.encode
     calls = []
 
     def failing_encode(tokenizer, texts):
@@ -384,13 +388,13 @@ def test_an_interrupted_tokenization_resumes_byte_identical(
             raise Interrupted
         return real_encode(tokenizer, texts)
 
-    monkeypatch.setattr(tokenize_module, "encode", failing_encode)
+    monkeypatch.setattr(arrays_module, "encode", failing_encode)
     with pytest.raises(Interrupted):
         tokenize_corpus(
             corpus_dir,
             tokenizer,
             out,
-            **tokenizer_settings(batch_documents=4, checkpoint_seconds=0),
+            tokenizer_settings(batch_documents=4, checkpoint_seconds=0),
         )
     assert not out.exists() and (work / "progress.json").exists()
     checkpoint = json.loads((work / "progress.json").read_text())
@@ -400,11 +404,11 @@ def test_an_interrupted_tokenization_resumes_byte_identical(
 
     counted = []
     monkeypatch.setattr(
-        tokenize_module, "encode", lambda t, texts: counted.append(1) or real_encode(t, texts)
+        arrays_module, "encode", lambda t, texts: counted.append(1) or real_encode(t, texts)
     )
     caplog.set_level(logging.INFO)
     tokenize_corpus(
-        corpus_dir, tokenizer, out, **tokenizer_settings(batch_documents=4, checkpoint_seconds=0)
+        corpus_dir, tokenizer, out, tokenizer_settings(batch_documents=4, checkpoint_seconds=0)
     )
     assert "resuming partial work" in caplog.text
     total = read_json(corpus_dir / "stats.json")["splits"]
@@ -418,17 +422,18 @@ def test_an_interrupted_tokenization_resumes_byte_identical(
 
 KILLER = """
 import os, signal, sys
-from vocabscale.tokenizer import tokenize as module
-real_write, writes = module.SplitWriter.write, []
-def write(self, batch, encodings):
+from vocabscale.tokenizer import arrays, one_job
+from vocabscale.tokenizer.batching import Batching
+real_write, writes = arrays.SplitWriter.write, []
+def write(self, batch, ids):
     writes.append(1)
     if len(writes) == int(sys.argv[4]):  # half a batch reaches the file, no checkpoint
         self.out.write(memoryview(b"\\x07" * 999))
         self.out.flush()
         os.kill(os.getpid(), signal.SIGKILL)
-    return real_write(self, batch, encodings)
-module.SplitWriter.write = write
-module.tokenize_corpus(sys.argv[1], sys.argv[2], sys.argv[3], 4, 10**9, 0)
+    return real_write(self, batch, ids)
+arrays.SplitWriter.write = write
+one_job.tokenize_corpus(sys.argv[1], sys.argv[2], sys.argv[3], Batching(4, 10**9, 0))
 """
 
 
@@ -476,24 +481,24 @@ def test_partial_work_for_another_tokenizer_is_discarded(
     corpus_dir, tokenized, tmp_path, monkeypatch, caplog
 ):
     out = tmp_path / "v"
-    real_encode = tokenize_module.encode
+    real_encode = arrays_module.encode
 
     def failing_encode(tokenizer, texts):
         raise Interrupted
 
-    monkeypatch.setattr(tokenize_module, "encode", failing_encode)
+    monkeypatch.setattr(arrays_module, "encode", failing_encode)
     with pytest.raises(Interrupted):
         tokenize_corpus(
             corpus_dir,
             tokenized[320].parent / "v320" / "tokenizer.json",
             out,
-            **tokenizer_settings(),
+            tokenizer_settings(),
         )
     assert (tmp_path / ".v.partial" / "progress.json").exists()
-    monkeypatch.setattr(tokenize_module, "encode", real_encode)
+    monkeypatch.setattr(arrays_module, "encode", real_encode)
     caplog.set_level(logging.INFO)
     tokenize_corpus(
-        corpus_dir, tokenized[640].parent / "v640" / "tokenizer.json", out, **tokenizer_settings()
+        corpus_dir, tokenized[640].parent / "v640" / "tokenizer.json", out, tokenizer_settings()
     )
     assert "discarding partial work" in caplog.text and "changed since" in caplog.text
     for name in ("train.bin", "validation.bin", "stats.json"):
@@ -507,22 +512,41 @@ def test_partial_work_of_other_code_or_libraries_is_discarded(
     """Arrays encoded by another version of `tokenizers` or of the stage's code are not
     continued: the two parts of one array could differ."""
     out, tokenizer = tmp_path / "v", tokenized[320].parent / "v320" / "tokenizer.json"
-    real_encode = tokenize_module.encode
-    monkeypatch.setattr(tokenize_module, "encode", lambda *_: (_ for _ in ()).throw(Interrupted))
+    real_encode = arrays_module.encode
+    monkeypatch.setattr(arrays_module, "encode", lambda *_: (_ for _ in ()).throw(Interrupted))
     with pytest.raises(Interrupted):
-        tokenize_corpus(corpus_dir, tokenizer, out, **tokenizer_settings())
+        tokenize_corpus(corpus_dir, tokenizer, out, tokenizer_settings())
     assert (tmp_path / ".v.partial" / "progress.json").exists()
-    monkeypatch.setattr(tokenize_module, "encode", real_encode)
+    monkeypatch.setattr(arrays_module, "encode", real_encode)
     if change == "tokenizers version":
-        monkeypatch.setattr(tokenize_module.tokenizers, "__version__", "0.0.1")
-    else:  # the module as it would be after an edit: its file's bytes differ
-        edited = tmp_path / "tokenize.py"
-        edited.write_text(Path(tokenize_module.__file__).read_text() + "# an edit\n")
-        monkeypatch.setattr(tokenize_module, "__file__", str(edited))
+        monkeypatch.setattr(resume_module.tokenizers, "__version__", "0.0.1")
+    else:  # the module that encodes as it would be after an edit: its file's bytes differ
+        edited = tmp_path / "arrays.py"
+        edited.write_text(Path(arrays_module.__file__).read_text() + "# an edit\n")
+        monkeypatch.setattr(arrays_module, "__file__", str(edited))
     caplog.set_level(logging.INFO)
-    tokenize_corpus(corpus_dir, tokenizer, out, **tokenizer_settings())
+    tokenize_corpus(corpus_dir, tokenizer, out, tokenizer_settings())
     assert "discarding partial work" in caplog.text and "changed since" in caplog.text
     assert (out / "train.bin").read_bytes() == (tokenized[320] / "train.bin").read_bytes()
+
+
+def test_the_resume_fingerprint_covers_the_code_of_the_stage(tmp_path, monkeypatch, corpus_dir):
+    """The fingerprint reads every module of the tokenize stage (its code in dvc.yaml): an edit
+    to any of them discards partial work and refuses parts made before it."""
+    deps = read_yaml(REPO / "dvc.yaml")["stages"]["tokenize"]["deps"]
+    code = {dep for dep in deps if dep.startswith("src/") and not dep.endswith("__init__.py")}
+    assert {f"src/{name.replace('.', '/')}.py" for name in resume_module.STAGE_CODE} == code
+    inputs, tokenizer = [corpus_dir / "validation.parquet"], tmp_path / "tokenizer.json"
+    tokenizer.write_text("{}")
+    unchanged = resume_module.fingerprint(inputs, tokenizer)
+    for name in resume_module.STAGE_CODE:
+        module = importlib.import_module(name)
+        edited = tmp_path / f"{name}.py"
+        edited.write_text(Path(module.__file__).read_text() + "# an edit\n")
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "__file__", str(edited))
+            assert resume_module.fingerprint(inputs, tokenizer) != unchanged, name
+    assert resume_module.fingerprint(inputs, tokenizer) == unchanged
 
 
 def test_preparing_twice_gives_identical_bytes(documents, tmp_path, tiny_params_dict):

@@ -13,7 +13,7 @@ import pytest
 from conftest import next_text_task, offline_env, run_in, write_params
 
 from vocabscale.config import ParamsError, read_yaml
-from vocabscale.downstream.evaluate import task_manager
+from vocabscale.downstream.harness import task_manager
 from vocabscale.io import read_json
 
 

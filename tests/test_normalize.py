@@ -13,7 +13,7 @@ from vocabscale.accounting import ModelShape
 from vocabscale.config import defaults
 from vocabscale.corpus.shards import read_texts
 from vocabscale.io import read_json, read_tokens
-from vocabscale.runs.normalize import (
+from vocabscale.runs.normalized_loss import (
     normalize_evals,
     normalize_run,
     unigram_cross_entropy_sum,
@@ -91,7 +91,7 @@ def test_a_trained_model_has_negative_normalized_loss_and_sane_bpc_and_bpb(
     )
     spec = ModelSpec("t", SHAPE, 96 * 1024, gpus=1, nodes=1, parallel="auto")
     train_run(spec, tokenized[640], config, tmp_path / "run", tmp_path / "ckpt")
-    out = normalize_run(tmp_path / "run", tokenized[640], tmp_path / "n.csv", 1.0)
+    out = normalize_run(tmp_path / "run", tokenized[640], 1.0)
     assert (out["loss_u"] < 0).all()
     assert out["loss_u"].iloc[-1] < out["loss_u"].iloc[0]  # it keeps learning
     # bits per character: total nats over characters, in bits; between 0 and 8 for text. The

@@ -2,7 +2,6 @@
 
 import copy
 import hashlib
-import json
 import logging
 import re
 from pathlib import Path
@@ -13,13 +12,14 @@ from conftest import files_of, tokenizer_settings, train_tokenizer_with_defaults
 from tokenizers import Tokenizer
 
 from vocabscale.config import validate_params
-from vocabscale.corpus.prepare import prepare_corpus
 from vocabscale.corpus.shards import read_texts, train_shards
+from vocabscale.corpus.split import prepare_corpus
 from vocabscale.io import read_json, read_tokens
 from vocabscale.tokenizer.bpe import END_OF_TEXT
-from vocabscale.tokenizer.fit import fit_tokenization
-from vocabscale.tokenizer.tokenize import gather_parts, tokenize_corpus, tokenize_part
-from vocabscale.tokenizer.train import train_tokenizer
+from vocabscale.tokenizer.fitting import fit_tokenization
+from vocabscale.tokenizer.one_job import tokenize_corpus
+from vocabscale.tokenizer.parts import gather_parts, tokenize_part
+from vocabscale.tokenizer.training import train_tokenizer
 
 
 def test_corpus_splits_are_disjoint_and_counted_exactly(corpus_dir):
@@ -87,15 +87,12 @@ def test_token_arrays_match_the_tokenizer(tokenized, corpus_dir):
         assert stats["splits"][split]["sha256"] == hashlib.sha256(content).hexdigest()
 
 
-def test_tokens_per_character_falls_as_v_grows(tokenized, tmp_path):
-    fit = fit_tokenization(
-        [tokenized[v] / "stats.json" for v in (320, 640, 1280)], tmp_path / "fit.json"
-    )
+def test_tokens_per_character_falls_as_v_grows(tokenized):
+    fit = fit_tokenization([read_json(tokenized[v] / "stats.json") for v in (1280, 320, 640)])
+    assert [p["vocab_size"] for p in fit["points"]] == [320, 640, 1280]
     measured = [p["tokens_per_character"] for p in fit["points"]]
     assert measured == sorted(measured, reverse=True)
     assert fit["max_abs_residual"] < 1e-9  # three points, three coefficients
-    saved = json.loads((tmp_path / "fit.json").read_text())
-    assert saved["a"] == fit["a"]
 
 
 # --- tokenization as parallel jobs: parts of the training shards, then a gather -----------
@@ -118,7 +115,7 @@ def tokenize_in_parts(corpus: Path, tokenizer: Path, root: Path, parts: int) -> 
     """Every part job of `parts`, one after the other."""
     part_dirs = [root / f"part{part}" for part in range(parts)]
     for part, directory in enumerate(part_dirs):
-        tokenize_part(corpus, tokenizer, directory, part, parts, **tokenizer_settings())
+        tokenize_part(corpus, tokenizer, directory, part, parts, tokenizer_settings())
     return part_dirs
 
 
@@ -128,13 +125,13 @@ def test_parts_and_gather_write_the_bytes_of_one_job(sharded, tmp_path, parts):
     training keys its resume on, the validation's UTF-8 bytes) byte for byte; 9 parts of 6
     shards leave three parts empty."""
     corpus, tokenizer = sharded
-    tokenize_corpus(corpus, tokenizer, tmp_path / "one", **tokenizer_settings())
+    tokenize_corpus(corpus, tokenizer, tmp_path / "one", tokenizer_settings())
     part_dirs = tokenize_in_parts(corpus, tokenizer, tmp_path, parts)
     groups = [read_json(directory / "part.json")["shards"] for directory in part_dirs]
     assert [name for group in groups for name in group] == [
         path.name for path in train_shards(corpus)
     ]
-    gather_parts(corpus, tokenizer, part_dirs, tmp_path / "gathered", **tokenizer_settings())
+    gather_parts(corpus, tokenizer, part_dirs, tmp_path / "gathered", tokenizer_settings())
     one, gathered = files_of(tmp_path / "one"), files_of(tmp_path / "gathered")
     assert set(one) == {"train.bin", "validation.bin", "unigram_counts.npy", "stats.json"}
     assert gathered == one
@@ -148,7 +145,7 @@ def test_gather_refuses_parts_it_cannot_use(sharded, tmp_path):
     out = tmp_path / "tokens"
 
     def gather(dirs):
-        gather_parts(corpus, tokenizer, dirs, out, **tokenizer_settings())
+        gather_parts(corpus, tokenizer, dirs, out, tokenizer_settings())
 
     with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'nowhere/part.json'}")):
         gather([*part_dirs[:2], tmp_path / "nowhere"])
@@ -156,7 +153,7 @@ def test_gather_refuses_parts_it_cannot_use(sharded, tmp_path):
         gather(part_dirs[1:])
     other = tmp_path / "other.json"
     train_tokenizer_with_defaults(corpus / "tokenizer_sample.parquet", 320, other)
-    tokenize_part(corpus, other, tmp_path / "foreign", 2, 3, **tokenizer_settings())
+    tokenize_part(corpus, other, tmp_path / "foreign", 2, 3, tokenizer_settings())
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path}/foreign/part.json: the part was")):
         gather([*part_dirs[:2], tmp_path / "foreign"])
     array = part_dirs[0] / "train.bin"

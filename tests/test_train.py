@@ -33,7 +33,7 @@ from vocabscale.config import ParamsError, defaults, validate_params
 from vocabscale.corpus.shards import train_shards
 from vocabscale.io import read_json, read_tokens
 from vocabscale.sweep import model_specs
-from vocabscale.tokenizer.tokenize import tokenize_corpus
+from vocabscale.tokenizer.one_job import tokenize_corpus
 from vocabscale.train import checkpoint as checkpoint_module
 from vocabscale.train import loop as loop_module
 from vocabscale.train.checkpoint import code_digest, fingerprint, read_state
@@ -501,7 +501,7 @@ def test_changed_token_content_of_the_same_length_trains_afresh(
     tokenizer = tokenized[VOCAB].parent / f"v{VOCAB}" / "tokenizer.json"
     changed = tmp_path / "tokens"
     swapped = swap_two_documents(corpus_dir, tmp_path / "corpus")
-    tokenize_corpus(swapped, tokenizer, changed, **tokenizer_settings())
+    tokenize_corpus(swapped, tokenizer, changed, tokenizer_settings())
     before, after = read_json(tokenized[VOCAB] / "stats.json"), read_json(changed / "stats.json")
     assert after["splits"]["train"]["tokens"] == before["splits"]["train"]["tokens"]
     assert after["splits"]["train"]["sha256"] != before["splits"]["train"]["sha256"]

@@ -1,2 +1,2 @@
-"""Stage prepare-corpus: the source corpus read once, split and sharded (`prepare`), its
-sources (`sources`) and the format of the directory it writes (`shards`)."""
+"""Stage prepare-corpus (command `prepare`; work `split`, `duplicates`): the source corpus
+read once (`sources`), deduplicated, split and sharded into the directory `shards` reads."""

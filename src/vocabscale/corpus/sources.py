@@ -1,23 +1,8 @@
-"""Reading a corpus source: every document it holds, in a fixed order, streaming.
-
-Sources and how they are read:
-  builtin:python-docs   the documentation that ships inside Python (the embedded default)
-  hub:NAME              a Hugging Face dataset, streamed with `datasets` (config, split, field)
-  parquet               per file through `datasets`' streaming parquet builder
-  jsonl / json lines    read line by line here (see `_jsonl_documents` for why)
-  txt                   read line by line here; a document is a paragraph (see `_text_documents`)
-  .json holding one JSON array: through `datasets`' json builder
-Text files may be compressed (.gz, .bz2, .xz, .zst; .lz4 with the `lz4` package installed).
-
-Input that cannot be a document is a `Skip` of one of four kinds:
-  empty      no text, or only whitespace (a blank jsonl line, `"text": ""`, `null`)
-  non_utf8   bytes that are not UTF-8, or text that is not valid Unicode (lone surrogates)
-  malformed  a jsonl line that is not a JSON object with a string in the text field
-  too_long   a jsonl line, a text paragraph or a document of more than
-             `corpus.max_document_bytes`; jsonl and text are read in bounded pieces, so a file
-             without line breaks is skipped without being read into memory
-`SkipCounter` counts them and names the first file and line of each kind.
-"""
+"""Reading a corpus source: every document it holds, in a fixed order, streaming. A source is
+the documentation inside Python (`builtin:python-docs`, the embedded default), a Hugging Face
+dataset (`hub:NAME`, streamed with `datasets`), or local .jsonl, .json, .parquet and .txt files
+(a document is a paragraph), text ones optionally compressed (.gz, .bz2, .xz, .zst; .lz4 with
+the `lz4` package). Input that cannot be a document is a `Skip`, counted by `SkipCounter`."""
 
 from __future__ import annotations
 
@@ -84,7 +69,15 @@ def python_docs() -> Iterator[str]:
 
 @dataclass(frozen=True)
 class Skip:
-    """Input that is not a document: its kind (one of SKIP_KINDS), where it is, and why."""
+    """Input that is not a document: its kind (one of SKIP_KINDS), where it is, and why.
+
+    empty      no text, or only whitespace (a blank jsonl line, `"text": ""`, `null`)
+    non_utf8   bytes that are not UTF-8, or text that is not valid Unicode (lone surrogates)
+    malformed  a jsonl line that is not a JSON object with a string in the text field
+    too_long   a jsonl line, a text paragraph or a document of more than
+               `corpus.max_document_bytes`; jsonl and text are read in bounded pieces, so a
+               file without line breaks is skipped without being read into memory
+    """
 
     kind: str
     where: str

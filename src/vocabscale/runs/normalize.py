@@ -1,111 +1,12 @@
-"""Stage normalize: per-checkpoint loss, unigram-normalized loss, bits per character and bits
-per byte (of the evaluation text's UTF-8, the tokenizer-independent measure levanter and
-nanochat report).
-
-L_u = -(1/T) sum_i log(p_model(t_i | ctx) / p_uni(t_i)) = loss - unigram cross-entropy of the
-same T targets, where p_uni(t) = (count(t) + k) / (N + k V) is the token's additively smoothed
-frequency in the training split (k = `unigram_pseudocount`, 1 by default: Laplace), so no token
-has probability zero. A model that predicts exactly p_uni has L_u = 0; better models are below 0.
-
-Bits per character = total cross-entropy of the evaluated targets / (characters ln 2). Every
-document starts with the end-of-text token (id 0), and every one but the first array entry is a
-target whose cost is in the numerator, so each end-of-text target counts as one character, the
-document separator, in the denominator too: bpc = CE sum / ((characters + end-of-text targets)
-ln 2). The same document boundaries then cost the same in bits per character whatever the
-tokenizer. Bits per byte count the separator the same way, as one byte: bpb = CE sum /
-((UTF-8 bytes + end-of-text targets) ln 2).
-"""
+"""Command `vocabscale normalize`: loss, L_u, bpc and bpb of one run (`normalized_loss`)."""
 
 from __future__ import annotations
 
 import argparse
-import math
-from pathlib import Path
-
-import numpy as np
-import pandas as pd
 
 from vocabscale.config import add_params_argument, load_params
-from vocabscale.io import output_lock, read_json, read_tokens, write_csv
-
-
-def unigram_log_probs(counts: np.ndarray, pseudocount: float) -> np.ndarray:
-    """log p_uni for every token id, additively smoothed."""
-    counts = np.asarray(counts, dtype=np.float64)
-    return np.log(counts + pseudocount) - math.log(counts.sum() + pseudocount * len(counts))
-
-
-def unigram_cross_entropy_sum(targets: np.ndarray, log_probs: np.ndarray) -> float:
-    """-sum_i log p_uni(t_i) over the target tokens, in nats."""
-    return float(-np.sum(log_probs[np.asarray(targets, dtype=np.int64)], dtype=np.float64))
-
-
-#: The end-of-text token's id in every tokenizer of the pipeline.
-END_OF_TEXT_ID = 0
-
-
-def end_of_text_targets(validation: np.ndarray) -> int:
-    """End-of-text tokens among the evaluated targets (every token but the first)."""
-    return int(np.count_nonzero(np.asarray(validation[1:]) == END_OF_TEXT_ID))
-
-
-def normalize_evals(
-    evals: pd.DataFrame,
-    unigram_ce_sum: float,
-    eval_tokens: int,
-    eval_characters: int,
-    eval_bytes: int,
-) -> pd.DataFrame:
-    """Add loss (nats/token), loss_u, bpc and bpb to evaluation records; `eval_characters` and
-    `eval_bytes` count what the targets encode: the text's characters (bytes) and one per
-    end-of-text target."""
-    if (evals["eval_tokens"] != eval_tokens).any():
-        raise ValueError(
-            f"evaluation records count {sorted(set(evals['eval_tokens']))} targets, but the "
-            f"validation array has {eval_tokens}: the run and the tokens do not belong together"
-        )
-    out = evals.copy()
-    out["loss"] = out["eval_ce_sum"] / eval_tokens
-    out["loss_u"] = (out["eval_ce_sum"] - unigram_ce_sum) / eval_tokens
-    out["bpc"] = out["eval_ce_sum"] / (eval_characters * math.log(2))
-    out["bpb"] = out["eval_ce_sum"] / (eval_bytes * math.log(2))
-    out["unigram_loss"] = unigram_ce_sum / eval_tokens
-    return out
-
-
-def normalize_run(
-    run_dir: str | Path, tokens_dir: str | Path, out: str | Path, pseudocount: float
-) -> pd.DataFrame:
-    """One run's evaluations with loss, L_u and bpc, from its run directory and the token
-    directory of its V."""
-    run_dir, tokens_dir = Path(run_dir), Path(tokens_dir)
-    run = read_json(run_dir / "run.json")
-    stats = read_json(tokens_dir / "stats.json")
-    if stats["vocab_size"] != run["vocab_size"]:
-        raise ValueError(
-            f"{run_dir} was trained with V={run['vocab_size']}, "
-            f"{tokens_dir} holds V={stats['vocab_size']}"
-        )
-    validation = read_tokens(tokens_dir / "validation.bin", stats["vocab_size"])
-    log_probs = unigram_log_probs(np.load(tokens_dir / "unigram_counts.npy"), pseudocount)
-    unigram_sum = unigram_cross_entropy_sum(validation[1:], log_probs)
-    evals = pd.read_csv(run_dir / "evals.csv")
-    split = stats["splits"]["validation"]
-    if "utf8_bytes" not in split:
-        raise ValueError(
-            f"{tokens_dir}/stats.json has no UTF-8 byte count of the validation text (written "
-            "by an older tokenize): run the tokenize stage again"
-        )
-    separators = end_of_text_targets(validation)
-    normalized = normalize_evals(
-        evals,
-        unigram_sum,
-        len(validation) - 1,
-        split["characters"] + separators,
-        split["utf8_bytes"] + separators,
-    )
-    write_csv(out, normalized)
-    return normalized
+from vocabscale.io import output_lock, write_csv
+from vocabscale.runs.normalized_loss import normalize_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,4 +19,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     pseudocount = load_params(args.params)["normalize"]["unigram_pseudocount"]
     with output_lock(args.out):
-        normalize_run(args.run, args.tokens, args.out, pseudocount)
+        write_csv(args.out, normalize_run(args.run, args.tokens, pseudocount))

@@ -1,14 +1,7 @@
-"""Loading a runs table for the estimators: renames, checks, exclusions, derived columns.
-
-The table may come from this pipeline's `collect` stage or from any other training stack, so
-every problem is reported with the file, the column and, where it applies, the line. What is
-checked: required columns; numbers where numbers belong; `diverged` as a truth value (true,
-false, yes, no, 1, 0, blank for false); one row per checkpoint of a run (an exact copy of a row
-is dropped and counted, two different rows at one checkpoint are an error: without `run_id`
-they are two runs that share (non_vocab_params, vocab_size)); and `flops` equal to the paper's
-C = 6 (Nnv + V d) D, the compute every fit and prediction here is in. Rows that are diverged,
-non-finite or not positive (a negative token count too) are excluded and counted.
-"""
+"""Loading a runs table for the estimators: renames, checks, exclusions, derived columns. The
+table may come from this pipeline's `collect` stage or from any other training stack, so every
+problem is reported with the file, the column and, where it applies, the line (what is checked:
+docs/design.md, section 4)."""
 
 from __future__ import annotations
 
