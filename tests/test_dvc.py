@@ -166,7 +166,7 @@ def test_snakemake_and_dvc_repro_never_write_one_run_at_once(handed_over, tmp_pa
 def test_an_estimator_setting_reruns_that_estimator_and_the_report(handed_over, tmp_path):
     project = copy_project(handed_over, tmp_path / "project")
     edit_params(project, lambda p: p["estimate"]["isoflops"].update(huber_delta=2e-3))
-    assert repro(project) == ["estimate@isoflops", "report"]
+    assert sorted(repro(project)) == ["backtest", "estimate@isoflops", "report"]
     assert dvc_status(project) == {}
 
 
@@ -189,6 +189,7 @@ def test_a_new_vocabulary_size_runs_its_stages_and_the_aggregates(
         "collect",
         "collect_downstream",
         *(f"estimate@{approach}" for approach in APPROACHES),
+        "backtest",
         "report",
     }
     assert ran[-1] == "report"
@@ -244,9 +245,16 @@ def test_metrics_and_plots(handed_over, tmp_path, tiny_params_dict):
     shown = json.loads(run_in(handed_over, "dvc", "metrics", "show", "--json").stdout)
     (workspace,) = shown.values()
     metrics = workspace["data"]["results/report/summary.json"]["data"]
+    table = pd.read_csv(handed_over / "results/report/predictions.csv").set_index(
+        ["target", "approach"]
+    )
     for target in tiny_params_dict["report"]["targets"]:
-        for approach in APPROACHES:
-            assert metrics[f"vocab_size.{target['name']}.{approach}"] > 0
+        name = target["name"]
+        assert metrics[f"vocab_size.{name}.recommended"] > 0
+        assert metrics[f"band_low.{name}"] <= metrics[f"vocab_size_rounded.{name}.recommended"]
+        for approach in APPROACHES:  # a number, or no answer and why
+            key = f"vocab_size.{name}.{approach}"
+            assert metrics[key] > 0 if key in metrics else table.loc[(name, approach), "reason"]
     runs = len(run_grid(tiny_params_dict))
     assert metrics["runs"] == runs
     assert metrics["checkpoints"] == runs * tiny_params_dict["train"]["evals"]

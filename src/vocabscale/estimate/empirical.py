@@ -1,7 +1,7 @@
 """The best V a model's own runs show at one budget, the truth a backtest holds predictions to:
-each run's L_u read at the budget (linear in ln C between checkpoints), the runs of one V
-averaged, and the vertex of a quadratic in ln V through the swept V near the best one; its
-interval from the runs' own noise (the bootstrap's noise model)."""
+each run's smooth curve read at the budget, the runs of one V averaged, and the vertex of a
+quadratic in ln V through the swept V near the best one; its interval from the runs' own
+noise (the bootstrap's noise model)."""
 
 from __future__ import annotations
 
@@ -24,26 +24,35 @@ def common_budget_range(model: pd.DataFrame) -> tuple[float, float]:
     return float(reach["min"].max()), float(reach["max"].min())
 
 
+def smoothing_weights(x: np.ndarray, x0: float) -> np.ndarray:
+    """The weights on a run's values that give its smooth curve's value at x0: a least-squares
+    polynomial in x of degree min(3, points // 2) (as the bootstrap smooths a run), so a
+    reading is linear in L_u and carries neither checkpoint noise nor the bias of linear
+    interpolation between far-apart checkpoints."""
+    degree = min(3, len(x) // 2)
+    centre, scale = x.mean(), x.std() or 1.0
+    design = np.vander((x - centre) / scale, degree + 1)
+    return np.vander([(x0 - centre) / scale], degree + 1)[0] @ np.linalg.pinv(design)
+
+
 class ReadingAtBudget:
     """L_u of each swept V of one model at one budget, as a fixed linear map of the table's
-    rows (linear interpolation in ln C is linear in L_u): refits and noise draws only
-    multiply. Runs of one V are averaged."""
+    rows: each run's smooth curve in D^-1/2 (the shape of a loss law in tokens) read at the
+    tokens the budget buys it, the runs of one V averaged. Refits and noise draws only
+    multiply."""
 
     def __init__(self, frame: pd.DataFrame, model: pd.DataFrame, budget: float):
         self.budget = budget
-        vocab_sizes = np.sort(model["vocab_size"].unique().astype(float))
-        self.vocab_sizes = vocab_sizes
-        self.weights = np.zeros((len(vocab_sizes), len(frame)))
+        self.vocab_sizes = np.sort(model["vocab_size"].unique().astype(float))
+        self.weights = np.zeros((len(self.vocab_sizes), len(frame)))
         positions = pd.Series(np.arange(len(frame)), index=frame.index)
-        for row, vocab_size in enumerate(vocab_sizes):
+        for row, vocab_size in enumerate(self.vocab_sizes):
             runs = model[model["vocab_size"] == vocab_size].groupby("run")
             for _, run in runs:
-                run = run.sort_values("flops")
-                log_c = np.log(run["flops"].to_numpy(float))
-                for index in run.index:
-                    unit = (run.index == index).astype(float)
-                    weight = np.interp(np.log(budget), log_c, unit) / runs.ngroups
-                    self.weights[row, positions[index]] += weight
+                tokens = run["tokens"].to_numpy(float)
+                per_token = float(np.median(run["flops"].to_numpy(float) / tokens))
+                weights = smoothing_weights(tokens**-0.5, (budget / per_token) ** -0.5)
+                self.weights[row, positions[run.index].to_numpy()] += weights / runs.ngroups
 
     def losses(self, loss_u: np.ndarray) -> np.ndarray:
         """Each swept V's L_u at the budget, in the order of `vocab_sizes`."""
