@@ -51,8 +51,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("vocabscale.estimate.command", "fit every approach on any runs table"),
     "predict": ("vocabscale.estimate.predict", "predict V for a model from coefficients"),
     "plan": ("vocabscale.cluster", "per-run FLOPs, GPU-hours and SLURM jobs of the grid"),
-    "dvc-commit": ("vocabscale.handover", "record a finished Snakemake run with DVC"),
-    "export-hf": ("vocabscale.export", "write a run as a Hugging Face model directory"),
+    "dvc-commit": ("vocabscale.handover_command", "record a finished Snakemake run with DVC"),
+    "export-hf": ("vocabscale.export_command", "write a run as a Hugging Face model directory"),
 }
 
 
