@@ -68,7 +68,9 @@ def eval_record(plan: RunPlan, point: EvalPoint, ce_sum: float, count: int) -> d
     }
 
 
-def history_row(step: int, batch_tokens: int, lr: float, loss: float, grad_norm: float) -> dict:
+def history_row(
+    step: int, batch_tokens: int, lr: float, loss: float, grad_norm: float
+) -> dict[str, Any]:
     """One row of history.csv: the main trajectory after `step` steps."""
     return {
         "step": step,
