@@ -44,7 +44,7 @@ from vocabscale.config import defaults
 from vocabscale.export import hf_config, hf_state_dict
 from vocabscale.sweep import ModelSpec
 from vocabscale.train.config import TrainConfig
-from vocabscale.train.loop import accumulate_gradients, build_model, build_optimizer
+from vocabscale.train.step import accumulate_gradients, build_model, build_optimizer
 
 HEADING = "# CPU speed against transformers' Llama"
 

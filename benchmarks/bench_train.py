@@ -48,7 +48,6 @@ from vocabscale.accounting import PAPER_SHAPES
 from vocabscale.config import defaults
 from vocabscale.sweep import ModelSpec
 from vocabscale.train.config import TrainConfig, autocast_for, resolved_precision
-from vocabscale.train.loop import accumulate_gradients, build_model, build_optimizer
 from vocabscale.train.model import (
     Attention,
     check_loss_head,
@@ -56,6 +55,7 @@ from vocabscale.train.model import (
     head_loss,
     rope_tables,
 )
+from vocabscale.train.step import accumulate_gradients, build_model, build_optimizer
 
 GB = 1e9
 HEADS_HEADING = "# Loss heads: forward + backward"

@@ -26,9 +26,9 @@ from vocabscale.io import read_json
 from vocabscale.preemption import grace_seconds, state_bytes
 from vocabscale.sweep import model_specs
 from vocabscale.train.distributed import PREEMPTED, torchrun_command
+from vocabscale.train.launch import EXIT_PREEMPTED
 from vocabscale.train.model import Llama
 from vocabscale.train.sharded import SHARDS
-from vocabscale.train.stage import EXIT_PREEMPTED
 
 STEPS = 40  # the two-process run SIGTERM interrupts
 #: Where a worker says it stopped at SIGTERM: a step of the main trajectory or of a wsd branch

@@ -21,7 +21,7 @@ from vocabscale.runs.normalized_loss import (
 )
 from vocabscale.sweep import ModelSpec
 from vocabscale.train.config import TrainConfig
-from vocabscale.train.evaluate import evaluate
+from vocabscale.train.evaluate import EvalBatching, evaluate
 from vocabscale.train.loop import train_run
 from vocabscale.train.model import Llama
 
@@ -61,7 +61,10 @@ def test_a_unigram_model_has_zero_normalized_loss(tokenized):
     log_probs = unigram_log_probs(np.load(tokens_dir / "unigram_counts.npy"), 1.0)
     model = unigram_model(log_probs, context=32)
     ce_sum, count = evaluate(
-        model, validation, 32, 8, torch.device("cpu"), contextlib.nullcontext(), chunk_tokens=100
+        model,
+        validation,
+        EvalBatching(context=32, batch_size=8, chunk_tokens=100),
+        contextlib.nullcontext(),
     )
     assert count == len(validation) - 1
     evals = pd.DataFrame({"eval_ce_sum": [ce_sum], "eval_tokens": [count]})

@@ -35,14 +35,17 @@ from vocabscale.io import read_json, read_tokens
 from vocabscale.sweep import model_specs
 from vocabscale.tokenizer.one_job import tokenize_corpus
 from vocabscale.train import checkpoint as checkpoint_module
+from vocabscale.train import checkpointer as checkpointer_module
 from vocabscale.train import loop as loop_module
 from vocabscale.train.checkpoint import code_digest, fingerprint, read_state
 from vocabscale.train.config import TrainConfig
 from vocabscale.train.data import RunData, WindowOrder, training_batch
 from vocabscale.train.distributed import Process
-from vocabscale.train.evaluate import evaluate
-from vocabscale.train.loop import Preempted, Trainer, accumulate_gradients, train_run
+from vocabscale.train.evaluate import EvalBatching, evaluate
+from vocabscale.train.launch import EXIT_PREEMPTED
+from vocabscale.train.loop import Preempted, Trainer, train_run
 from vocabscale.train.model import Llama
+from vocabscale.train.plan import RunPlan
 from vocabscale.train.schedule import (
     cooldown_rate,
     eval_points,
@@ -50,7 +53,7 @@ from vocabscale.train.schedule import (
     learning_rate,
     trained_steps,
 )
-from vocabscale.train.stage import EXIT_PREEMPTED
+from vocabscale.train.step import accumulate_gradients
 
 VOCAB = 320
 STEPS = 80  # long enough to be caught mid-run, short enough for a test
@@ -224,7 +227,7 @@ def test_two_processes_train_on_the_same_data_and_evaluate_like_one(
     model.load_state_dict(torch.load(ddp / "model.pt", weights_only=True))
     validation = np.asarray(read_tokens(tokenized[VOCAB] / "validation.bin", VOCAB))
     ce_sum, count = evaluate(
-        model, validation, 32, 16, torch.device("cpu"), torch.autocast("cpu", enabled=False), 8192
+        model, validation, EvalBatching(32, 16, 8192), torch.autocast("cpu", enabled=False)
     )
     assert count == a["eval_tokens"].iloc[-1]
     assert f"{ce_sum:.10g}" == f"{a['eval_ce_sum'].iloc[-1]:.10g}"
@@ -404,7 +407,8 @@ def trainer(params_file: Path, model: str, tokens: Path, checkpoint_dir: Path, *
     config = TrainConfig.from_params({**params["train"], **train})
     data = RunData.load(tokens, config.context)
     spec = model_specs(params)[model]
-    return Trainer(spec, data, config, Process(0, 1, torch.device("cpu")), checkpoint_dir)
+    plan = RunPlan.make(spec, data, config, Process(0, 1, torch.device("cpu")))
+    return Trainer(plan, checkpoint_dir)
 
 
 def assert_same_training_state(ours: dict, reference: dict) -> None:
@@ -425,17 +429,17 @@ def test_a_wsd_branch_leaves_the_main_trajectory_bit_identical(
     decayed and was evaluated), is the run that never branched: the same warmup and peak rate
     (the constant schedule), to the bit."""
     saved = []  # every state the wsd run saves: its main trajectory but for the very last
-    save_state = loop_module.save_state
+    save_state = checkpointer_module.save_state
 
     def keep(path: Path, state: dict) -> None:
         if path.name == "state.pt":
             saved.append(copy.deepcopy(state))
         save_state(path, state)
 
-    monkeypatch.setattr(loop_module, "save_state", keep)
+    monkeypatch.setattr(checkpointer_module, "save_state", keep)
     wsd = trainer(params_file, "k", tokenized[VOCAB], tmp_path / "wsd", schedule="wsd")
     wsd.train()
-    points = wsd.points
+    points = wsd.plan.points
     assert [p.cooldown_steps for p in points] == [3, 7, 10, 13]
     main = [state for state in saved if len(state["records"]) < len(points)]
     # states before and after each branch, and every checkpoint_every steps in between
@@ -447,8 +451,8 @@ def test_a_wsd_branch_leaves_the_main_trajectory_bit_identical(
     for state in main:
         while plain.state.step < state["step"]:
             plain.train_step(stop_requested=False)
-        assert_same_training_state(state, plain.training_state())
-    while plain.state.step < wsd.main_steps:
+        assert_same_training_state(state, plain.checkpointer.training_state())
+    while plain.state.step < wsd.plan.main_steps:
         plain.train_step(stop_requested=False)
     assert wsd.state.history == plain.state.history  # every step's rate, loss, gradient norm
     assert [r["step"] for r in wsd.state.records] == [20, 40, 60, 80]

@@ -50,8 +50,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("vocabscale.estimate.estimate_command", "fit every approach on any runs table"),
     "predict": ("vocabscale.estimate.predict_command", "predict V for a model from coefficients"),
     "plan": ("vocabscale.cluster.command", "per-run FLOPs, GPU-hours and SLURM jobs of the grid"),
-    "dvc-commit": ("vocabscale.handover", "record a finished Snakemake run with DVC"),
-    "export-hf": ("vocabscale.export", "write a run as a Hugging Face model directory"),
+    "dvc-commit": ("vocabscale.handover_command", "record a finished Snakemake run with DVC"),
+    "export-hf": ("vocabscale.export_command", "write a run as a Hugging Face model directory"),
 }
 
 

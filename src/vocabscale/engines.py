@@ -1,17 +1,6 @@
-"""What each stage depends on besides its inputs, declared once, in dvc.yaml, for both engines.
-
-dvc.yaml declares for every stage the code it runs (its `src/` deps) and the settings its
-outputs depend on (its `params`: keys and sections of params.yaml, and the same sections of the
-params schema, where their defaults live). DVC reads the declarations there. The Snakefile
-reads them through this module and gives each rule its code as inputs (a module edited since an
-output was made reruns the rule) and its settings as params (Snakemake's params trigger), so
-that a change to either reruns the same stages under both engines.
-
-dvc.yaml is the one list rather than a generated file or the Snakefile: DVC can only read its
-dependencies from dvc.yaml (its templating fills in values, never lists), while the Snakefile
-is Python and reads YAML. tests/test_dvc.py keeps the code lists true to the imports;
-tests/test_engines.py checks that both engines name the same stages after a change.
-"""
+"""What each stage depends on besides its inputs (its code and settings), read from dvc.yaml,
+the one list of both engines: DVC reads it there, and the Snakefile through this module, so
+that a change reruns the same stages under both (docs/design.md, "Stages and artifacts")."""
 
 from __future__ import annotations
 

@@ -1,31 +1,11 @@
-"""`vocabscale export-hf`: a trained run as a Hugging Face model directory.
-
-    vocabscale export-hf --run results/runs/m-v640 --out hf/m-v640
-
-writes what `transformers.AutoModelForCausalLM.from_pretrained(DIR)` and
-`AutoTokenizer.from_pretrained(DIR)` load with no extra code, so that lm-evaluation-harness,
-vLLM or a hub upload take the model as it is:
-
-  config.json              a LlamaConfig of the run's exact shape: untied embeddings, no
-                           biases, SwiGLU, RMSNorm and rotary settings of `train.model`
-  generation_config.json   end-of-text (id 0) as BOS, EOS and padding
-  model.safetensors        the weights, in transformers' names and rotary layout (below)
-  tokenizer.json           the run's tokenizer, unchanged
-  tokenizer_config.json    PreTrainedTokenizerFast, end-of-text as eos/bos/pad/unk token,
-  special_tokens_map.json  no token added to what the text encodes
-  vocabscale_run.json      the run's run.json, for provenance
-
-Rotary layout: vocabscale rotates the channel pairs (2j, 2j+1) of each head, transformers'
-Llama the pairs (j, j + head_dim/2), by the same angles. Reordering the output rows of wq and
-wk within each head, evens first then odds, turns one into the other; q.k is unchanged
-because q and k are reordered alike, so the logits are the same (tests/test_export.py).
-
-Only torch, safetensors and the tokenizer file are needed, not transformers.
+"""A trained run as a Hugging Face model directory, which transformers'
+`AutoModelForCausalLM` and `AutoTokenizer.from_pretrained(DIR)` load with no extra code, so
+that lm-evaluation-harness, vLLM or a hub upload take the model as it is. Needs torch,
+safetensors and the tokenizer file, not transformers.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import shutil
@@ -64,7 +44,9 @@ ROTARY_WEIGHTS = ("attention.wq.weight", "attention.wk.weight")
 
 def rotary_rows_to_half_split(weight: torch.Tensor, n_head: int) -> torch.Tensor:
     """wq or wk (n_head * head_dim, d) with each head's output rows reordered evens first,
-    then odds: vocabscale's interleaved rotary pairs become transformers' split halves."""
+    then odds: vocabscale rotates the channel pairs (2j, 2j+1) of each head, transformers'
+    Llama the pairs (j, j + head_dim/2), by the same angles. q and k are reordered alike, so
+    q.k and the logits are unchanged (tests/test_export.py)."""
     rows, width = weight.shape
     head_dim = rows // n_head
     order = torch.cat((torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)))
@@ -165,7 +147,16 @@ def check_tokenizer(tokenizer_path: Path, run: dict[str, Any], run_dir: Path) ->
 
 
 def export_run(run_dir: str | Path, tokenizer_path: str | Path, out_dir: str | Path) -> Path:
-    """Write the Hugging Face directory of one run (atomically: all of it or nothing)."""
+    """Write the Hugging Face directory of one run (atomically: all of it or nothing):
+
+    config.json              a LlamaConfig of the run's exact shape (`hf_config`)
+    generation_config.json   end-of-text (id 0) as BOS, EOS and padding
+    model.safetensors        the weights, in transformers' names and rotary layout
+    tokenizer.json           the run's tokenizer, unchanged
+    tokenizer_config.json    PreTrainedTokenizerFast, end-of-text as eos/bos/pad/unk token,
+    special_tokens_map.json  no token added to what the text encodes
+    vocabscale_run.json      the run's run.json, for provenance
+    """
     try:
         from safetensors.torch import save_file
     except ImportError:
@@ -197,20 +188,3 @@ def run_tokenizer(run_dir: Path) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no tokenizer for {run_dir}; give it with --tokenizer")
     return path
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, help="a run directory (results/runs/<run>)")
-    parser.add_argument("--out", required=True, help="the Hugging Face directory to write")
-    parser.add_argument(
-        "--tokenizer",
-        help="the run's tokenizer.json (default: the pipeline's, "
-        "results/tokenizers/v<V>/tokenizer.json)",
-    )
-
-
-def run(args: argparse.Namespace) -> None:
-    run_dir = Path(args.run)
-    tokenizer = Path(args.tokenizer) if args.tokenizer else run_tokenizer(run_dir)
-    out = export_run(run_dir, tokenizer, args.out)
-    print(f"wrote {out}: AutoModelForCausalLM / AutoTokenizer.from_pretrained({str(out)!r})")

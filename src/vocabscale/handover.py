@@ -1,22 +1,11 @@
-"""The hand-over from Snakemake to DVC: `vocabscale dvc-commit`.
-
-After `snakemake` (local or on SLURM) has run params.yaml to the end, `dvc commit --force`
-records every result in dvc.lock and the DVC cache, stages that never ran under DVC included.
-Around it, checks that fail loudly, naming the outputs, instead of recording something wrong:
-
-- Snakemake must have a record of making every output (`.snakemake/metadata`): without one,
-  it cannot tell with which settings an output was made, and says nothing.
-- Snakemake must have nothing left to do for params.yaml: no output is missing, or older than
-  the code that makes it (each rule takes its stage's modules as inputs), or made with other
-  settings (Snakemake's params records). Else the results on disk are unfinished, or of other
-  code or settings, and would be recorded as those of params.yaml and this code.
-- Afterwards `dvc status` must be clean, so that `dvc repro` runs nothing and `dvc push`
-  shares the results.
+"""The hand-over from Snakemake to DVC: once `snakemake` has run params.yaml to the end, `dvc
+commit --force` records every result in dvc.lock and the DVC cache, stages that never ran under
+DVC included. Checks around it refuse, naming the outputs, results that are unfinished or of
+other code or settings, which would otherwise be recorded as those of params.yaml.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -99,7 +88,11 @@ def check_records(root: Path) -> None:
 
 
 def dvc_commit(root: str | Path = ".") -> None:
-    """Record the finished Snakemake run in `root` with DVC; raise HandOverError otherwise."""
+    """Record the finished Snakemake run in `root` with DVC; raise HandOverError otherwise:
+    when Snakemake has no record of making an output (it cannot tell with which settings it
+    was made), when it has anything left to do for params.yaml (an output missing, older than
+    its code or made with other settings), or when `dvc status` is not clean afterwards (then
+    `dvc repro` would run something and `dvc push` would not share everything)."""
     root = Path(root)
     if not (root / "Snakefile").is_file() or not (root / "dvc.yaml").is_file():
         raise HandOverError(f"{root.resolve()} is not the repository root (no Snakefile, dvc.yaml)")
@@ -116,15 +109,3 @@ def dvc_commit(root: str | Path = ".") -> None:
         details = "\n".join(f"  {stage}: {json.dumps(what)}" for stage, what in changed.items())
         raise HandOverError(f"`dvc status` is not clean after the commit:\n{details}")
     log.info("dvc.lock and the DVC cache hold every result: `dvc status` is clean")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`vocabscale dvc-commit` runs at the repository root and takes no options."""
-
-
-def run(args: argparse.Namespace) -> None:
-    try:
-        dvc_commit()
-    except HandOverError as error:
-        log.error("%s", error)
-        sys.exit(1)

@@ -1,11 +1,6 @@
-"""Artifact I/O shared by all stages: atomic writes, output locks, JSON/CSV, token arrays,
-per-rule logging.
-
-Every artifact is written under a temporary name in its final directory, synced to disk and
-renamed when complete, so a crash or a kill (of the process, or of the node) never leaves a
-file that Snakemake or DVC would take as done. A stage holds a lock on its output while it
-writes (`output_lock`), so a second writer of the same artifact stops at once.
-"""
+"""Artifact I/O shared by all stages: atomic writes, output locks, JSON/CSV, token arrays and
+per-rule logs, so that a crash never leaves a file an engine would take as done and two
+writers of one artifact never meet."""
 
 from __future__ import annotations
 

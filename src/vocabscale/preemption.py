@@ -1,10 +1,6 @@
 """What a run needs to survive preemption: the size of its resume state, and the grace window
-between SIGTERM and the kill in which it finishes its step, writes that state and exits.
-
-SLURM is asked to send SIGTERM that long before a job's time limit (`--signal=TERM@<grace>`,
-`vocabscale.cluster.slurm`), and torchrun waits that long for its workers before it kills them
-(`vocabscale.train.distributed`), so that neither cuts a checkpoint short.
-"""
+between SIGTERM and the kill (SLURM's `--signal`, set in `vocabscale.cluster.slurm`; torchrun's
+shutdown timeout) in which it finishes its step, writes that state and exits."""
 
 from __future__ import annotations
 

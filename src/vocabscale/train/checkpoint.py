@@ -1,12 +1,6 @@
-"""A run's resume state: what it holds, when it may be resumed, and how it is written.
-
-The state (model, optimizer, schedule position, RNG states, records so far) is saved
-atomically to `<checkpoint dir>/state.pt`, a directory of its own that survives reruns and
-that neither engine tracks; a wsd cooldown branch in progress saves its own beside it,
-`branch.pt`. They are resumed only when their fingerprint matches: the same shape, vocabulary,
-settings that change the arithmetic (the schedule and the resolved precision among them), the
-same content of the token arrays and the same training code.
-"""
+"""A run's resume state as a file: its random generators, its atomic write and read, and the
+fingerprint it must match to be resumed (shape, data, settings and training code), so that a
+run never continues from the state of other settings or code."""
 
 from __future__ import annotations
 

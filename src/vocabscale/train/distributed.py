@@ -1,27 +1,7 @@
-"""Several processes for one run: DDP launched through `torchrun`, on one node or several.
-
-`vocabscale train` for a model with `gpus: N > 1` or `nodes: K > 1` reruns itself under
-torchrun, so the Snakemake rule and the DVC stage keep one command line:
-
-- one node: `torchrun --standalone --nproc-per-node=N`;
-- K nodes, inside a SLURM job of K nodes with one task each: `srun torchrun --nnodes=K
-  --nproc-per-node=N --rdzv-backend=c10d --rdzv-endpoint=<first node>:<port>`. `vocabscale
-  train` runs on the job's first node (where SLURM runs the batch step), which hosts the
-  rendezvous.
-
-Each worker takes its share of every global batch (see `data.sample_batch`) and of the
-evaluation batches; DDP averages the gradients. On CUDA the processes talk over NCCL, one GPU
-each; on CPU (`train.device: cpu`, used by the tests) over gloo.
-
-Preemption. SIGTERM reaches the workers from SLURM (which signals every process of a job step)
-and from torchrun, often twice; the loop only raises a flag, all ranks agree on the step to
-stop at, rank 0 writes the state and then `preempted.json`, and every rank waits for it at a
-barrier before exiting (`stop_together`). torchrun exits 1 after a signal whatever its workers
-returned, and SLURM's `--signal` skips the batch step a multi-node run is launched from, so the
-launcher tells a preemption from a failure by that file. torchrun waits the run's grace window
-for its workers before it kills them (not its default 30 s), and every worker asks the kernel
-for SIGTERM should torchrun die, so that a killed torchrun leaves no worker training.
-"""
+"""Several processes for one run: `vocabscale train` reruns itself under torchrun (one node) or
+`srun torchrun` (several nodes of a SLURM job), so both engines keep one command line; each
+worker joins the process group (NCCL on CUDA, gloo on CPU). At SIGTERM all ranks stop at the
+same step and tell the launcher so (`stop_together`); docs/design.md, "On a cluster"."""
 
 from __future__ import annotations
 

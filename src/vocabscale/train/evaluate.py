@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,18 +15,26 @@ from vocabscale.train.distributed import Process
 from vocabscale.train.model import Llama
 
 
+@dataclass(frozen=True)
+class EvalBatching:
+    """How the evaluation text goes through the model: windows of `context` targets,
+    `batch_size` windows a forward pass, the loss head `chunk_tokens` tokens at a time."""
+
+    context: int
+    batch_size: int
+    chunk_tokens: int
+
+
 @torch.no_grad()
 def evaluate(
     model: Llama,
     tokens: np.ndarray,
-    context: int,
-    batch_size: int,
-    device: torch.device,
+    batching: EvalBatching,
     autocast: contextlib.AbstractContextManager,
-    chunk_tokens: int,
     proc: Process | None = None,
 ) -> tuple[float, int]:
-    """Summed cross-entropy (nats) over every target of `tokens`, and the number of targets.
+    """Summed cross-entropy (nats) over every target of `tokens`, and the number of targets;
+    `proc` defaults to a single process on the model's device.
 
     The batches are the same whatever the number of processes; batch i is computed by process
     i mod world and the per-batch sums are added in batch order, so several processes give
@@ -33,9 +42,10 @@ def evaluate(
     block's weights), so there every process makes as many passes, the last ones repeating a
     batch and discarding it.
     """
-    proc = proc or Process(0, 1, device)
+    proc = proc or Process(0, 1, next(model.parameters()).device)
+    device = proc.device
     model.eval()
-    batches = eval_batches(len(tokens), context, batch_size)
+    batches = eval_batches(len(tokens), batching.context, batching.batch_size)
     sums = torch.zeros(len(batches), dtype=torch.float64, device=device)
     passes = len(batches)
     if isinstance(model, FSDPModule):
@@ -46,7 +56,7 @@ def evaluate(
             np.stack([tokens[s : s + length] for s in starts]).astype(np.int64)
         ).to(device)
         with autocast:
-            ce_sum = model(batch[:, :-1], batch[:, 1:], chunk_tokens=chunk_tokens).double()
+            ce_sum = model(batch[:, :-1], batch[:, 1:], chunk_tokens=batching.chunk_tokens).double()
         if index < len(batches):
             sums[index] = ce_sum
     per_batch = distributed.all_sum(sums, proc).tolist()

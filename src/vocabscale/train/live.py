@@ -1,18 +1,6 @@
-"""Live training curves: the step, training loss, learning rate and tokens/s of a run while it
-trains, to DVCLive, Weights & Biases or MLflow (`live.logger` in params; off by default).
-
-Logging changes no output of the run: the run directory is byte-identical with or without it,
-and no stage declares the `live` section, so turning it on or off reruns nothing in either
-engine. The train stage opens the logger around the run on the main process
-(`live_curves`); the training loop reports each optimizer step (`log_step`), which does
-nothing when no logger is open.
-
-DVCLive writes `<live.dir>/<run>/` (metrics.json, plots/metrics/train/*.tsv, params.yaml) and
-nothing else: no dvc.yaml of its own and no DVC experiment, so it is safe inside a `dvc repro`
-stage. A run resumed from its checkpoint continues the curves from the resumed step (the rows
-logged after it by the interrupted attempt are dropped). W&B and MLflow are used when
-installed and configured the usual way (WANDB_* and MLFLOW_TRACKING_URI).
-"""
+"""Live training curves: step, training loss, learning rate and tokens/s while a run trains,
+to DVCLive, Weights & Biases or MLflow (`live.logger`; off by default). Logging changes no
+output and no stage declares it, so turning it on or off reruns nothing."""
 
 from __future__ import annotations
 
@@ -101,7 +89,8 @@ class MlflowBackend:
 
 def open_backend(settings: dict[str, Any], run_id: str, run_params: dict[str, Any]) -> Backend:
     """The logger `settings` (the `live` section) name; a clear error when it is not
-    installed, before the run trains."""
+    installed, before the run trains. W&B and MLflow are configured the usual way (WANDB_*,
+    MLFLOW_TRACKING_URI)."""
     logger = settings["logger"]
     try:
         if logger == "dvclive":

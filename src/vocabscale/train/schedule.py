@@ -1,20 +1,7 @@
-"""When a run changes its learning rate and when it is evaluated, as functions of the step.
-
-Three schedules (`train.schedule`), each after a linear warmup over `warmup_fraction` of the
-run's steps, or over `warmup_tokens` whatever the run's length:
-
-  constant  the peak rate to the end (the trainer the paper's authors released);
-  cosine    a cosine decay over the run to lr x min_lr_ratio (Hoffmann et al. 2022);
-  wsd       warmup-stable-decay (Hägele et al. 2024): the main trajectory stays at the peak
-            rate; each evaluation point is a branch copied from it that decays the rate to zero
-            over `cooldown_fraction` of the tokens it starts from, then is evaluated, while the
-            main trajectory goes on unchanged.
-
-Under constant and cosine an evaluation point is the main trajectory at that step. Under wsd
-the point of D tokens is a branch from step D / (1 + cooldown_fraction), so that the point has
-seen exactly D tokens, like a separate run of that length with its own decay; with a warmup
-of `warmup_tokens` it is that run, to the bit (same warmup, same rates, same batches).
-"""
+"""A run's learning rate and evaluation points as functions of the step: a linear warmup, then
+constant, cosine or wsd (`train.schedule`). Under wsd every evaluation point is a cooldown
+branch off the peak-rate main trajectory, so that the point of D tokens is a run of D tokens
+with its own decay (docs/design.md, "Every evaluation point a finished run")."""
 
 from __future__ import annotations
 

@@ -1,22 +1,6 @@
-"""FSDP: a model too large for DDP, sharded over the run's processes, and its checkpoints.
-
-`models.<name>.parallel: fsdp` (or `auto`, when the plan's memory estimate for DDP exceeds a
-GPU's memory; `vocabscale.sweep.parallelism`) shards every transformer block and then the rest
-of the model (embedding, final norm, output head) with FSDP2's `fully_shard`: each process
-keeps 1/world of every weight, gradient and AdamW moment, and gathers a block's weights whole
-only while it computes with them. The weights stay fp32 and autocast casts them, as under DDP,
-so that both do the same arithmetic but for the order of additions.
-
-Checkpoints. Each process writes its own shards with `torch.distributed.checkpoint` (DCP) into
-a new directory `<name>.<random>.dcp` beside the checkpoint file; DCP's own `.metadata` is
-written last, once every process has written. Only then does rank 0 write the checkpoint file
-(`state.pt`, `branch.pt`: the step, records and RNG states, and the name of that directory),
-atomically, and remove the directory the previous file named. So a kill at any moment leaves
-a checkpoint file naming a complete directory, and the directories no file names are
-leftovers of an interrupted save (`remove_unnamed`). DCP reshards on loading, so a sharded
-checkpoint may be resumed by another number of processes (two or more: one process does not
-shard).
-"""
+"""FSDP for a model whose training state does not fit a GPU under DDP (`models.<name>.parallel`),
+and its checkpoints: every process writes its shards, then rank 0 the file that names them, so
+that a kill at any moment leaves a complete checkpoint (docs/design.md, "On a cluster")."""
 
 from __future__ import annotations
 
@@ -94,7 +78,8 @@ def load(
     meta: dict[str, Any], directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> None:
     """Load the weights and optimizer state of the checkpoint file `meta` (read from
-    `directory`) into the sharded model and optimizer: each process reads its own shards."""
+    `directory`) into the sharded model and optimizer: each process reads its own shards. DCP
+    reshards on loading, so another number of processes (two or more) may resume it."""
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
     dcp.load(state, checkpoint_id=directory / meta[SHARDS])
