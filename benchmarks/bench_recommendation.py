@@ -73,10 +73,8 @@ def one_sweep(seed: int, scenario: str, samples: int) -> list[dict]:
     found = answer.recommended
     rows.append(record(RECOMMENDED, found.vocab_size, found.low, found.high, sweep.truth))
     weights = estimates.backtest["rule"]["weights"] or {}
-    return [
-        {**row, "scenario": scenario, "sweep": seed, **{f"w_{k}": v for k, v in weights.items()}}
-        for row in rows
-    ]
+    chosen = " ".join(f"{name}={weight:.2f}" for name, weight in weights.items())
+    return [{**row, "scenario": scenario, "sweep": seed, "weights": chosen} for row in rows]
 
 
 def record(approach: str, estimate, low, high, truth: float) -> dict:

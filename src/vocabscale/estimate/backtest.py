@@ -332,14 +332,20 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def error_per_distance(recommended: pd.DataFrame) -> float | None:
-    """RMS of the recommendation's out-of-sample ln error per e-fold of extrapolation."""
+    """The recommendation's out-of-sample ln error per e-fold of extrapolation: the mean of
+    (ln ratio^2 - the truth's own variance) / distance^2, each comparison weighted by its
+    truth's precision (a vague truth adds its own noise to the ratio, which is not the
+    prediction's error), as an RMS."""
     if recommended.empty or "ln_ratio" not in recommended:
         return None
     rows = recommended.dropna(subset=["ln_ratio"])
     if rows.empty:
         return None
-    scaled = rows["ln_ratio"] / rows["distance"].clip(lower=MIN_DISTANCE)
-    return float(np.sqrt(np.mean(scaled**2)))
+    sd = truth_sd(rows)
+    excess = (rows["ln_ratio"] ** 2 - sd**2).clip(lower=0.0)
+    scaled = excess / rows["distance"].clip(lower=MIN_DISTANCE) ** 2
+    weights = 1 / sd**2
+    return float(np.sqrt(np.sum(weights * scaled) / np.sum(weights)))
 
 
 def run_backtest(runs: RunsTable, f: TokensPerCharFit, settings: BacktestSettings) -> Backtest:
