@@ -156,7 +156,7 @@ def test_every_loss_head_is_measured_or_skipped_with_a_reason(smoke):
 def test_the_short_run_resumes_after_sigterm_to_the_same_evaluations(smoke):
     _, _, data, markdown, _ = smoke
     case = data["parts"]["resume"]["cases"][0]
-    assert case["passed"] and case["exit_after_sigterm"] == 75  # EXIT_PREEMPTED
+    assert case["passed"] and case["preempted"] and case["exit_after_resume"] == 0
     assert 0 < case["stopped_at_step"] == case["resumed_from_step"] < case["total_steps"]
     assert case["precision"] == "fp32" and case["max_relative_difference"] == 0  # bit for bit
     losses = [point["reference"] for point in case["points"]]
@@ -178,7 +178,7 @@ def test_a_resume_beyond_tolerance_fails_the_proof():
     assert not proof_resume.compare(reference, reference.iloc[:1], tolerance)["evals_match"]
 
     resume = {"status": "ok", "passed": False, "stopped_at_step": 3, "total_steps": 9}
-    resume.update(exit_after_sigterm=75, resumed_from_step=3, max_relative_difference=0.1)
+    resume.update(preempted=True, resumed_from_step=3, max_relative_difference=0.1)
     parts = {
         "heads": {"status": "ok", "cases": []},
         "resume": {"status": "ok", "cases": [{**resume, "tolerance": tolerance}]},

@@ -102,9 +102,9 @@ def resume_line(case: dict[str, Any]) -> str:
     if case.get("status") != "ok":
         return f"short run: {case.get('status', 'not run')}"
     return (
-        f"stopped at step {case['stopped_at_step']} of {case['total_steps']} with exit "
-        f"{case['exit_after_sigterm']}, resumed from step {case['resumed_from_step']}, largest "
-        f"relative difference of an evaluation {case['max_relative_difference']:.3g} "
+        f"stopped by SIGTERM at step {case['stopped_at_step']} of {case['total_steps']} with "
+        f"its state saved, resumed from step {case['resumed_from_step']} by a new process, "
+        f"largest relative difference of an evaluation {case['max_relative_difference']:.3g} "
         f"(tolerance {case['tolerance']:.3g})"
     )
 

@@ -1,19 +1,24 @@
-"""Part "resume": a short real run of `vocabscale train` on the device, stopped by SIGTERM
-mid-run and resumed, against the same run uninterrupted (in this part's process, beside it).
+"""Part "resume": a short real run on the device, stopped by SIGTERM mid-run and resumed by
+`vocabscale train` in a new process, against the same run uninterrupted.
 
 The run is a model of the embedded default (params.yaml) on a token folder this part writes
 (`phrase_tokens`: learnable, in the format the tokenize stage writes), at the device's default
-precision (bf16 on CUDA), without torch.compile. Both runs start together; once the
-interrupted one has checkpointed, it gets SIGTERM and must exit with EXIT_PREEMPTED, its state
-saved; started again, it must resume from that step and finish. Its evaluations must then
-equal the uninterrupted run's: bit for bit on a CPU in fp32 (one thread), within bf16 rounding
-on a GPU, where some backward kernels (flash attention's, among others) add in a varying order.
+precision (bf16 on CUDA), without torch.compile. It runs in this part's process, through the
+loop `vocabscale train` runs (`train_run`), until a thread sends the process SIGTERM once the
+run has checkpointed, as a scheduler would: the run must stop with `Preempted`, its state
+saved (the command turns that into exit status 75, which tests/test_train.py checks).
+`vocabscale train` started on it must then resume from that step and finish, while the same
+run goes uninterrupted in this process beside it. The evaluations must be the same: bit for
+bit on a CPU in fp32 (one thread), within bf16 rounding on a GPU, where some backward kernels
+(flash attention's, among others) add in a varying order.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
 import signal
 import subprocess
@@ -33,8 +38,8 @@ from vocabscale.config import load_params, read_yaml
 from vocabscale.io import TOKEN_SPLITS, setup_logging, token_dtype
 from vocabscale.sweep import model_specs
 from vocabscale.train.config import TrainConfig
-from vocabscale.train.loop import train_run
-from vocabscale.train.stage import EXIT_PREEMPTED
+from vocabscale.train.distributed import PREEMPTED
+from vocabscale.train.loop import Preempted, train_run
 
 #: Largest relative difference of an evaluation's mean loss from the uninterrupted run's: two
 #: units of bf16 rounding (8 significant bits) on a GPU; fp32 on a CPU is exact.
@@ -96,16 +101,41 @@ def wait(process: subprocess.Popen, log: PartLog) -> int:
     return process.wait(timeout=max(log.time_left(), 1))
 
 
-def interrupt(process: subprocess.Popen, root: Path, log: PartLog) -> dict[str, Any]:
-    """SIGTERM once the run has checkpointed; its exit status and the step it stopped at."""
-    state = root / "checkpoint" / "state.pt"
-    while not state.exists() and process.poll() is None and log.time_left() > 0:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
-    status = wait(process, log)
-    marker = root / "checkpoint" / "preempted.json"
+def in_process(params_file: Path, tokens: Path, root: Path) -> dict[str, Any]:
+    """The run in this process, through the loop `vocabscale train` runs (`train_run`),
+    logged to root/train.log; returns its run.json."""
+    setup_logging(root / "train.log")
+    params = load_params(params_file)
+    config = TrainConfig.from_params(params["train"])
+    spec = model_specs(params)["run"]
+    return train_run(spec, tokens, config, root / "run", root / "checkpoint")
+
+
+def interrupted(params_file: Path, tokens: Path, root: Path, log: PartLog) -> dict[str, Any]:
+    """The run, sent SIGTERM (by a thread, as a scheduler would) once it has checkpointed:
+    it must stop with `Preempted`, its state saved; returns whether it did, and the step."""
+    state, finished = root / "checkpoint" / "state.pt", threading.Event()
+
+    def terminate_when_saved() -> None:
+        while not state.exists() and not finished.is_set() and log.time_left() > 0:
+            time.sleep(0.02)
+        if not finished.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a late one: after the run
+    threading.Thread(target=terminate_when_saved, daemon=True).start()
+    try:
+        in_process(params_file, tokens, root)
+        preempted = False
+    except Preempted as stop:
+        logging.getLogger("vocabscale").warning("%s", stop)
+        preempted = True
+    finally:
+        finished.set()
+        signal.signal(signal.SIGTERM, previous)
+    marker = root / "checkpoint" / PREEMPTED
     stopped = json.loads(marker.read_text())["step"] if marker.exists() else None
-    return {"exit_after_sigterm": status, "stopped_at_step": stopped}
+    return {"preempted": preempted, "stopped_at_step": stopped}
 
 
 def compare(reference: pd.DataFrame, resumed: pd.DataFrame, tolerance: float) -> dict[str, Any]:
@@ -139,7 +169,7 @@ def verdict(case: dict[str, Any]) -> bool:
     """Stopped mid-run with its state saved, resumed from there, and the same evaluations."""
     stopped, total = case.get("stopped_at_step"), case.get("total_steps") or 0
     return (
-        case.get("exit_after_sigterm") == EXIT_PREEMPTED
+        case.get("preempted")
         and stopped is not None
         and 0 < stopped < total
         and case.get("resumed_from_step") == stopped
@@ -148,48 +178,26 @@ def verdict(case: dict[str, Any]) -> bool:
     )
 
 
-def uninterrupted(params_file: Path, tokens: Path, root: Path) -> dict[str, Any]:
-    """The reference: the same run in this process, through the loop `vocabscale train`
-    runs (`train_run`), while the other one runs beside it; returns its run.json."""
-    params = load_params(params_file)
-    config = TrainConfig.from_params(params["train"])
-    spec = model_specs(params)["run"]
-    return train_run(spec, tokens, config, root / "run", root / "checkpoint")
-
-
-def stop_and_resume(case: dict[str, Any], params: Path, tokens: Path, root: Path, log: PartLog):
-    """The interrupted run (`vocabscale train`): started, sent SIGTERM once it has
-    checkpointed, started again; fills `case`."""
-    try:
-        case.update(interrupt(start_train(params, tokens, root), root, log))
-        print(
-            f"  resume: SIGTERM -> exit {case['exit_after_sigterm']} at step "
-            f"{case['stopped_at_step']}; starting it again",
-            flush=True,
-        )
-        case["exit_after_resume"] = wait(start_train(params, tokens, root), log)
-        case["resumed_from_step"] = resumed_from(root / "train.log")
-    except Exception as error:  # in a thread: recorded, and the verdict fails
-        case["interrupted_error"] = f"{type(error).__name__}: {error}"
-
-
 def short_run(case: dict[str, Any], settings: Settings, device: torch.device, log: PartLog):
-    """Both runs side by side; fills `case`."""
+    """The run stopped and resumed, and beside its resume the run uninterrupted; fills
+    `case`."""
     work = log.path.parent / "resume"
     size = settings.resume_vocab_size
     corpus = int(1.1 * settings.resume_train_tokens)  # the run reads each window once
     folder = work / "tokens" / f"v{size}"
     tokens = write_tokens(folder, size, corpus, settings.resume_validation_tokens)
     params = write_params(work / "params.yaml", settings, device)
-    interrupted = threading.Thread(
-        target=stop_and_resume,
-        args=(case, params, tokens, work / "interrupted", log),
-        daemon=True,  # a reference run that breaks does not wait for it
+    case.update(interrupted(params, tokens, work / "interrupted", log))
+    print(
+        f"  resume: SIGTERM at step {case['stopped_at_step']} (preempted: {case['preempted']});"
+        " `vocabscale train` resumes it, the uninterrupted run beside it",
+        flush=True,
     )
-    interrupted.start()
-    setup_logging(work / "reference" / "train.log")
-    run = uninterrupted(params, tokens, work / "reference")
-    interrupted.join(timeout=max(log.time_left(), 1))
+    log.save()
+    resume = start_train(params, tokens, work / "interrupted")
+    run = in_process(params, tokens, work / "reference")
+    case["exit_after_resume"] = wait(resume, log)
+    case["resumed_from_step"] = resumed_from(work / "interrupted" / "train.log")
     case.update(total_steps=run["steps"], precision=run["precision"], model=run["model"])
     case.update(vocab_size=size, shape=f"{run['n_layer']}x{run['d_model']}")
     evals = [
@@ -211,8 +219,8 @@ def summary(case: dict[str, Any]) -> str:
     if case["status"] != "ok":
         return case["status"]
     return (
-        f"stopped at step {case['stopped_at_step']} of {case['total_steps']} (exit "
-        f"{case['exit_after_sigterm']}), resumed from {case['resumed_from_step']}; evaluations "
+        f"stopped at step {case['stopped_at_step']} of {case['total_steps']}, resumed from "
+        f"{case['resumed_from_step']} by a new process; evaluations "
         f"within {case['max_relative_difference']:.2g} of the uninterrupted run's (tolerance "
         f"{case['tolerance']:.2g}): {'PASSED' if case['passed'] else 'FAILED'}"
     )
