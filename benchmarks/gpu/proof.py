@@ -4,10 +4,12 @@ of about six minutes (benchmarks/README.md, "The GPU proof"). benchmarks/gpu/pro
     python benchmarks/gpu/proof.py --out DIR --work DIR [--smoke]
 
 It checks the device, then runs each part in a process of its own under its own time cap
-(`proof_common.PART_CAPS`): a part past its cap is killed, what it measured so far is kept and
-the rest is recorded as timed out, and the next part runs. The parts: the loss heads
-(`proof_heads`), a short real run stopped by SIGTERM and resumed (`proof_resume`), and the
-training step at the paper's shapes, its MFU and its memory against the plan (`proof_steps`).
+(`proof_common.PART_CAPS`; the last part may also take what the others left of the budget): a
+part past its cap is killed, what it measured so far is kept and the rest is recorded as timed
+out, and the next part runs. `--parts steps` (for instance) reruns some of them. The parts:
+the loss heads (`proof_heads`), a short real run stopped by SIGTERM and resumed
+(`proof_resume`), and the training step at the paper's shapes, its MFU and its memory against
+the plan (`proof_steps`).
 It writes DIR/gpu_proof.json (every figure), DIR/gpu_proof.md (the tables for
 benchmarks/RESULTS.md) and DIR/resume.log (the short runs' logs).
 
@@ -35,7 +37,7 @@ from typing import Any
 
 import torch
 from machine import cpu_model, usable_cores
-from proof_common import BUDGET_SECONDS, PartLog, Settings, read_part, run_logs
+from proof_common import BUDGET_SECONDS, PART_CAPS, PartLog, Settings, read_part, run_logs
 from proof_report import evaluate, markdown
 
 #: Seconds kept back from the budget after the last part, to write the results.
@@ -128,9 +130,14 @@ def orchestrate(args: argparse.Namespace) -> int:
     context = {"settings": settings.to_json(), "device": str(device)}
     (work / "context.json").write_text(json.dumps(context))
     budget = sum(settings.caps.values()) if args.smoke else BUDGET_SECONDS
-    parts = {}
-    for name, cap in settings.caps.items():
+    asked = args.parts.split(",") if args.parts else list(settings.caps)
+    parts = {
+        name: {"status": "skipped: not asked for (--parts)", "cases": []} for name in settings.caps
+    }
+    for name in asked:
         left = budget - (time.time() - started) - RESERVE_SECONDS
+        # the last part may also take what the others left of the budget
+        cap = max(settings.caps[name], left) if name == asked[-1] else settings.caps[name]
         parts[name] = run_part(name, min(cap, max(left, 1)), work)
     result = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -173,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="where gpu_proof.json and gpu_proof.md go")
     parser.add_argument("--work", required=True, help="a scratch folder")
     parser.add_argument("--smoke", action="store_true", help="the CPU, tiny shapes")
+    parser.add_argument("--parts", help="some of heads,resume,steps (a rerun): in this order")
     parser.add_argument("--part", help=argparse.SUPPRESS)  # inside a part's process
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -181,6 +189,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.out:
         parser.error("--out is required")
+    unknown = set((args.parts or "").split(",")) - set(PART_CAPS) - {""}
+    if unknown:
+        parser.error(
+            f"--parts: no part {', '.join(sorted(unknown))} (parts: {', '.join(PART_CAPS)})"
+        )
     raise SystemExit(orchestrate(args))
 
 

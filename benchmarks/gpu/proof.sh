@@ -6,6 +6,8 @@
 #                                                  # and dir/gpu_proof.md
 #   OUT=dir bash benchmarks/gpu/proof.sh --smoke   # the same code paths on the CPU, tiny shapes,
 #                                                  # under a minute (CI runs it)
+#   OUT=dir bash benchmarks/gpu/proof.sh --parts steps   # a rerun of some parts (heads, resume,
+#                                                        # steps); the last takes what is left
 #
 # It installs the wheels into a temporary folder (no network, no pip install -e), puts src/ on
 # the path and runs benchmarks/gpu/proof.py, which checks the GPU and runs each part under its
@@ -16,7 +18,9 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 python=${PYTHON:-python3}
 smoke=0
-[ "${1:-}" = "--smoke" ] && smoke=1
+for arg in "$@"; do
+    if [ "$arg" = "--smoke" ]; then smoke=1; fi
+done
 OUT=${OUT:-$(mktemp -d -t gpu-proof-out.XXXXXX)}
 mkdir -p "$OUT"
 work=$(mktemp -d -t gpu-proof.XXXXXX)
@@ -42,6 +46,4 @@ for wheel in sys.argv[2:]: zipfile.ZipFile(wheel).extractall(sys.argv[1])' \
 fi
 export PYTHONPATH="$path${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-args=(--out "$OUT" --work "$work")
-[ "$smoke" = 1 ] && args+=(--smoke)
-"$python" benchmarks/gpu/proof.py "${args[@]}"
+"$python" benchmarks/gpu/proof.py --out "$OUT" --work "$work" "$@"

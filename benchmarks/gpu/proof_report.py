@@ -27,8 +27,11 @@ def check(name: str, passed: bool | None, detail: str) -> dict[str, Any]:
 
 
 def checks(parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    broken_parts = [f"{name}: {p['status']}" for name, p in parts.items() if p["status"] != "ok"]
-    broken_parts = [line for line in broken_parts if "timed out" not in line]
+    broken_parts = [
+        f"{name}: {part['status']}"
+        for name, part in parts.items()
+        if part["status"].startswith("error")  # not: timed out, skipped
+    ]
     broken = [
         f"{name}: {case['status']}"
         for name, part in parts.items()
@@ -189,7 +192,8 @@ def markdown(result: dict[str, Any]) -> str:
     parts, device, settings = result["parts"], result["device"], result["settings"]
     steps = parts["steps"]
     caps = ", ".join(
-        f"{name} {part['status']} in {part['wall_s']} s (cap {part['cap_s']} s)"
+        f"{name} {part['status']}"
+        + (f" in {part['wall_s']} s (cap {part['cap_s']} s)" if "cap_s" in part else "")
         for name, part in parts.items()
     )
     lines = [

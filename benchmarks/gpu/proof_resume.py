@@ -169,7 +169,7 @@ def verdict(case: dict[str, Any]) -> bool:
     """Stopped mid-run with its state saved, resumed from there, and the same evaluations."""
     stopped, total = case.get("stopped_at_step"), case.get("total_steps") or 0
     return (
-        case.get("preempted")
+        bool(case.get("preempted"))
         and stopped is not None
         and 0 < stopped < total
         and case.get("resumed_from_step") == stopped
