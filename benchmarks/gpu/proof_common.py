@@ -27,7 +27,7 @@ EMBEDDED_PARAMS = REPO / "params.yaml"
 #: smoke run, where they only stop a part that hangs: on a CPU shared with other jobs a part
 #: takes several times its usual few seconds). A part past its cap is killed and recorded as
 #: timed out; the others still run.
-PART_CAPS = {"heads": (45, 60), "resume": (90, 90), "steps": (200, 90)}
+PART_CAPS = {"heads": (60, 60), "resume": (90, 90), "steps": (200, 90)}
 #: The whole proof on the GPU: the parts' caps and the time to start them.
 BUDGET_SECONDS = 360
 
