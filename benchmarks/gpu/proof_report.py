@@ -215,9 +215,9 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "## Training step: bf16 autocast, SDPA flash only, fused AdamW (the paper preset)",
+        "## Training step: bf16 autocast, SDPA flash only, AdamW fused on CUDA (the paper preset)",
         "",
-        f"Shapes {', '.join(settings['shapes'])}; {settings['warmup_steps']} warm-up steps "
+        f"Shapes {', '.join(settings['shapes'])}; {settings['warmup_steps']} warm-up step(s) "
         f"(compilation included), a profiled micro-batch, {settings['timed_steps']} timed "
         "steps. FLOPs per token 6 (Nnv + V d) + 12 n_layer context d. Peak: "
         "torch.cuda.max_memory_allocated over the whole case (on a CPU the process's RSS); "
