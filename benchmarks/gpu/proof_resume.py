@@ -198,7 +198,7 @@ def short_run(case: dict[str, Any], settings: Settings, device: torch.device, lo
     run = in_process(params, tokens, work / "reference")
     case["exit_after_resume"] = wait(resume, log)
     case["resumed_from_step"] = resumed_from(work / "interrupted" / "train.log")
-    case.update(total_steps=run["steps"], precision=run["precision"], model=run["model"])
+    case.update(total_steps=run["steps"], precision=run["precision"], model=settings.resume_model)
     case.update(vocab_size=size, shape=f"{run['n_layer']}x{run['d_model']}")
     evals = [
         pd.read_csv(work / name / "run" / "evals.csv") for name in ("reference", "interrupted")
