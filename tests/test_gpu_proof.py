@@ -1,4 +1,4 @@
-"""The GPU proof (benchmarks/gpu): its smoke run passes on the CPU in under a minute and
+"""The GPU proof (benchmarks/gpu): its smoke run passes on the CPU within a minute of CPU time and
 records every part's figures; its verdict fails when the resume does not reproduce the run
 or a part breaks; and the wheels it carries to the GPU machine are exactly what that
 machine's image lacks of what the proof imports (checked without a network: the image is
@@ -104,11 +104,13 @@ def smoke(tmp_path_factory):
     return result, seconds, data, (out / "gpu_proof.md").read_text(), out
 
 
-def test_the_smoke_run_passes_in_under_a_minute(smoke):
+def test_the_smoke_run_passes_within_a_minute_of_cpu(smoke):
+    """CPU seconds, not wall seconds: the CI machine's two cores are shared with another
+    worker, so the wall time says more about the load than about the proof."""
     result, seconds, data, _, out = smoke
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     timing = {name: (part["wall_s"], part["cpu_s"]) for name, part in data["parts"].items()}
-    assert seconds["wall"] < SMOKE_SECONDS, f"{seconds} s; parts (wall, CPU s): {timing}"
+    assert seconds["cpu"] < SMOKE_SECONDS, f"{seconds} s; parts (wall, CPU s): {timing}"
     assert data["passed"] and data["smoke"]
     assert {name: part["status"] for name, part in data["parts"].items()} == dict.fromkeys(
         Settings.for_run(True).caps, "ok"
