@@ -33,7 +33,6 @@ from vocabscale.estimate.empirical import (
 from vocabscale.estimate.fit import estimate_all
 from vocabscale.estimate.predict import RECOMMENDED, compute_optimal_flops, predict
 from vocabscale.estimate.recommend import (
-    MIN_DISTANCE,
     Record,
     Rule,
     combine,
@@ -213,11 +212,12 @@ class Backtester:
             return [
                 {**_row(holdout, model, approach, None), "reason": f"could not be fitted: {why}"}
             ]
-        if any_budget:
+        optimal = compute_optimal_flops(estimates, model["nnv"])
+        budgets = [optimal]
+        if any_budget:  # also where approaches 1 and 2 answer, so every approach meets there
             count = self.settings.budgets if holdout.spread else 1
-            budgets = comparison_budgets(*span, count)
-        else:
-            budgets = [compute_optimal_flops(estimates, model["nnv"])]
+            inside = optimal is not None and span[0] <= optimal <= span[1]
+            budgets = comparison_budgets(*span, count) + ([optimal] if inside else [])
         rows = []
         for flops in budgets:
             row = _row(holdout, model, approach, flops)
@@ -331,21 +331,30 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
     return summary
 
 
-def error_per_distance(recommended: pd.DataFrame) -> float | None:
-    """The recommendation's out-of-sample ln error per e-fold of extrapolation: the mean of
-    (ln ratio^2 - the truth's own variance) / distance^2, each comparison weighted by its
-    truth's precision (a vague truth adds its own noise to the ratio, which is not the
-    prediction's error), as an RMS."""
+def out_of_sample_error(recommended: pd.DataFrame) -> tuple[float, float] | None:
+    """The recommendation's out-of-sample ln error and the distance it was measured at. Each
+    ln ratio is the prediction's error plus the truth's own noise (its variance s^2, from the
+    truth's interval), so the error's mean square tau^2 is estimated as in a random-effects
+    meta-analysis about zero: weights 1 / (tau^2 + s^2), tau^2 = the weighted mean of
+    (ratio^2 - s^2), iterated to a fixed point (Paule-Mandel). The distance is the comparisons'
+    median under the same weights."""
     if recommended.empty or "ln_ratio" not in recommended:
         return None
-    rows = recommended.dropna(subset=["ln_ratio"])
+    rows = recommended.dropna(subset=["ln_ratio"]).sort_values("distance")
     if rows.empty:
         return None
-    sd = truth_sd(rows)
-    excess = (rows["ln_ratio"] ** 2 - sd**2).clip(lower=0.0)
-    scaled = excess / rows["distance"].clip(lower=MIN_DISTANCE) ** 2
-    weights = 1 / sd**2
-    return float(np.sqrt(np.sum(weights * scaled) / np.sum(weights)))
+    variance = truth_sd(rows).to_numpy() ** 2
+    squares = rows["ln_ratio"].to_numpy() ** 2
+    tau2 = max(0.0, float(np.mean(squares - variance)))
+    for _ in range(100):
+        weights = 1 / (tau2 + variance)
+        updated = max(0.0, float(np.sum(weights * (squares - variance)) / np.sum(weights)))
+        if abs(updated - tau2) < 1e-12:
+            break
+        tau2 = updated
+    weights = 1 / (tau2 + variance)
+    middle = np.searchsorted(np.cumsum(weights) / np.sum(weights), 0.5)
+    return float(np.sqrt(tau2)), float(rows["distance"].iloc[middle])
 
 
 def run_backtest(runs: RunsTable, f: TokensPerCharFit, settings: BacktestSettings) -> Backtest:
@@ -362,10 +371,10 @@ def run_backtest(runs: RunsTable, f: TokensPerCharFit, settings: BacktestSetting
         rule, recommended = fallback_rule(f"no backtest: {why}"), pd.DataFrame()
     else:
         rule, recommended = rule_from(table), recommended_rows(table)
-        rule = Rule(rule.weights, error_per_distance(recommended), rule.text)
+        text = rule.text
         if not any(h.kind == "model" for h in holdouts):
-            only = f"; with {sizes} model sizes no model could be held out, only budgets"
-            rule = Rule(rule.weights, rule.error_per_distance, rule.text + only)
+            text += f"; with {sizes} model sizes no model could be held out, only budgets"
+        rule = Rule(rule.weights, text, *(out_of_sample_error(recommended) or (None, None)))
     table = pd.concat([table, recommended], ignore_index=True)
     summary = {
         "holdouts": [{"kind": h.kind, "name": h.name, "models": list(h.ranges)} for h in holdouts],

@@ -26,31 +26,40 @@ LEAVE_OUT_FACTOR = 2.0
 MIN_ANSWERED_SHARE = 0.5
 #: The squared error below which approaches count as equally good (weights stay finite).
 MSE_FLOOR = 1e-4
-#: Extrapolation is measured in e-folds of compute from the middle of the fitted range; a
-#: comparison counts at least this far (the held-out runs are never inside the fit).
-MIN_DISTANCE = 1.0
 
 
 @dataclass(frozen=True)
 class Rule:
     """How the approaches' answers become one: weights per approach (None: the median of those
-    that answer), the out-of-sample error per e-fold of extrapolation the backtest measured
-    for this rule (None: no backtest), and the sentence that says so."""
+    that answer), the out-of-sample ln error the backtest measured for this rule and how far
+    (e-folds of compute from the middle of the fit) its held-out runs lay (None: no
+    backtest), and the sentence that says so."""
 
     weights: dict[str, float] | None
-    error_per_distance: float | None
     text: str
+    error: float | None = None
+    distance: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "weights": self.weights,
-            "error_per_distance": self.error_per_distance,
+            "out_of_sample_error": self.error,
+            "backtest_distance": self.distance,
             "text": self.text,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Rule:
-        return cls(data.get("weights"), data.get("error_per_distance"), str(data["text"]))
+        error, distance = data.get("out_of_sample_error"), data.get("backtest_distance")
+        return cls(data.get("weights"), str(data["text"]), error, distance)
+
+    def spread_at(self, distance: float | None) -> float | None:
+        """The rule's out-of-sample ln error at a target this far from the middle of the fit:
+        the backtest's, grown in proportion where the target lies farther than the backtest
+        reached (power-law extrapolation errors grow with the distance)."""
+        if self.error is None or distance is None or not self.distance:
+            return self.error
+        return self.error * max(1.0, distance / self.distance)
 
 
 def distance_from_middle(flops: float, flops_range: tuple[float, float]) -> float:
@@ -61,7 +70,7 @@ def distance_from_middle(flops: float, flops_range: tuple[float, float]) -> floa
 
 
 def fallback_rule(why: str) -> Rule:
-    return Rule(None, None, f"the median of the approaches that answer ({why})")
+    return Rule(None, f"the median of the approaches that answer ({why})")
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ def weights_from_records(records: dict[str, Record]) -> Rule:
     text = f"weighted by out-of-sample accuracy on the held-out runs: {parts}"
     if left:
         text += " (left out: " + "; ".join(f"{n}: {why}" for n, why in left.items()) + ")"
-    return Rule(weights, None, text)
+    return Rule(weights, text)
 
 
 def combine(answers: dict[str, float], rule: Rule) -> tuple[float, dict[str, float]] | None:
@@ -198,9 +207,9 @@ def recommend(
         interval = interval_of(over, confidence)
         if interval.available:
             low, high = math.log(value / interval.low), math.log(interval.high / value)
-    if rule.error_per_distance is not None and distance is not None:
-        spread = norm.ppf(0.5 + confidence / 2) * rule.error_per_distance
-        spread *= max(distance, MIN_DISTANCE)
+    error = rule.spread_at(distance)
+    if error is not None:
+        spread = norm.ppf(0.5 + confidence / 2) * error
         low, high = (math.hypot(0.0 if math.isnan(h) else h, spread) for h in (low, high))
     return Recommendation(
         value, value * math.exp(-low), value * math.exp(high), None, budget, rule.text

@@ -59,14 +59,14 @@ def recommendation_markdown(evidence: Evidence) -> list[str]:
         "count (approaches 1 and 2 answer for the compute-optimal budget, approach 3 for any).",
     ]
     level = f"{evidence.confidence:.0%}"
-    if rule.error_per_distance is not None:
+    if rule.error is not None:
         lines.append(
             f"Its {level} interval is the approaches' bootstrap interval widened by the error the "
-            "backtest measured on runs the fits did not see "
-            f"({rule.error_per_distance:.3f} in ln V per e-fold of compute between the "
-            "held-out runs and the middle of the compute fitted), grown in proportion to how "
-            "far the target lies from that middle: it covers noise and, as far as the "
-            "backtest could measure it, a law that does not quite hold."
+            f"backtest measured on runs the fits did not see (an RMS of {rule.error:.3f} in ln V, "
+            f"net of the held-out runs' own noise, at {rule.distance:.1f} e-folds of compute from "
+            "the middle of the compute fitted), grown in proportion where a target lies farther "
+            "than that: it covers noise and, as far as the backtest could measure it, a law that "
+            "does not quite hold."
         )
     else:
         lines.append(
