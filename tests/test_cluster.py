@@ -73,6 +73,43 @@ def test_resources_follow_params_and_environment(monkeypatch):
     assert "gpu" not in train_job(params, "33M-v4096")
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("partition", "gpu long"),
+        ("account", "proj;rm -rf ."),
+        ("qos", "normal\n"),
+        ("gpu_type", "h100 --exclusive"),
+        ("cpu_partition", "$(cpu)"),
+    ],
+)
+def test_a_slurm_name_with_a_space_or_a_shell_character_is_refused(tmp_path, key, value):
+    """The executor writes these names into an sbatch command line."""
+    params = read_yaml(PAPER)
+    params["cluster"][key] = value
+    message = refused(params, tmp_path)
+    assert f"cluster.{key}: {value!r} is not a SLURM name" in message
+
+
+def test_slurm_names_from_the_environment_are_checked_as_the_params_are(monkeypatch, tmp_path):
+    params = load_params(PAPER)
+    params["cluster"].update(partition="gpu,gpu-long", gpu_type="nvidia_h100.80gb", qos="")
+    validate_params({**read_yaml(PAPER), "cluster": params["cluster"]})
+    assert train_job(params, "33M-v4096")["slurm_partition"] == "gpu,gpu-long"
+    monkeypatch.setenv("VOCABSCALE_SLURM_ACCOUNT", "my project")
+    with pytest.raises(
+        ParamsError, match=r"^VOCABSCALE_SLURM_ACCOUNT: 'my project' is not a SLURM"
+    ):
+        train_job(params, "33M-v4096")
+    result = subprocess.run(
+        [sys.executable, "-m", "vocabscale", "plan", "--params", str(PAPER)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "VOCABSCALE_SLURM_ACCOUNT: 'my project' is not a SLURM name" in result.stderr
+
+
 def test_a_gpu_job_is_one_task_on_one_node_holding_all_its_gpus():
     """The executor derives `--ntasks-per-gpu` from `tasks` for GPU jobs unless
     `tasks_per_gpu` is 0, and leaves `--nodes` out unless `nodes` is set (SLURM then may split
