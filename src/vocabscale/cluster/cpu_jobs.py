@@ -16,6 +16,7 @@ from typing import Any
 from vocabscale.cluster.cost import needed_minutes, time_limit
 from vocabscale.corpus.sources import BUILTIN_PYTHON_DOCS, local_files
 from vocabscale.io import read_json
+from vocabscale.records import field
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,10 @@ def cpu_job_characters(
     if step == "prepare_corpus":
         return source_characters(params)
     if stats and stats.is_file():
-        splits = read_json(stats)["splits"]
-        train, validation = splits["train"]["characters"], splits["validation"]["characters"]
+        record = read_json(stats)
+        train, validation = (
+            field(record, stats, "splits", split, "characters") for split in ("train", "validation")
+        )
     elif (source := source_characters(params)) is not None:
         train, validation = source, 0
     else:

@@ -20,6 +20,7 @@ from vocabscale.cluster.cost import CorpusSize, RunCost, run_cost
 from vocabscale.cluster.cpu_jobs import CPU_JOBS, cpu_job_rate, cpu_job_size
 from vocabscale.cluster.slurm import cluster_settings, uses_gpus
 from vocabscale.io import read_json
+from vocabscale.records import field
 from vocabscale.sweep import ModelSpec, model_specs
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
 
@@ -32,7 +33,7 @@ def corpus_size(params: dict[str, Any], vocab_size: int, tokens_dir: str | Path)
     corpus.max_characters x the paper's f(V) (an estimate), else nan."""
     stats = Path(tokens_dir) / f"v{vocab_size}" / "stats.json"
     if stats.exists():
-        return CorpusSize(read_json(stats)["splits"]["train"]["tokens"], True)
+        return CorpusSize(field(read_json(stats), stats, "splits", "train", "tokens"), True)
     characters = params["corpus"]["max_characters"]
     if characters is None:
         return CorpusSize(math.nan, False)
