@@ -15,8 +15,8 @@ from conftest import REPO, subprocess_env, write_params
 
 from vocabscale.accounting import training_memory
 from vocabscale.cluster.cost import CorpusSize, run_cost
-from vocabscale.cluster.cpu_jobs import CPU_JOBS, cpu_job_characters
-from vocabscale.cluster.plan import data_warning, format_plan, plan
+from vocabscale.cluster.cpu_jobs import CPU_JOBS, cpu_job_characters, cpu_job_size
+from vocabscale.cluster.plan import cpu_job_warning, data_warning, format_plan, plan
 from vocabscale.cluster.rules import train_resource_callables, train_retries
 from vocabscale.cluster.slurm import cpu_job_resources, train_resources
 from vocabscale.config import ParamsError, load_params, read_yaml, validate_params
@@ -71,6 +71,43 @@ def test_resources_follow_params_and_environment(monkeypatch):
     assert resources["cpus_per_task"] == 8 * params["cluster"]["cpus_per_gpu"]
     params["train"]["device"] = "cpu"  # a CPU sweep asks for no GPU
     assert "gpu" not in train_job(params, "33M-v4096")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("partition", "gpu long"),
+        ("account", "proj;rm -rf ."),
+        ("qos", "normal\n"),
+        ("gpu_type", "h100 --exclusive"),
+        ("cpu_partition", "$(cpu)"),
+    ],
+)
+def test_a_slurm_name_with_a_space_or_a_shell_character_is_refused(tmp_path, key, value):
+    """The executor writes these names into an sbatch command line."""
+    params = read_yaml(PAPER)
+    params["cluster"][key] = value
+    message = refused(params, tmp_path)
+    assert f"cluster.{key}: {value!r} is not a SLURM name" in message
+
+
+def test_slurm_names_from_the_environment_are_checked_as_the_params_are(monkeypatch, tmp_path):
+    params = load_params(PAPER)
+    params["cluster"].update(partition="gpu,gpu-long", gpu_type="nvidia_h100.80gb", qos="")
+    validate_params({**read_yaml(PAPER), "cluster": params["cluster"]})
+    assert train_job(params, "33M-v4096")["slurm_partition"] == "gpu,gpu-long"
+    monkeypatch.setenv("VOCABSCALE_SLURM_ACCOUNT", "my project")
+    with pytest.raises(
+        ParamsError, match=r"^VOCABSCALE_SLURM_ACCOUNT: 'my project' is not a SLURM"
+    ):
+        train_job(params, "33M-v4096")
+    result = subprocess.run(
+        [sys.executable, "-m", "vocabscale", "plan", "--params", str(PAPER)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "VOCABSCALE_SLURM_ACCOUNT: 'my project' is not a SLURM name" in result.stderr
 
 
 def test_a_gpu_job_is_one_task_on_one_node_holding_all_its_gpus():
@@ -298,16 +335,56 @@ def snakemake_dry_run(configfile: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_snakemake_warns_about_runs_that_read_their_data_twice_before_any_job(tmp_path):
+def paper_dry_run_with(tmp_path: Path, corpus_characters: int) -> str:
+    """What `snakemake -n` of the paper preset with a corpus of `corpus_characters` says."""
     params = PAPER.read_text().replace(
-        "max_characters: 800000000000", "max_characters: 600000000000"
+        "max_characters: 800000000000", f"max_characters: {corpus_characters}"
     )
-    small = tmp_path / "small-corpus.yaml"
-    small.write_text(params)
-    result = snakemake_dry_run(small)
+    configfile = tmp_path / "corpus.yaml"
+    configfile.write_text(params)
+    result = snakemake_dry_run(configfile)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "WARNING: 6 run(s) need more training tokens than the corpus holds" in result.stderr
-    assert "2.87B-v96256: 1.655e+11 tokens" in result.stderr
+    return result.stderr
+
+
+def test_snakemake_warns_about_runs_that_read_their_data_twice_before_any_job(tmp_path):
+    said = paper_dry_run_with(tmp_path, 600_000_000_000)
+    assert "WARNING: 6 run(s) need more training tokens than the corpus holds" in said
+    assert "2.87B-v96256: 1.655e+11 tokens" in said
+
+
+def test_the_plan_warns_of_a_cpu_job_that_cannot_resume_and_outlasts_its_limit():
+    """prepare-corpus and train-tokenizer start over on every retry: one longer than its
+    limit never finishes. Tokenization resumes, so a capped one only takes more jobs."""
+    params = load_params(PAPER)
+    assert cpu_job_warning(params) is None
+    params["corpus"]["max_characters"] = 8_000_000_000_000  # 10x: 5,010 minutes to prepare
+    assert cpu_job_size(params, "tokenize").needed_minutes > 2880  # capped, but it resumes
+    warning = cpu_job_warning(params)
+    assert warning.startswith("1 CPU job(s) are estimated to take longer than their time limit")
+    assert re.search(
+        r"^  prepare_corpus: about 5,010 minutes \(8e\+12 characters at "
+        r"cluster.prepare_chars_per_s 4e\+07/s.*over its limit of 2,880 "
+        r"\(cluster.max_runtime_minutes\): set cluster.cpu_job_runtime_minutes to 5010 or more",
+        warning,
+        re.M,
+    ), warning
+    assert f"WARNING: {warning}" in format_plan(plan(params).table, params)
+    # an explicit limit too short for the estimate
+    params["corpus"].update(
+        max_characters=800_000_000_000, tokenizer_sample_characters=600_000_000_000
+    )
+    params["cluster"]["cpu_job_runtime_minutes"] = 3000
+    (line,) = cpu_job_warning(params).splitlines()[1:]
+    assert line.startswith("  train_tokenizer: about 5,010 minutes")
+    assert "3,000 (cluster.cpu_job_runtime_minutes)" in line
+    assert "lower corpus.tokenizer_sample_characters" in line
+
+
+def test_snakemake_warns_of_a_cpu_job_that_cannot_finish_before_any_job(tmp_path):
+    said = paper_dry_run_with(tmp_path, 8_000_000_000_000)
+    assert "WARNING: 1 CPU job(s) are estimated to take longer" in said
+    assert "  prepare_corpus: about 5,010 minutes" in said
 
 
 # --- memory per GPU: DDP, FSDP, or refused ------------------------------------------------------

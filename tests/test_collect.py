@@ -5,12 +5,15 @@ a run that silently went missing."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pandas as pd
+import pytest
 
 from vocabscale.config import validate_params
 from vocabscale.estimate.results import Estimates
-from vocabscale.io import write_csv
+from vocabscale.io import write_csv, write_json
+from vocabscale.records import RecordError
 from vocabscale.report.doubts import diverged_runs
 from vocabscale.report.evidence import Evidence
 from vocabscale.runs.grid_table import collect_runs
@@ -55,3 +58,12 @@ def test_a_run_that_diverges_before_its_first_evaluation_stays_in_the_table(
         diverged=diverged_rows(pd.read_csv(tmp_path / "runs.csv")),
     )
     assert list(diverged_runs(evidence)) == [("1 run (1 row of the runs table): a-v320.", None)]
+
+
+def test_a_run_json_without_a_field_is_an_error_naming_the_file_and_the_key(tmp_path):
+    """It was a bare KeyError, printed as the key's name alone."""
+    run_json = tmp_path / "runs" / "r" / "run.json"
+    write_json(run_json, {"run_id": "r", "model": "m", "vocab_size": 320, "diverged": False})
+    write_csv(tmp_path / "normalized" / "r.csv", pd.DataFrame({"step": [1]}))
+    with pytest.raises(RecordError, match=rf"^{re.escape(str(run_json))}: no 'd_model'"):
+        collect_runs(["r"], tmp_path / "runs", tmp_path / "normalized")

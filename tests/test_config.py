@@ -1,6 +1,8 @@
 """params.yaml validation: every mistake is named by its key, before any compute."""
 
 import copy
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -191,3 +193,67 @@ def test_left_out_keys_get_the_schema_defaults(default_params):
 def test_help_text_is_the_schema_description_and_default():
     text = describe("estimate.parametric.min_flops")
     assert "C >= this" in text and "2.18e+17" in text
+
+
+def numeric_keys(value, node: dict, path: str = ""):
+    """The dotted key of every number in `value` (params with defaults filled in) that the
+    schema `node` takes, and of every null where it could be one."""
+    node = _resolve(node)
+    if isinstance(value, dict):
+        for key, child in value.items():
+            child_node = node.get("properties", {}).get(key, node.get("additionalProperties"))
+            if isinstance(child_node, dict):
+                yield from numeric_keys(child, child_node, f"{path}.{key}" if path else key)
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for index, item in enumerate(value):
+            yield from numeric_keys(item, node["items"], f"{path}[{index}]")
+    elif {"number", "integer"} & set(
+        node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+    ):
+        yield path
+
+
+def set_key(params: dict, where: str, value) -> None:
+    parts = [int(p) if p.isdigit() else p for p in re.split(r"\.|\[|\]\.?", where) if p]
+    node = params
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def test_every_number_must_be_finite(default_params):
+    """.inf passed every `minimum`: train_tokens and runtime_safety overflowed later, lr: .inf
+    marked every run diverged. No key means "unbounded" by infinity (null does that)."""
+    filled = validate_params(copy.deepcopy(default_params))
+    keys = list(numeric_keys(filled, schema()))
+    assert {"train.lr", "models.xs.train_tokens", "cluster.runtime_safety"} <= set(keys)
+    assert "report.targets[0].nnv" in keys and "corpus.max_characters" in keys  # null by default
+    for where in keys:
+        for value in (math.inf, -math.inf, math.nan):
+            params = copy.deepcopy(filled)
+            set_key(params, where, value)
+            check(params, f"{where}: must be a finite number, not {value}")
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"), [("[lr, beta1]", "list ['lr', 'beta1']"), ("1", "int 1"), ("on", "bool True")]
+)
+def test_a_key_that_is_not_a_string_is_an_error_naming_the_line(tmp_path, key, shown):
+    """A list as a key ended in a TypeError; `on:` (YAML 1.1's true) was an unknown key True."""
+    lines = (REPO / "params.yaml").read_text().splitlines()
+    at = next(number for number, line in enumerate(lines, 1) if line.startswith("  lr: "))
+    lines.insert(at, f"  {key}: 1.0")
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    said = rf"(?s)^{re.escape(str(path))}: not valid YAML: .*a key must be a string, not "
+    with pytest.raises(ParamsError, match=rf"{said}{re.escape(shown)}.*line {at + 1}, column 3"):
+        load_params(path)
+
+
+def test_include_path_says_it_makes_the_params_file_as_trusted_as_code():
+    """lm-evaluation-harness imports the Python a task YAML names (`!function`)."""
+    assert "`!function`" in describe("downstream.include_path")
+    assert "as trusted as code" in describe("downstream.include_path")
+    readme = (REPO / "README.md").read_text()
+    downstream = readme[readme.index("### Evaluate every run downstream") :]
+    assert "as trusted as code" in downstream[: downstream.index("\n### ")]

@@ -319,7 +319,7 @@ def test_a_hub_dataset_is_streamed_through_datasets(
     splits = stats["splits"]
     assert splits["train"]["documents"] + splits["validation"]["documents"] == 24
 
-    with pytest.raises(KeyError, match="no field 'content'"):
+    with pytest.raises(ValueError, match="no field 'content'"):
         prepare_corpus({**corpus, "text_field": "content"}, tmp_path / "other")
     assert not (tmp_path / "other").exists()
 

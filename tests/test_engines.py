@@ -11,6 +11,7 @@ import importlib
 import json
 import os
 import re
+import shlex
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,6 +119,29 @@ def test_every_default_run_has_its_stages(project, default_params):
     for model in default_params["models"]:
         for vocab_size in default_params["tokenizer"]["vocab_sizes"]:
             assert {f"train@{model}-{vocab_size}", f"normalize@{model}-{vocab_size}"} <= names
+
+
+def test_a_params_file_whose_path_has_a_space_reaches_every_job_whole(project, tmp_path):
+    """Every rule quotes the paths of its command: `--configfile "my params.yaml"` once split
+    the command (`--params my params.yaml`)."""
+    configfile = tmp_path / "my settings" / "my params.yaml"
+    configfile.parent.mkdir()
+    configfile.write_text((project / "params.yaml").read_text())
+    result = run_in(
+        project,
+        *("snakemake", "--configfile", str(configfile), "--forceall", "--dry-run"),
+        *("--printshellcmds", "--cores", "1"),
+        timeout=300,
+    )
+    commands = [
+        shlex.split(line.removeprefix("Shell command: "))
+        for line in result.stdout.splitlines()
+        if line.startswith("Shell command: vocabscale ")
+    ]
+    jobs = re.findall(r"^(?:local)?rule (?!all:)\w+:$", result.stdout, flags=re.M)
+    assert commands and len(commands) == len(jobs)
+    for argv in commands:
+        assert argv[argv.index("--params") + 1] == str(configfile), argv
 
 
 def test_dvc_yaml_estimates_every_registered_approach():

@@ -51,8 +51,42 @@ def test_non_numeric_cell_names_line_and_column(table, tmp_path):
     bad.loc[4, "flops"] = "n/a?"
     path = tmp_path / "runs.csv"
     bad.to_csv(path, index=False)
-    with pytest.raises(RunsTableError, match=r"runs\.csv: line 6, column flops: 'n/a\?'"):
+    with pytest.raises(RunsTableError, match=r"runs\.csv: line 6, column flops: 'n/a\?' is not "
+                       r"a number$"):  # fmt: skip
         load_runs(path, PAPER_TOKENS_PER_CHAR)
+    bad.loc[[7, 9, 10, 11, 12], "flops"] = "?"
+    bad.to_csv(path, index=False)
+    with pytest.raises(RunsTableError, match=r"'n/a\?' is not a number \(also lines 9, 11, 12 "
+                       r"and 2 more\)"):  # fmt: skip
+        load_runs(path, PAPER_TOKENS_PER_CHAR)
+
+
+def test_a_blank_vocab_params_cell_is_v_d_as_an_absent_column_is(table, tmp_path):
+    """It reached the parametric fit as nan."""
+    blank = table.copy()
+    blank.loc[[3, 8], "vocab_params"] = np.nan
+    path = tmp_path / "runs.csv"
+    blank.to_csv(path, index=False)
+    assert pd.read_csv(path)["vocab_params"].isna().sum() == 2  # a blank cell
+    frame = load_runs(path, PAPER_TOKENS_PER_CHAR).frame
+    assert np.isfinite(frame["vocab_params"]).all()
+    np.testing.assert_array_equal(frame["vocab_params"], frame["vocab_size"] * frame["d_model"])
+
+
+def test_blank_steps_beside_given_ones_are_an_error_naming_the_lines(table, tmp_path):
+    """A checkpoint without its step cannot be told from another; a column of blank steps is
+    no column (checkpoints told apart by flops), and a diverged row needs none."""
+    blank = table.copy()
+    blank.loc[[2, 5], "step"] = np.nan
+    path = tmp_path / "runs.csv"
+    blank.to_csv(path, index=False)
+    with pytest.raises(RunsTableError, match=r"runs\.csv: lines 4, 7, column step: blank where "
+                       r"other rows give the step"):  # fmt: skip
+        load_runs(path, PAPER_TOKENS_PER_CHAR)
+    blank.assign(diverged=[row in (2, 5) for row in range(len(table))]).to_csv(path, index=False)
+    assert len(load_runs(path, PAPER_TOKENS_PER_CHAR).frame) == len(table) - 2
+    blank.assign(step=np.nan).to_csv(path, index=False)
+    assert len(load_runs(path, PAPER_TOKENS_PER_CHAR).frame) == len(table)
 
 
 def test_nan_inf_and_diverged_rows_are_excluded_and_counted(table, caplog):
@@ -66,6 +100,7 @@ def test_nan_inf_and_diverged_rows_are_excluded_and_counted(table, caplog):
     assert runs.excluded == {"diverged": 2, "non_finite": 3, "non_positive": 0, "repeated": 0}
     assert len(runs.frame) == len(table) - 5
     assert "theirs.csv: excluded 2 diverged, 3 non-finite rows" in caplog.text
+    assert "theirs.csv: lines 2, 3, 4: blank, nan or inf in a required column" in caplog.text
 
 
 def test_a_0_1_diverged_column_with_a_blank_cell_marks_the_ones(table, tmp_path):

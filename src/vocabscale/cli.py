@@ -1,7 +1,8 @@
 """The `vocabscale` command: one subcommand per pipeline stage, plus tools for users. Each
 lives in a module of its own (`add_arguments(parser)`, `run(args)`); this file only dispatches,
 importing only the module asked for (torch, matplotlib and scipy are slow to import). Bad input
-and an output another process is writing print one clear message and exit with status 2."""
+and an output another process is writing print one clear message and exit with status 2; any
+other exception is a bug, printed with its traceback (to the log file too), status 1."""
 
 from __future__ import annotations
 
@@ -102,10 +103,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.handler(args)
         log.info("%s finished in %.1f s", args.command, time.perf_counter() - started)
-    except (ParamsError, FileNotFoundError, ValueError, KeyError, OutputLocked) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        log.error("%s", message)
+    except (ParamsError, FileNotFoundError, ValueError, OutputLocked) as error:
+        log.error("%s", error)
         sys.exit(2)
+    except Exception:
+        log.exception("%s failed: an unexpected error (a bug), its traceback follows", args.command)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -137,6 +138,8 @@ def _describe_error(error: jsonschema.ValidationError) -> str:
             f"{where}: vocabulary size {error.instance:,} is beyond the largest vocabscale "
             f"takes, {MAX_VOCAB_SIZE:,} (public models use at most about 256K)"
         )
+    if error.validator == "type" and _is_non_finite(error.instance):
+        return f"{where}: must be a finite number, not {error.instance}"
     if (
         error.validator == "type"
         and isinstance(error.instance, float)
@@ -148,7 +151,30 @@ def _describe_error(error: jsonschema.ValidationError) -> str:
             f"models: the name {error.instance!r} may hold only letters, digits, '_' and '.', "
             "and starts with a letter or a digit (it names runs, paths and commands)"
         )
+    if error.validator == "pattern" and where.startswith("cluster."):
+        return f"{where}: {slurm_name_problem(error.instance)}"
     return f"{where}: {error.message}"
+
+
+def _is_non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def slurm_name_problem(value: str) -> str:
+    """What is wrong with a partition, account, QoS or GPU type name (SLURM's characters, no
+    spaces or shell metacharacters: the executor writes it into an sbatch command line)."""
+    return (
+        f"{value!r} is not a SLURM name: letters, digits, '_', '-' and '.' only (a partition: "
+        "a comma-separated list of them)"
+    )
+
+
+def check_slurm_name(key: str, value: str, where: str) -> None:
+    """A ParamsError naming `where` (an environment variable) unless `value` is a name the
+    schema takes for `cluster.<key>`."""
+    pattern = _resolve(schema()["properties"]["cluster"]["properties"][key])["pattern"]
+    if not re.search(pattern, value):
+        raise ParamsError(f"{where}: {slurm_name_problem(value)}")
 
 
 def _semantic_errors(params: dict[str, Any]) -> list[str]:
@@ -234,9 +260,19 @@ def _is_integer(checker: Any, instance: Any) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
+def _is_number(checker: Any, instance: Any) -> bool:
+    """A number is finite: YAML's .inf and .nan (and 1e999) would pass every `minimum`, then
+    overflow a step count or mark every run diverged. No key means "unbounded" by infinity:
+    those that can be unbounded say so with null."""
+    is_number = isinstance(instance, (int, float)) and not isinstance(instance, bool)
+    return is_number and math.isfinite(instance)
+
+
 _Validator = jsonschema.validators.extend(
     jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_number}
+    ),
 )
 
 
@@ -260,7 +296,8 @@ def validate_params(params: Any, source: str = "params.yaml") -> dict[str, Any]:
 class _Loader(yaml.SafeLoader):
     """PyYAML follows YAML 1.1, which reads `1e9` or `8.5e7` as strings; read them as floats
     the way YAML 1.2 (and every user) does. A key written twice in one mapping is an error
-    (PyYAML keeps the last silently)."""
+    (PyYAML keeps the last silently), and so is a key that is not a string (a list would end in
+    a TypeError, `1:` or `on:` would be an int or a bool no schema names): both with the line."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         lines: dict[Any, int] = {}
@@ -268,6 +305,14 @@ class _Loader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # `<<: *defaults`: overriding merged keys is what merging is for
             key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"a key must be a string, not {type(key).__name__} {key!r} (quote it if "
+                    "it is a name)",
+                    key_node.start_mark,
+                )
             if key in lines:
                 raise yaml.constructor.ConstructorError(
                     None,

@@ -6,7 +6,7 @@
 import sys
 
 from vocabscale.cluster.cpu_jobs import CPU_JOBS
-from vocabscale.cluster.plan import data_warning, plan
+from vocabscale.cluster.plan import cpu_job_warning, data_warning, plan
 from vocabscale.cluster.rules import (
     cpu_job_resource_callables,
     train_resource_callables,
@@ -37,6 +37,10 @@ PARAMS = load_params(PARAMS_FILE)  # validated; a bad key stops here, before any
 PLAN = plan(PARAMS)
 if REPEATS := data_warning(PLAN.table):
     print(f"WARNING: {REPEATS}", file=sys.stderr)
+# the corpus and tokenizer-training jobs cannot resume: one estimated to outlast its time limit
+# would start over on every retry, so it is said before any job runs
+if TOO_LONG := cpu_job_warning(PARAMS):
+    print(f"WARNING: {TOO_LONG}", file=sys.stderr)
 VOCAB_SIZES = PARAMS["tokenizer"]["vocab_sizes"]
 MODELS = list(PARAMS["models"])
 RUNS = run_grid(PARAMS)

@@ -12,4 +12,4 @@ rule prepare_corpus:
     log:
         "logs/prepare_corpus.log",
     shell:
-        "vocabscale prepare-corpus --params {params.file} --out {output} --log {log}"
+        "vocabscale prepare-corpus --params {params.file:q} --out {output:q} --log {log:q}"

@@ -24,8 +24,8 @@ rule downstream:
     log:
         "logs/downstream/{model}-v{vocab}.log",
     shell:
-        "vocabscale downstream --params {params.file} --run {input.run} "
-        "--tokenizer {input.tokenizer} --out {output} --log {log}"
+        "vocabscale downstream --params {params.file:q} --run {input.run:q} "
+        "--tokenizer {input.tokenizer:q} --out {output:q} --log {log:q}"
 
 
 rule collect_downstream:
@@ -45,5 +45,5 @@ rule collect_downstream:
     log:
         "logs/collect_downstream.log",
     shell:
-        "vocabscale collect-downstream --params {params.file} --results-dir results/downstream "
-        "--out {output} --log {log}"
+        "vocabscale collect-downstream --params {params.file:q} --results-dir results/downstream "
+        "--out {output:q} --log {log:q}"

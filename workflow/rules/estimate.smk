@@ -11,8 +11,8 @@ rule estimate:
     log:
         "logs/estimate/{approach}.log",
     shell:
-        "vocabscale estimate-{wildcards.approach} --params {params.file} --runs {input.runs} "
-        "--tokenization {input.tokenization} --out {output} --log {log}"
+        "vocabscale estimate-{wildcards.approach} --params {params.file:q} --runs {input.runs:q} "
+        "--tokenization {input.tokenization:q} --out {output:q} --log {log:q}"
 
 
 rule backtest:
@@ -28,5 +28,5 @@ rule backtest:
     log:
         "logs/backtest.log",
     shell:
-        "vocabscale backtest --params {params.file} --runs {input.runs} "
-        "--tokenization {input.tokenization} --out {output} --log {log}"
+        "vocabscale backtest --params {params.file:q} --runs {input.runs:q} "
+        "--tokenization {input.tokenization:q} --out {output:q} --log {log:q}"

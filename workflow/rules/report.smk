@@ -23,6 +23,7 @@ rule report:
     log:
         "logs/report.log",
     shell:
-        "vocabscale report --params {params.file} --estimates results/estimates "
-        "--backtest {input.backtest} --runs {input.runs} --tokenization {input.tokenization} "
-        "--downstream {input.downstream} --out {output} --log {log}"
+        "vocabscale report --params {params.file:q} --estimates results/estimates "
+        "--backtest {input.backtest:q} --runs {input.runs:q} "
+        "--tokenization {input.tokenization:q} --downstream {input.downstream:q} "
+        "--out {output:q} --log {log:q}"

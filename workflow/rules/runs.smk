@@ -11,8 +11,8 @@ rule normalize:
     log:
         "logs/normalize/{model}-v{vocab}.log",
     shell:
-        "vocabscale normalize --params {params.file} --run {input.run} --tokens {input.tokens} "
-        "--out {output} --log {log}"
+        "vocabscale normalize --params {params.file:q} --run {input.run:q} --tokens {input.tokens:q} "
+        "--out {output:q} --log {log:q}"
 
 
 rule collect:
@@ -28,5 +28,5 @@ rule collect:
     log:
         "logs/collect.log",
     shell:
-        "vocabscale collect --params {params.file} --runs-dir results/runs "
-        "--normalized-dir results/normalized --out {output} --log {log}"
+        "vocabscale collect --params {params.file:q} --runs-dir results/runs "
+        "--normalized-dir results/normalized --out {output:q} --log {log:q}"

@@ -19,8 +19,8 @@ rule train_tokenizer:
     log:
         "logs/train_tokenizer/v{vocab}.log",
     shell:
-        "vocabscale train-tokenizer --params {params.file} --corpus {input.corpus} "
-        "--vocab-size {wildcards.vocab} --out {output} --log {log}"
+        "vocabscale train-tokenizer --params {params.file:q} --corpus {input.corpus:q} "
+        "--vocab-size {wildcards.vocab} --out {output:q} --log {log:q}"
 
 
 # tokenizer.tokenize_jobs > 1: each V is tokenized as that many part jobs, each a contiguous group
@@ -50,8 +50,8 @@ rule tokenize_part:
     log:
         "logs/tokenize/v{vocab}-part{part}.log",
     shell:
-        "vocabscale tokenize --params {params.file} --corpus {input.corpus} "
-        "--tokenizer {input.tokenizer} --part {wildcards.part} --out {output} --log {log}"
+        "vocabscale tokenize --params {params.file:q} --corpus {input.corpus:q} "
+        "--tokenizer {input.tokenizer:q} --part {wildcards.part} --out {output:q} --log {log:q}"
 
 
 rule tokenize:
@@ -76,10 +76,10 @@ rule tokenize:
     log:
         "logs/tokenize/v{vocab}.log",
     shell:
-        "vocabscale tokenize --params {params.file} --corpus {input.corpus} "
-        "--tokenizer {input.tokenizer} "
-        + ("--parts {input.parts} " if TOKENIZE_JOBS > 1 else "")
-        + "--out {output} --log {log}"
+        "vocabscale tokenize --params {params.file:q} --corpus {input.corpus:q} "
+        "--tokenizer {input.tokenizer:q} "
+        + ("--parts {input.parts:q} " if TOKENIZE_JOBS > 1 else "")
+        + "--out {output:q} --log {log:q}"
 
 
 rule fit_tokenization:
@@ -94,5 +94,5 @@ rule fit_tokenization:
     log:
         "logs/fit_tokenization.log",
     shell:
-        "vocabscale fit-tokenization --params {params.file} --tokens-dir results/tokens "
-        "--out {output} --log {log}"
+        "vocabscale fit-tokenization --params {params.file:q} --tokens-dir results/tokens "
+        "--out {output:q} --log {log:q}"

@@ -15,6 +15,6 @@ rule train:
     log:
         "logs/train/{model}-v{vocab}.log",
     shell:
-        "vocabscale train --params {params.file} --model {wildcards.model} --tokens {input.tokens} "
-        "--out {output} --checkpoint-dir results/checkpoints/{wildcards.model}-v{wildcards.vocab} "
-        "--log {log}"
+        "vocabscale train --params {params.file:q} --model {wildcards.model} "
+        "--tokens {input.tokens:q} --out {output:q} "
+        "--checkpoint-dir results/checkpoints/{wildcards.model}-v{wildcards.vocab} --log {log:q}"

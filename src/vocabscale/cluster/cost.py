@@ -25,7 +25,7 @@ def time_limit(
     """A job's time limit and the number of jobs its work takes: the work with
     `runtime_safety`, plus `runtime_overhead_minutes`, plus the grace window that SIGTERM comes
     before the limit, capped at `max_runtime_minutes` (work beyond continues in further jobs)."""
-    reserved = cluster["runtime_overhead_minutes"] + math.ceil(grace_seconds / 60)
+    reserved = _reserved_minutes(grace_seconds, cluster)
     if cluster["max_runtime_minutes"] <= reserved:
         raise ParamsError(
             f"{job}: cluster.max_runtime_minutes ({cluster['max_runtime_minutes']}) leaves no "
@@ -33,9 +33,22 @@ def time_limit(
             f"({cluster['runtime_overhead_minutes']}) and the SIGTERM grace window "
             f"({grace_seconds} s)"
         )
-    work = max(1, math.ceil(work_minutes * cluster["runtime_safety"]))
+    work = _safe_work_minutes(work_minutes, cluster)
     limit = min(work + reserved, cluster["max_runtime_minutes"])
     return limit, math.ceil(work / (limit - reserved))
+
+
+def needed_minutes(work_minutes: float, grace_seconds: int, cluster: dict[str, Any]) -> int:
+    """The limit one job would need to do all the work: `time_limit`'s before the cap."""
+    return _safe_work_minutes(work_minutes, cluster) + _reserved_minutes(grace_seconds, cluster)
+
+
+def _safe_work_minutes(work_minutes: float, cluster: dict[str, Any]) -> int:
+    return max(1, math.ceil(work_minutes * cluster["runtime_safety"]))
+
+
+def _reserved_minutes(grace_seconds: int, cluster: dict[str, Any]) -> int:
+    return cluster["runtime_overhead_minutes"] + math.ceil(grace_seconds / 60)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vocabscale.cluster.cost import time_limit
+from vocabscale.cluster.cost import needed_minutes, time_limit
 from vocabscale.corpus.sources import BUILTIN_PYTHON_DOCS, local_files
 from vocabscale.io import read_json
+from vocabscale.records import field
 
 
 @dataclass(frozen=True)
@@ -25,23 +26,26 @@ class CpuJob:
     threads: int  # the rule's threads: the CPUs of its job
     throughput: str  # the `cluster` setting of the characters it reads per second
     per_cpu: bool  # whether that throughput is per CPU (the job scales with its CPUs)
+    resumes: bool  # whether a retry goes on from where the last attempt stopped
 
 
 CPU_JOBS = {
-    "prepare_corpus": CpuJob(4, "prepare_chars_per_s", per_cpu=False),
-    "train_tokenizer": CpuJob(8, "tokenizer_train_chars_per_s", per_cpu=False),
-    "tokenize": CpuJob(8, "tokenize_chars_per_cpu_s", per_cpu=True),
-    "tokenize_part": CpuJob(8, "tokenize_chars_per_cpu_s", per_cpu=True),
+    "prepare_corpus": CpuJob(4, "prepare_chars_per_s", per_cpu=False, resumes=False),
+    "train_tokenizer": CpuJob(8, "tokenizer_train_chars_per_s", per_cpu=False, resumes=False),
+    "tokenize": CpuJob(8, "tokenize_chars_per_cpu_s", per_cpu=True, resumes=True),
+    "tokenize_part": CpuJob(8, "tokenize_chars_per_cpu_s", per_cpu=True, resumes=True),
 }
 
 
 @dataclass(frozen=True)
 class CpuJobSize:
-    """What one CPU job reads (None: unknown), and the time limit and memory made from it."""
+    """What one CPU job reads (None: unknown), the time limit and memory made from it, and the
+    limit it would need to read it all in one job (None: unknown), before the cap."""
 
     characters: float | None
     runtime_minutes: int
     mem_mb: int
+    needed_minutes: int | None
 
 
 def source_characters(params: dict[str, Any]) -> float | None:
@@ -80,8 +84,10 @@ def cpu_job_characters(
     if step == "prepare_corpus":
         return source_characters(params)
     if stats and stats.is_file():
-        splits = read_json(stats)["splits"]
-        train, validation = splits["train"]["characters"], splits["validation"]["characters"]
+        record = read_json(stats)
+        train, validation = (
+            field(record, stats, "splits", split, "characters") for split in ("train", "validation")
+        )
     elif (source := source_characters(params)) is not None:
         train, validation = source, 0
     else:
@@ -95,18 +101,27 @@ def cpu_job_size(params: dict[str, Any], step: str, corpus_dir: Path | None = No
     throughput for the rule's threads (a source of unknown size gets `max_runtime_minutes`),
     memory from what it holds; `cluster.cpu_job_runtime_minutes` and `cluster.cpu_job_mem_mb`
     override them."""
-    cluster, job = params["cluster"], CPU_JOBS[step]
+    cluster = params["cluster"]
     characters = cpu_job_characters(params, step, corpus_dir)
+    needed = None
+    if characters is not None:
+        work_minutes = characters / cpu_job_rate(params, step) / 60
+        needed = needed_minutes(work_minutes, 0, cluster)
     runtime = cluster["cpu_job_runtime_minutes"]
     if runtime is None and characters is None:
         runtime = cluster["max_runtime_minutes"]
     elif runtime is None:
-        rate = cluster[job.throughput] * (job.threads if job.per_cpu else 1)
-        runtime, _ = time_limit(characters / rate / 60, 0, cluster, step)
+        runtime, _ = time_limit(work_minutes, 0, cluster, step)
     memory = cluster["cpu_job_mem_mb"]
     if memory is None:
         memory = cluster["cpu_job_base_mem_mb"]
         if step == "train_tokenizer":
             sample = params["corpus"]["tokenizer_sample_characters"]
             memory += math.ceil(sample * cluster["tokenizer_train_bytes_per_char"] / 1e6)
-    return CpuJobSize(characters, runtime, memory)
+    return CpuJobSize(characters, runtime, memory, needed)
+
+
+def cpu_job_rate(params: dict[str, Any], step: str) -> float:
+    """Characters per second a CPU job reads, at the rule's threads."""
+    job = CPU_JOBS[step]
+    return params["cluster"][job.throughput] * (job.threads if job.per_cpu else 1)

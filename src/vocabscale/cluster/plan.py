@@ -17,9 +17,10 @@ from typing import Any
 import pandas as pd
 
 from vocabscale.cluster.cost import CorpusSize, RunCost, run_cost
-from vocabscale.cluster.cpu_jobs import CPU_JOBS, cpu_job_size
+from vocabscale.cluster.cpu_jobs import CPU_JOBS, cpu_job_rate, cpu_job_size
 from vocabscale.cluster.slurm import cluster_settings, uses_gpus
 from vocabscale.io import read_json
+from vocabscale.records import field
 from vocabscale.sweep import ModelSpec, model_specs
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR
 
@@ -32,7 +33,7 @@ def corpus_size(params: dict[str, Any], vocab_size: int, tokens_dir: str | Path)
     corpus.max_characters x the paper's f(V) (an estimate), else nan."""
     stats = Path(tokens_dir) / f"v{vocab_size}" / "stats.json"
     if stats.exists():
-        return CorpusSize(read_json(stats)["splits"]["train"]["tokens"], True)
+        return CorpusSize(field(read_json(stats), stats, "splits", "train", "tokens"), True)
     characters = params["corpus"]["max_characters"]
     if characters is None:
         return CorpusSize(math.nan, False)
@@ -116,7 +117,10 @@ def format_plan(table: pd.DataFrame, params: dict[str, Any]) -> str:
     lines.append(schedule_note(table, params["train"]))
     lines.append(assumptions_note(cluster))
     lines.append(data_warning(table) or corpus_note(table))
-    return "\n".join([*lines, "", *format_cpu_jobs(params)])
+    cpu_jobs = format_cpu_jobs(params)
+    if too_long := cpu_job_warning(params):
+        cpu_jobs.append(f"WARNING: {too_long}")
+    return "\n".join([*lines, "", *cpu_jobs])
 
 
 def assumptions_note(cluster: dict[str, Any]) -> str:
@@ -152,6 +156,50 @@ def format_cpu_jobs(params: dict[str, Any]) -> list[str]:
             f"{size.runtime_minutes:>6}m {read:>11}"
         )
     return lines
+
+
+#: What to do about a CPU job that cannot resume and is longer than its time limit.
+SHORTER = {
+    "prepare_corpus": "lower corpus.max_characters, or set cluster.prepare_chars_per_s to the "
+    "throughput you measure (benchmarks/RESULTS.md)",
+    "train_tokenizer": "lower corpus.tokenizer_sample_characters (the sample every tokenizer "
+    "trains on), or set cluster.tokenizer_train_chars_per_s to the throughput you measure "
+    "(benchmarks/RESULTS.md)",
+}
+
+
+def cpu_job_warning(params: dict[str, Any]) -> str | None:
+    """What to say when a CPU job that cannot resume (prepare-corpus, train-tokenizer) is
+    estimated to take longer than its time limit: SLURM stops it at the limit and every retry
+    starts over, so it never finishes. A warning, not an error: the estimate rests on
+    throughputs measured elsewhere (`cluster.*_chars_per_s`), which a cluster may beat."""
+    cluster, lines = params["cluster"], []
+    for step, job in CPU_JOBS.items():
+        size = cpu_job_size(params, step)
+        if job.resumes or size.needed_minutes is None:
+            continue
+        if size.needed_minutes <= size.runtime_minutes:
+            continue
+        setting = "cpu_job_runtime_minutes" if cluster["cpu_job_runtime_minutes"] else None
+        limit = setting or "max_runtime_minutes"
+        lines.append(
+            f"  {step}: about {size.needed_minutes:,} minutes ({size.characters:.3g} characters "
+            f"at cluster.{job.throughput} {cpu_job_rate(params, step):.3g}/s, times "
+            f"cluster.runtime_safety, plus cluster.runtime_overhead_minutes), over its limit of "
+            f"{size.runtime_minutes:,} (cluster.{limit}): set cluster.cpu_job_runtime_minutes to "
+            f"{size.needed_minutes} or more if the CPU partition allows jobs that long, or "
+            f"{SHORTER[step]}"
+        )
+    if not lines:
+        return None
+    return "\n".join(
+        [
+            f"{len(lines)} CPU job(s) are estimated to take longer than their time limit and "
+            "cannot resume: SLURM stops each at the limit and every retry starts over, so they "
+            "never finish:",
+            *lines,
+        ]
+    )
 
 
 def schedule_note(table: pd.DataFrame, train: dict[str, Any]) -> str:

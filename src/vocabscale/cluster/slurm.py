@@ -15,6 +15,7 @@ from typing import Any
 
 from vocabscale.cluster.cost import RunCost
 from vocabscale.cluster.cpu_jobs import CPU_JOBS, cpu_job_size
+from vocabscale.config import check_slurm_name
 
 ENVIRONMENT = {
     "partition": "VOCABSCALE_SLURM_PARTITION",
@@ -28,11 +29,13 @@ PLACEMENT = {"partition": "slurm_partition", "account": "slurm_account", "qos": 
 
 
 def cluster_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """The `cluster` section with the environment's overrides applied."""
+    """The `cluster` section with the environment's overrides applied, each checked as the
+    schema checks the key it overrides (a ParamsError naming the variable)."""
     settings = dict(params["cluster"])
     for key, variable in ENVIRONMENT.items():
-        if os.environ.get(variable):
-            settings[key] = os.environ[variable]
+        if value := os.environ.get(variable):
+            check_slurm_name(key, value, variable)
+            settings[key] = value
     return settings
 
 

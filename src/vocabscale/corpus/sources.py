@@ -260,7 +260,7 @@ def dataset_documents(stream: Any, text_field: str, label: str) -> Iterator[Item
     row = 0
     for batch in stream.iter(batch_size=1000):
         if text_field not in batch:
-            raise KeyError(
+            raise ValueError(
                 f"corpus.text_field: {label} has no field {text_field!r} "
                 f"(fields: {', '.join(batch)})"
             )
@@ -277,7 +277,7 @@ def _datasets_file(builder: str, path: str, text_field: str) -> Iterator[Item]:
     if builder == "parquet":
         columns = pq.read_schema(path).names
         if text_field not in columns:
-            raise KeyError(
+            raise ValueError(
                 f"corpus.text_field: {path} has no column {text_field!r} "
                 f"(columns: {', '.join(columns)})"
             )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from vocabscale.io import read_json
+from vocabscale.records import field
 
 RUNS_COLUMNS = [
     "run_id",
@@ -44,13 +45,15 @@ def collect_runs(
     grid of params.yaml; files of runs no longer in the grid are ignored)."""
     frames = []
     for run_id in run_ids:
-        run = read_json(Path(runs_dir) / run_id / "run.json")
+        record = Path(runs_dir) / run_id / "run.json"
+        run = read_json(record)
         normalized = Path(normalized_dir) / f"{run_id}.csv"
         evals = pd.read_csv(normalized)
         if evals.empty:
-            if not run["diverged"]:
+            if not field(run, record, "diverged"):
                 raise ValueError(f"{normalized}: no evaluation, yet run {run_id} did not diverge")
-            evals = pd.DataFrame([{"step": run["diverged_at_step"]}], columns=evals.columns)
+            step = field(run, record, "diverged_at_step")
+            evals = pd.DataFrame([{"step": step}], columns=evals.columns)
         for key in (
             "run_id",
             "model",
@@ -62,7 +65,7 @@ def collect_runs(
             "n_layer",
             "context",
         ):
-            evals[key] = run[key]
+            evals[key] = field(run, record, key)
         frames.append(evals)
     runs = pd.concat(frames, ignore_index=True)
     return runs[RUNS_COLUMNS + EXTRA_COLUMNS].sort_values(

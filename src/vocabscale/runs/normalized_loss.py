@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from vocabscale.io import read_json, read_tokens
+from vocabscale.records import field
 
 
 def unigram_log_probs(counts: np.ndarray, pseudocount: float) -> np.ndarray:
@@ -61,18 +62,18 @@ def normalize_run(run_dir: str | Path, tokens_dir: str | Path, pseudocount: floa
     """One run's evaluations with loss, L_u, bpc and bpb, from its run directory and the token
     directory of its V."""
     run_dir, tokens_dir = Path(run_dir), Path(tokens_dir)
-    run = read_json(run_dir / "run.json")
-    stats = read_json(tokens_dir / "stats.json")
-    if stats["vocab_size"] != run["vocab_size"]:
+    run_path, stats_path = run_dir / "run.json", tokens_dir / "stats.json"
+    run, stats = read_json(run_path), read_json(stats_path)
+    vocab_size = field(stats, stats_path, "vocab_size")
+    if vocab_size != field(run, run_path, "vocab_size"):
         raise ValueError(
-            f"{run_dir} was trained with V={run['vocab_size']}, "
-            f"{tokens_dir} holds V={stats['vocab_size']}"
+            f"{run_dir} was trained with V={run['vocab_size']}, {tokens_dir} holds V={vocab_size}"
         )
-    validation = read_tokens(tokens_dir / "validation.bin", stats["vocab_size"])
+    validation = read_tokens(tokens_dir / "validation.bin", vocab_size)
     log_probs = unigram_log_probs(np.load(tokens_dir / "unigram_counts.npy"), pseudocount)
     unigram_sum = unigram_cross_entropy_sum(validation[1:], log_probs)
     evals = pd.read_csv(run_dir / "evals.csv")
-    split = stats["splits"]["validation"]
+    split = field(stats, stats_path, "splits", "validation")
     if "utf8_bytes" not in split:
         raise ValueError(
             f"{tokens_dir}/stats.json has no UTF-8 byte count of the validation text (written "
@@ -83,6 +84,6 @@ def normalize_run(run_dir: str | Path, tokens_dir: str | Path, pseudocount: floa
         evals,
         unigram_sum,
         len(validation) - 1,
-        split["characters"] + separators,
+        field(split, stats_path, "characters") + separators,
         split["utf8_bytes"] + separators,
     )

@@ -105,8 +105,17 @@ def parse_renames(pairs: list[str] | None) -> dict[str, str]:
     return renames
 
 
+def lines_of(rows: pd.Series, most: int = 3) -> str:
+    """The file lines of the rows where `rows` is true (row i is line i + 2: 1 is the header),
+    the first few: `line 6`, `lines 6, 9, 11 and 4 more`."""
+    lines = [str(row + 2) for row in rows[rows].index]
+    more = f" and {len(lines) - most} more" if len(lines) > most else ""
+    return f"line{'s' if len(lines) > 1 else ''} {', '.join(lines[:most])}{more}"
+
+
 def numeric_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    """The table with its numeric columns as numbers; a cell that is not one is an error."""
+    """The table with its numeric columns as numbers; a cell that is not one is an error naming
+    the first (and how many more)."""
     frame = frame.reset_index(drop=True)  # row i is line i + 2 of the file (1: the header)
     for column in NUMERIC_COLUMNS:
         if column not in frame.columns:
@@ -115,10 +124,34 @@ def numeric_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         bad = converted.isna() & frame[column].notna()
         if bad.any():
             row = bad[bad].index[0]
+            others = bad.copy()
+            others[row] = False
+            also = f" (also {lines_of(others)})" if others.any() else ""
             raise RunsTableError(
-                f"{source}: line {row + 2}, column {column}: {frame[column][row]!r} is not a number"
+                f"{source}: line {row + 2}, column {column}: {frame[column][row]!r} is not a "
+                f"number{also}"
             )
         frame[column] = converted
+    return frame
+
+
+def blank_steps(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """A `step` column with every cell blank is no column: checkpoints are told apart by
+    `flops`. Blank cells beside given steps are an error naming the lines (a checkpoint
+    without its step cannot be told from another), but in diverged rows."""
+    if "step" not in frame.columns:
+        return frame
+    blank = frame["step"].isna()
+    if blank.all():
+        return frame.drop(columns="step")
+    if "diverged" in frame.columns:
+        blank &= ~diverged_mask(frame, source)
+    if blank.any():
+        raise RunsTableError(
+            f"{source}: {lines_of(blank)}, column step: blank where other rows give the step; "
+            "give every checkpoint its step, or leave the column out (checkpoints are then told "
+            "apart by flops)"
+        )
     return frame
 
 
@@ -175,6 +208,13 @@ def exclude_unusable(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, di
         frame = frame[~diverged]
     finite = np.isfinite(frame[list(REQUIRED_COLUMNS)].to_numpy(dtype=float)).all(axis=1)
     excluded["non_finite"] = int((~finite).sum())
+    if not finite.all():
+        log.warning(
+            "%s: %s: blank, nan or inf in a required column (%s); left out",
+            source,
+            lines_of(pd.Series(~finite, index=frame.index)),
+            ", ".join(REQUIRED_COLUMNS),
+        )
     frame = frame[finite]
     given = [c for c in POSITIVE_IF_GIVEN if c in frame.columns]
     positive = (frame[list(POSITIVE_COLUMNS)] > 0).all(axis=1) & (
@@ -209,14 +249,19 @@ def prepare_runs(
     frame: pd.DataFrame, tokens_per_char: TokensPerChar | None, source: str = "runs table"
 ) -> RunsTable:
     """Check columns and values, drop repeated, diverged and non-finite rows (counted), derive
-    `tokens` and `vocab_params` where absent, and assign every row to a run."""
+    `tokens` and `vocab_params` where absent, and assign every row to a run.
+
+    A blank cell of an optional column means what the column's absence means: `tokens` is
+    derived from `characters` with f(V), `vocab_params` is V d, `step` (when every cell is
+    blank) is left to `flops`. In a required column it makes the row non-finite (pandas writes
+    nan as a blank cell, so the two cannot be told apart): left out, counted and named."""
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise RunsTableError(
             f"{source}: missing column(s) {', '.join(missing)} "
             f"(has: {', '.join(map(str, frame.columns))}); rename yours with --column THEIRS=OURS"
         )
-    frame = numeric_columns(frame, source)
+    frame = blank_steps(numeric_columns(frame, source), source)
     frame["run"] = run_labels(frame)
     frame, repeated = drop_repeated_rows(frame, source)
     frame, excluded = exclude_unusable(frame, source)
@@ -236,8 +281,8 @@ def prepare_runs(
             raise RunsTableError(f"{source}: no 'tokens' column and no f(V) to derive it from")
         derived = frame["characters"] * tokens_per_char(frame["vocab_size"].to_numpy(float))
         frame["tokens"] = frame["tokens"].fillna(derived) if "tokens" in frame else derived
-    if "vocab_params" not in frame.columns:
-        frame["vocab_params"] = paper_vocab_params(frame["vocab_size"], frame["d_model"])
+    v_d = paper_vocab_params(frame["vocab_size"], frame["d_model"])
+    frame["vocab_params"] = frame.get("vocab_params", v_d).fillna(v_d)
     return RunsTable(frame.reset_index(drop=True), source, excluded)
 
 
