@@ -220,7 +220,7 @@ def test_push_clone_pull_restores_every_artifact(handed_over, tmp_path):
     edit_params(clone, lambda p: p["report"]["targets"].append(target))
     assert repro(clone) == ["report"]
     summary = json.loads((clone / "results/report/summary.json").read_text())
-    assert summary["vocab_size.10M.parametric"] > 0
+    assert summary["vocab_size.10M.recommended"] > 0
 
 
 @pytest.mark.slow
