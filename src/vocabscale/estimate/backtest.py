@@ -196,13 +196,14 @@ class Backtester:
         for name, (low, high) in holdout.ranges.items():
             model = self.models.loc[name].rename(None)
             model["model"] = name
-            for approach, registered in APPROACHES.items():
-                rows += self.approach_rows(
-                    holdout, model, approach, registered.any_budget, estimates, (low, high)
-                )
+            for approach in APPROACHES:
+                rows += self.approach_rows(holdout, model, approach, estimates, (low, high))
         return rows
 
-    def approach_rows(self, holdout, model, approach, any_budget, estimates, span) -> list[dict]:
+    def approach_rows(self, holdout, model, approach, estimates, span) -> list[dict]:
+        """One approach's comparisons for one held-out model: at each budget in `span` it
+        answers for (approach 3: several, and the compute-optimal one; approaches 1 and 2:
+        the compute-optimal one, when the held-out runs reach it)."""
         if isinstance(estimates, str) or estimates.fitted(approach) is None:
             why = (
                 estimates
@@ -214,7 +215,7 @@ class Backtester:
             ]
         optimal = compute_optimal_flops(estimates, model["nnv"])
         budgets = [optimal]
-        if any_budget:  # also where approaches 1 and 2 answer, so every approach meets there
+        if APPROACHES[approach].any_budget:  # also where 1 and 2 answer: all meet there
             count = self.settings.budgets if holdout.spread else 1
             inside = optimal is not None and span[0] <= optimal <= span[1]
             budgets = comparison_budgets(*span, count) + ([optimal] if inside else [])
