@@ -1,7 +1,8 @@
 """Runs of several processes: two torchrun agents on this host as two nodes, SIGTERM to the
 torchrun of a two-process run (every rank stops at one step, the state is saved, the command
-exits 75 and the run resumes to the same numbers), and FSDP (sharded weights and optimizer,
-sharded checkpoints) doing the same. CPU processes talking over gloo."""
+exits 75 and the run resumes to the same numbers), the ranks reading the resume state apart
+from rank 0's writes and stopping together when it cannot be read, and FSDP (sharded weights
+and optimizer, sharded checkpoints) doing the same. CPU processes talking over gloo."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import write_params
-from test_train import VOCAB, assert_same_run, run_to_completion, train_command
+from test_train import VOCAB, assert_same_run, cut_short_state, run_to_completion, train_command
 
 from vocabscale.config import load_params
 from vocabscale.io import read_json
@@ -177,6 +179,45 @@ def test_the_state_is_the_size_the_grace_window_is_made_for(
     assert estimate <= written < estimate + 64_000
 
 
+# --- reading the resume state -----------------------------------------------------------------
+
+#: A script of two gloo processes that watches when ranks read the state and rank 0 writes it.
+STATE_READS = Path(__file__).with_name("ddp_state_reads.py")
+
+
+@pytest.fixture(scope="module")
+def state_reads(tmp_path_factory, params_file, tokenized) -> dict[int, dict]:
+    """What each rank of `ddp_state_reads.py` saw: a wsd run, then resumes that fail on rank 1."""
+    root = tmp_path_factory.mktemp("state-reads")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node=2", str(STATE_READS), str(params_file), "one"]
+    result = subprocess.run(
+        [*command, str(tokenized[VOCAB]), str(root)], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {rank: read_json(root / f"rank{rank}.json") for rank in range(2)}
+
+
+def test_under_ddp_no_rank_reads_a_state_while_rank_0_replaces_it(state_reads):
+    """wsd: at each evaluation point every rank reads the main trajectory's state.pt back and
+    rank 0 then saves it again; rank 0 replaces it only once every rank is done with it (a
+    memory-mapped file replaced under a reader is SIGBUS or ESTALE on NFS)."""
+    for rank, seen in state_reads.items():
+        assert seen["points"] == 9, rank
+        assert seen["order"] == [], rank
+
+
+def test_a_state_one_rank_cannot_read_stops_every_rank(state_reads):
+    """Rank 1 cannot read state.pt (EIO), or does not see it: every rank raises, naming the
+    file, the rank and the cause; none resumes or starts afresh alone (or waits alone in a
+    collective)."""
+    for seen in state_reads.values():
+        assert seen["unreadable"].startswith("UnreadableState: "), seen["unreadable"]
+        cause = "state.pt exists but cannot be read (on rank 1: OSError: [Errno 5]"
+        assert cause in seen["unreadable"]
+        assert "rank(s) [1] do not see it" in seen["unseen"], seen["unseen"]
+
+
 # --- FSDP ------------------------------------------------------------------------------------
 
 
@@ -235,3 +276,24 @@ def test_fsdp_checkpoints_are_shards_and_resume_to_the_same_run(
     assert "resuming" in (tmp_path / "train.log").read_text()
     assert not cut_short.exists()
     assert_same_run(tmp_path / "run", fsdp_uninterrupted)
+
+
+def test_an_fsdp_state_that_cannot_be_read_stops_every_rank_and_keeps_its_shards(
+    tmp_path, params_file, tokenized
+):
+    """The shards of a state.pt that cannot be read are not "unnamed leftovers": every rank
+    stops at once, the launcher fails (not 75: nothing was saved to resume), and the checkpoint
+    directory is as it was."""
+    checkpoint = tmp_path / "checkpoint"
+    shards = checkpoint / "state.0123abcd.dcp"
+    shards.mkdir(parents=True)
+    (shards / "__0_0.distcp").write_bytes(b"a shard")
+    cut_short_state(checkpoint / "state.pt", {"fingerprint": "x", SHARDS: shards.name})
+    before = {path: path.read_bytes() for path in checkpoint.rglob("*") if path.is_file()}
+    command = train_command(params_file, "fsdp", tokenized[VOCAB], tmp_path)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]  # torchrun's failure
+    log = (tmp_path / "train.log").read_text()
+    assert log.count(f"{checkpoint / 'state.pt'} exists but cannot be read") == 2, log[-3000:]
+    assert {path: path.read_bytes() for path in checkpoint.rglob("*") if path.is_file()} == before
+    assert not (tmp_path / "run").exists()

@@ -3,6 +3,9 @@ the same logits; its tokenizer gives the pipeline's ids and end-of-text as speci
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 import torch
@@ -110,3 +113,21 @@ def test_the_command_finds_the_runs_tokenizer_and_refuses_another(trained_run, t
     assert result.returncode == 2
     assert "has 641 entries, but" in result.stderr and "V=640" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)], ids=["022", "027"])
+def test_every_exported_file_has_the_mode_the_umask_gives(trained_run, tmp_path, umask, mode):
+    """model.safetensors too, which safetensors writes 0600: on a shared cluster, colleagues
+    read the model as they read the rest."""
+    previous = os.umask(umask)
+    try:
+        out = export_run(
+            trained_run,
+            trained_run.parents[1] / "tokenizers/v640/tokenizer.json",
+            tmp_path / "hf",
+        )
+    finally:
+        os.umask(previous)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in out.iterdir()}
+    assert "model.safetensors" in modes
+    assert modes == dict.fromkeys(modes, mode)

@@ -7,6 +7,7 @@ trains; every run uses one CPU thread so that runs in different processes agree 
 
 import copy
 import dataclasses
+import errno
 import itertools
 import json
 import logging
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from conftest import tokenizer_settings, write_params
+from conftest import files_of, tokenizer_settings, write_params
 
 import vocabscale
 from vocabscale.accounting import ModelShape
@@ -37,7 +39,7 @@ from vocabscale.tokenizer.one_job import tokenize_corpus
 from vocabscale.train import checkpoint as checkpoint_module
 from vocabscale.train import checkpointer as checkpointer_module
 from vocabscale.train import loop as loop_module
-from vocabscale.train.checkpoint import code_digest, fingerprint, read_state
+from vocabscale.train.checkpoint import UnreadableState, code_digest, fingerprint, read_state
 from vocabscale.train.config import TrainConfig
 from vocabscale.train.data import RunData, WindowOrder, training_batch
 from vocabscale.train.distributed import Process
@@ -53,6 +55,7 @@ from vocabscale.train.schedule import (
     learning_rate,
     trained_steps,
 )
+from vocabscale.train.sharded import SHARDS, remove_unnamed
 from vocabscale.train.step import accumulate_gradients
 
 VOCAB = 320
@@ -386,12 +389,77 @@ def test_a_change_to_the_training_code_means_starting_afresh(
     assert fingerprint(spec, 320, config, DIGEST, "fp32") != same
 
 
-def test_an_unreadable_checkpoint_means_starting_afresh(tmp_path):
+def test_a_state_that_cannot_be_read_is_an_error_naming_it_and_the_cause(tmp_path, monkeypatch):
     path = tmp_path / "state.pt"
-    torch.save({"fingerprint": "x", "model": {"w": torch.zeros(1000)}}, path)
+    assert read_state(path, mmap=False) is None  # no state: the run starts afresh
+    torch.save({"fingerprint": "x"}, path)
     assert read_state(path, mmap=False)["fingerprint"] == "x"
-    path.write_bytes(path.read_bytes()[:500])  # cut short, as by a full disk
-    assert read_state(path, mmap=False) is None
+    cut_short_state(path, {"fingerprint": "x"})
+    with pytest.raises(UnreadableState, match=r"state\.pt exists but cannot be read \(Runtime"):
+        read_state(path, mmap=False)
+    for code in (errno.EIO, errno.ESTALE, errno.EACCES):  # a failing disk, NFS, a permission
+        monkeypatch.setattr(torch, "load", raising(OSError(code, os.strerror(code))))
+        with pytest.raises(UnreadableState, match=rf"\(\w+Error: \[Errno {code}\]") as error:
+            read_state(path, mmap=True)
+        assert f"Nothing in {tmp_path} was removed or overwritten" in str(error.value)
+        assert f"move {path} out of the way (or delete it)" in str(error.value)
+    monkeypatch.undo()
+    torch.save([1, 2], path)  # a file of another format
+    with pytest.raises(UnreadableState, match="it holds a list, not a resume state"):
+        read_state(path, mmap=False)
+
+
+def cut_short_state(path: Path, state: dict) -> None:
+    """Write `state` with a tensor of 1000 numbers to `path`, then cut the file short (as a
+    full disk would)."""
+    torch.save({**state, "model": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:500])
+
+
+def raising(error: Exception) -> Callable:
+    def fail(*args, **kwargs):
+        raise error
+
+    return fail
+
+
+def test_a_run_whose_state_cannot_be_read_stops_and_touches_nothing(
+    tmp_path, params_file, tokenized
+):
+    """Not "no state": the command fails (not with 75, which means "run me again"), naming the
+    file and the cause, before anything in the checkpoint directory is removed or overwritten;
+    once the state is moved away, the run trains from the start."""
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    cut_short_state(checkpoint / "state.pt", {"fingerprint": "x"})
+    (checkpoint / ".state.pt.abcd1234.tmp").write_bytes(b"what a kill left")
+    before = files_of(checkpoint)
+    command = train_command(params_file, "one", tokenized[VOCAB], tmp_path)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"{checkpoint / 'state.pt'} exists but cannot be read (RuntimeError: " in result.stderr
+    assert files_of(checkpoint) == before
+    assert not (tmp_path / "run").exists()
+
+    (checkpoint / "state.pt").rename(tmp_path / "state.pt.damaged")
+    run_to_completion(params_file, "one", tokenized[VOCAB], tmp_path)
+    assert read_json(tmp_path / "run" / "run.json")["steps"] == 12
+
+
+def test_shards_are_kept_while_a_state_cannot_be_read(tmp_path):
+    """FSDP: at a start, the directories of shards no state names are leftovers of a cut save,
+    removed; not while a state cannot be read: they may be its shards."""
+    state, branch = tmp_path / "state.pt", tmp_path / "branch.pt"
+    named, unnamed = tmp_path / "state.0000aaaa.dcp", tmp_path / "state.1111bbbb.dcp"
+    named.mkdir()
+    unnamed.mkdir()
+    torch.save({SHARDS: named.name}, state)
+    branch.write_bytes(b"not what torch.save writes")
+    remove_unnamed(tmp_path, [state, branch])
+    assert named.exists() and unnamed.exists()
+    branch.unlink()
+    remove_unnamed(tmp_path, [state, branch])
+    assert named.exists() and not unnamed.exists()
 
 
 def test_gpus_must_share_the_batch_evenly(tiny_params_dict):

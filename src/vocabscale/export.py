@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from vocabscale.io import atomic_dir, read_json, write_json
+from vocabscale.io import atomic_dir, follow_umask, read_json, write_json
 from vocabscale.tokenizer.bpe import END_OF_TEXT
 from vocabscale.train.model import NORM_EPS, ROPE_BASE
 
@@ -169,6 +169,7 @@ def export_run(run_dir: str | Path, tokenizer_path: str | Path, out_dir: str | P
     tensors = hf_state_dict(weights, run["n_head"])
     with atomic_dir(out_dir) as tmp:
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        follow_umask(tmp / "model.safetensors")  # safetensors makes it 0600
         write_json(tmp / "config.json", hf_config(run))
         write_json(tmp / "generation_config.json", dict.fromkeys(GENERATION_TOKENS, 0))
         shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")

@@ -33,6 +33,13 @@ def _umask() -> int:
     return current
 
 
+def follow_umask(path: str | Path) -> None:
+    """Give the file `path` the mode any tool gives a new file, 0666 less the umask: for a
+    file made 0600 (mkstemp's, or one that safetensors writes to a temporary of its own and
+    renames), which colleagues on a shared cluster could not read."""
+    Path(path).chmod(0o666 & ~_umask())
+
+
 def fsync(path: str | Path) -> None:
     """Flush a file's or a directory's data to disk. Before a rename, so that a node that
     crashes right after it leaves the complete file under the final name, never an empty one
@@ -74,7 +81,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
+    follow_umask(tmp_path)  # mkstemp makes 0600; artifacts are ordinary files
     try:
         yield tmp_path
         fsync(tmp_path)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import pickle
 import random
 import shutil
 from dataclasses import asdict
@@ -20,8 +18,6 @@ import torch
 from vocabscale.io import atomic_path
 from vocabscale.sweep import ModelSpec
 from vocabscale.train.config import TrainConfig
-
-log = logging.getLogger(__name__)
 
 #: Settings that change neither the data nor the arithmetic: a checkpoint written under other
 #: values of these is resumed.
@@ -89,15 +85,46 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
+class UnreadableState(ValueError):
+    """A resume state that exists but cannot be read (an I/O error, a permission, a file cut
+    short or of another format), for `cause`. The run stops on every process, touching
+    nothing: whether the state is lost is for a human to decide. A ValueError, so that the
+    command says it in one line and exits 2, never 75 (preempted, run again)."""
+
+    def __init__(self, path: Path, cause: str) -> None:
+        self.path, self.cause = path, cause
+        super().__init__(
+            f"{path} exists but cannot be read ({cause}). Nothing in {path.parent} was removed "
+            "or overwritten. If the filesystem is at fault (permissions, a stale or failing "
+            "mount), fix it and run this again to resume; to train this run from the start, "
+            f"move {path} out of the way (or delete it) and run this again."
+        )
+
+
+def cause_of(error: Exception) -> str:
+    """Why a state could not be read, in one line: an OSError as it is; of torch's messages,
+    paragraphs of advice that does not apply here (to load with weights_only=False), the
+    first sentence or the unpickler's own error."""
+    text = str(error)
+    if not isinstance(error, OSError):
+        text = text.split("WeightsUnpickler error:")[-1].strip().split("\n")[0].split(". ")[0]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def read_state(path: Path, mmap: bool) -> dict[str, Any] | None:
-    """The saved state, or None (with a warning) when it cannot be read. On CUDA the file is
-    memory-mapped so that the workers of a node share one copy in host memory; on CPU it is
-    read outright, or the optimizer state would alias the mapping."""
+    """The saved state at `path`, or None when there is no file; UnreadableState when there is
+    one that cannot be read. On CUDA the file is memory-mapped so that the workers of a node
+    share one copy in host memory; on CPU it is read outright, or the optimizer state would
+    alias the mapping."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        log.warning("%s cannot be read (%s); starting from step 0", path, error)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except FileNotFoundError:
         return None
+    except Exception as error:  # OSError, RuntimeError, EOFError, UnpicklingError, ...
+        raise UnreadableState(path, cause_of(error)) from error
+    if not isinstance(state, dict):
+        raise UnreadableState(path, f"it holds a {type(state).__name__}, not a resume state")
+    return state
 
 
 def remove_stale_temporaries(out_dir: Path, checkpoint_dir: Path) -> None:

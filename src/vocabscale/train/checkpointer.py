@@ -1,7 +1,8 @@
 """The saved states of one run in its checkpoint directory: `state.pt` (the main trajectory)
 and `branch.pt` (a wsd cooldown branch in progress). Which process writes what, one file from
 rank 0 or every rank's shards under FSDP, and which saved state this run may take up (its own
-fingerprint, written under its own parallelism); the file format is `checkpoint`'s."""
+fingerprint, written under its own parallelism), read by every rank apart from rank 0's writes
+and agreed on; the file format is `checkpoint`'s."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Any
 
 import torch
 
-from vocabscale.train import sharded
+from vocabscale.train import distributed, sharded
 from vocabscale.train.checkpoint import (
+    UnreadableState,
     fingerprint,
     read_state,
     remove_stale_temporaries,
@@ -24,6 +26,28 @@ from vocabscale.train.model import Llama
 from vocabscale.train.plan import RunPlan
 
 log = logging.getLogger(__name__)
+
+
+#: What a rank found at a state's path, when it is not the cause it could not read it for.
+MISSING, FOUND = "missing", "found"
+
+
+def agree(path: Path, outcomes: list[str]) -> None:
+    """Every rank's outcome of reading `path` (MISSING, FOUND or why it could not), in rank
+    order: raise UnreadableState, on every rank alike, when any rank could not read it or
+    when some ranks see it and others do not (rank 0 would resume, the others start
+    afresh)."""
+    failed = [(rank, found) for rank, found in enumerate(outcomes) if found not in (MISSING, FOUND)]
+    if failed:
+        rank, cause = failed[0]
+        raise UnreadableState(path, cause if len(outcomes) == 1 else f"on rank {rank}: {cause}")
+    if len(set(outcomes)) > 1:
+        missing = [rank for rank, found in enumerate(outcomes) if found == MISSING]
+        raise UnreadableState(
+            path,
+            f"rank(s) {missing} do not see it: the checkpoint directory must be on a "
+            "filesystem every node shares",
+        )
 
 
 class Checkpointer:
@@ -61,18 +85,31 @@ class Checkpointer:
 
     def save(self, path: Path, state: dict[str, Any]) -> None:
         """Write `state` (with `training_state()` in it) to `path`: rank 0 alone under DDP
-        (every rank holds the same weights), every rank its shards under FSDP."""
+        (every rank holds the same weights), every rank its shards under FSDP. Collective:
+        rank 0 replaces the file only once every rank is done with what it read (under DDP
+        a barrier; under FSDP the collective save of the shards), so that no rank reads, or
+        pages in from its memory-mapping, a file rank 0 is replacing (SIGBUS or ESTALE on
+        NFS)."""
         if self.sharded:
             sharded.save(path, self.model, self.optimizer, state, self.proc)
-        elif self.proc.main:
+            return
+        distributed.barrier(self.proc)
+        if self.proc.main:
             save_state(path, state)
 
     def read(self, path: Path) -> dict[str, Any] | None:
-        """A saved state of this run (matching fingerprint), or None."""
-        if not path.exists():
-            return None
-        state = read_state(path, mmap=self.proc.device.type == "cuda")
-        if state is not None and state["fingerprint"] != self.fingerprint:
+        """A saved state of this run (matching fingerprint), or None. Collective: every rank
+        reads once rank 0 has finished writing (the barrier before), and all agree (`agree`),
+        so that a state one rank cannot read stops every rank with UnreadableState."""
+        distributed.barrier(self.proc)
+        state, outcome = None, MISSING
+        try:
+            state = read_state(path, mmap=self.proc.device.type == "cuda")
+            outcome = MISSING if state is None else FOUND
+        except UnreadableState as error:
+            outcome = error.cause
+        agree(path, distributed.gather(outcome, self.proc))
+        if state is not None and state.get("fingerprint") != self.fingerprint:
             log.warning("%s belongs to other settings or data; not resumed", path)
             return None
         if state is not None and (sharded.SHARDS in state) != self.sharded:
@@ -82,8 +119,9 @@ class Checkpointer:
         return state
 
     def remove_leftovers(self, out_dir: Path) -> None:
-        """Rank 0, before resuming: what a kill left half written (temporaries of atomic
-        writes, shard directories no state names)."""
+        """Rank 0, once the state is read (a state that cannot be read has stopped the run
+        before): what a kill left half written (temporaries of atomic writes, shard
+        directories no state names)."""
         remove_stale_temporaries(out_dir, self.directory)
         if self.sharded:
             sharded.remove_unnamed(self.directory, [self.state_path, self.branch_path])

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -96,6 +97,22 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+def barrier(proc: Process) -> None:
+    """Wait until every process is here (nothing to wait for with one)."""
+    if proc.world > 1:
+        dist.barrier()
+
+
+def gather(value: Any, proc: Process) -> list[Any]:
+    """Every process's `value` (anything picklable), in rank order, on every process.
+    Collective."""
+    if proc.world == 1:
+        return [value]
+    values: list[Any] = [None] * proc.world
+    dist.all_gather_object(values, value)
+    return values
+
+
 def all_sum(values: torch.Tensor, proc: Process) -> torch.Tensor:
     """Element-wise sum over every process (the tensor itself for one process)."""
     if proc.world > 1:
@@ -110,8 +127,7 @@ def stop_together(proc: Process, checkpoint_dir: Path, step: int) -> None:
     returns once rank 0 has written the file that names them, before the record.)"""
     if proc.main:
         write_json(checkpoint_dir / PREEMPTED, {"step": step})
-    if proc.world > 1:
-        dist.barrier()
+    barrier(proc)
 
 
 def preempted_step(checkpoint_dir: Path) -> int | None:

@@ -100,10 +100,12 @@ class Trainer:
         self.state.load_state_dict(state)
 
     def resume(self, out_dir: Path) -> None:
-        """Continue from the saved state when it belongs to this run, else start at step 0."""
+        """Continue from the saved state when it belongs to this run, else start at step 0.
+        A state that cannot be read stops every process (UnreadableState) before rank 0
+        clears any leftover."""
+        state = self.checkpointer.read(self.checkpointer.state_path)
         if self.plan.proc.main:
             self.checkpointer.remove_leftovers(out_dir)
-        state = self.checkpointer.read(self.checkpointer.state_path)
         if state is not None:
             self.load_state_dict(state)
             total = self.plan.total_steps

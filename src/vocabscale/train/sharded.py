@@ -4,6 +4,7 @@ that a kill at any moment leaves a complete checkpoint (docs/design.md, "On a cl
 
 from __future__ import annotations
 
+import logging
 import secrets
 import shutil
 from pathlib import Path
@@ -22,9 +23,11 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
-from vocabscale.train.checkpoint import read_state, save_state
+from vocabscale.train.checkpoint import UnreadableState, read_state, save_state
 from vocabscale.train.distributed import Process
 from vocabscale.train.model import Llama
+
+log = logging.getLogger(__name__)
 
 #: The key of a checkpoint file that names its directory of shards.
 SHARDS = "shards"
@@ -67,10 +70,10 @@ def save(
     state = {"model": model_state, "optimizer": optimizer_state}
     dcp.save(state, checkpoint_id=path.parent / shards[0])
     if proc.main:
-        previous = read_state(path, mmap=False) if path.exists() else None
+        previous = named_or_kept(path)
         save_state(path, {**meta, SHARDS: shards[0]})
-        if previous and previous.get(SHARDS) not in (None, shards[0]):
-            shutil.rmtree(path.parent / previous[SHARDS], ignore_errors=True)
+        if previous not in (None, shards[0]):
+            shutil.rmtree(path.parent / previous, ignore_errors=True)
     dist.barrier()
 
 
@@ -95,22 +98,43 @@ def full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=options)
 
 
+def named_shards(path: Path) -> str | None:
+    """The directory of shards the checkpoint file `path` names; None when there is no file
+    (or it names none). UnreadableState when it cannot be read."""
+    meta = read_state(path, mmap=False)
+    return meta.get(SHARDS) if meta else None
+
+
+def named_or_kept(path: Path) -> str | None:
+    """`named_shards` of a checkpoint file of this run that is about to be replaced or
+    removed (its state is saved anew, or its branch is done): when it cannot be read, None,
+    with a warning, so that its shards are kept (the next start removes them as unnamed)."""
+    try:
+        return named_shards(path)
+    except UnreadableState as error:
+        log.warning("%s cannot be read (%s): the shards it names are kept", path, error.cause)
+        return None
+
+
 def remove(path: Path) -> None:
     """Remove a checkpoint file and the shards it names."""
-    meta = read_state(path, mmap=False) if path.exists() else None
+    named = named_or_kept(path)
     path.unlink(missing_ok=True)
-    if meta and meta.get(SHARDS):
-        shutil.rmtree(path.parent / meta[SHARDS], ignore_errors=True)
+    if named:
+        shutil.rmtree(path.parent / named, ignore_errors=True)
 
 
 def remove_unnamed(checkpoint_dir: Path, files: list[Path]) -> None:
     """Remove the directories of shards that none of the checkpoint `files` names: those of
-    a save that a kill cut short."""
-    named = set()
+    a save that a kill cut short. When one of `files` cannot be read, none: they may be the
+    shards it names (reading it again stops the run with the error)."""
+    named: set[str | None] = set()
     for path in files:
-        meta = read_state(path, mmap=False) if path.exists() else None
-        if meta and meta.get(SHARDS):
-            named.add(meta[SHARDS])
+        try:
+            named.add(named_shards(path))
+        except UnreadableState as error:
+            log.warning("%s cannot be read (%s): no shards are removed", path, error.cause)
+            return
     for directory in checkpoint_dir.glob("*.dcp"):
         if directory.name not in named:
             shutil.rmtree(directory, ignore_errors=True)
