@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.distributed.fsdp import FSDPModule
 
 from vocabscale.train import distributed
 from vocabscale.train.data import eval_batches
@@ -48,7 +48,7 @@ def evaluate(
     batches = eval_batches(len(tokens), batching.context, batching.batch_size)
     sums = torch.zeros(len(batches), dtype=torch.float64, device=device)
     passes = len(batches)
-    if isinstance(model, FSDPModule):
+    if is_sharded(model):
         passes = -(-passes // proc.world) * proc.world
     for index in range(proc.rank, passes, proc.world):
         length, starts = batches[min(index, len(batches) - 1)]
@@ -62,3 +62,9 @@ def evaluate(
     per_batch = distributed.all_sum(sums, proc).tolist()
     model.train()
     return sum(per_batch), sum(len(starts) * (length - 1) for length, starts in batches)
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether FSDP wraps the model, without importing FSDP (seconds) where no run used it."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return fsdp is not None and isinstance(model, fsdp.FSDPModule)

@@ -1,6 +1,8 @@
 """FSDP for a model whose training state does not fit a GPU under DDP (`models.<name>.parallel`),
 and its checkpoints: every process writes its shards, then rank 0 the file that names them, so
-that a kill at any moment leaves a complete checkpoint (docs/design.md, "On a cluster")."""
+that a kill at any moment leaves a complete checkpoint (docs/design.md, "On a cluster"). FSDP
+and DCP take seconds to import, so they are imported where they are used: a DDP or
+single-process run (every CPU run) never pays for them."""
 
 from __future__ import annotations
 
@@ -12,16 +14,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_state_dict,
-    set_state_dict,
-)
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import DTensor
 
 from vocabscale.train.checkpoint import UnreadableState, read_state, save_state
 from vocabscale.train.distributed import Process
@@ -37,6 +29,9 @@ def shard(model: Llama, proc: Process) -> None:
     """FSDP2 over every process: each block a unit of its own, the root holding the rest (the
     embedding, the final norm and the output head, whose weight the fused loss head reads
     directly). Parameters are replaced by sharded ones: build the optimizer after this."""
+    from torch.distributed.device_mesh import init_device_mesh  # seconds: only under FSDP
+    from torch.distributed.fsdp import fully_shard
+
     mesh = init_device_mesh(proc.device.type, (proc.world,))
     for block in model.blocks:
         fully_shard(block, mesh=mesh)
@@ -48,7 +43,7 @@ def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> tor
     tensor."""
     grads = [p.grad for p in parameters if p.grad is not None]
     norm = torch.nn.utils.get_total_norm(grads)
-    if isinstance(norm, DTensor):
+    if hasattr(norm, "full_tensor"):  # a DTensor (sharded gradients), without importing it
         norm = norm.full_tensor()
     torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
     return norm
@@ -64,6 +59,9 @@ def save(
     """Every process writes its shards of the weights and the optimizer into a new
     directory; then rank 0 writes `meta` naming it to `path` and removes the one it named
     before. Collective: returns on every process once `path` is complete."""
+    import torch.distributed.checkpoint as dcp  # seconds to import: only where FSDP saves
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
     shards = [f"{path.stem}.{secrets.token_hex(4)}.dcp"]
     dist.broadcast_object_list(shards, src=0)  # rank 0's name
     model_state, optimizer_state = get_state_dict(model, optimizer)
@@ -83,6 +81,9 @@ def load(
     """Load the weights and optimizer state of the checkpoint file `meta` (read from
     `directory`) into the sharded model and optimizer: each process reads its own shards. DCP
     reshards on loading, so another number of processes (two or more) may resume it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
     dcp.load(state, checkpoint_id=directory / meta[SHARDS])
@@ -94,6 +95,8 @@ def load(
 def full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The whole model's weights, gathered on rank 0's CPU (the other ranks get nothing), under
     the names of the plain model's `state_dict`. Collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_model_state_dict(model, options=options)
 
