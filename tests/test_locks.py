@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from conftest import lock_holder, subprocess_env, wait_for, write_params
 
-from vocabscale.io import read_json
+from vocabscale.io import OUTPUT_MARKER, read_json
 
 
 def start(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -169,11 +169,13 @@ def test_a_killed_prepare_corpus_leaves_nothing_behind(tmp_path, tiny_params_dic
     assert again.returncode == 0, again.stderr[-3000:]
     assert sorted(p.name for p in out.parent.iterdir()) == ["corpus"]
     assert snapshot_relative(out) == snapshot_relative(corpus_dir)
+    assert read_json(out / OUTPUT_MARKER)["written_by"] == "vocabscale prepare-corpus"
 
 
 def snapshot_relative(directory: Path) -> dict[str, bytes]:
+    """Every file's bytes but the marker's (which names the command, here or the library)."""
     return {
         str(path.relative_to(directory)): path.read_bytes()
         for path in sorted(directory.rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.name != OUTPUT_MARKER
     }

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 from vocabscale.config import validate_params
 from vocabscale.corpus.shards import read_texts, train_shards
 from vocabscale.corpus.split import prepare_corpus
-from vocabscale.io import read_json, read_tokens
+from vocabscale.io import OUTPUT_MARKER, read_json, read_tokens
 from vocabscale.tokenizer.bpe import END_OF_TEXT
 from vocabscale.tokenizer.fitting import fit_tokenization
 from vocabscale.tokenizer.one_job import tokenize_corpus
@@ -133,7 +133,9 @@ def test_parts_and_gather_write_the_bytes_of_one_job(sharded, tmp_path, parts):
     ]
     gather_parts(corpus, tokenizer, part_dirs, tmp_path / "gathered", tokenizer_settings())
     one, gathered = files_of(tmp_path / "one"), files_of(tmp_path / "gathered")
-    assert set(one) == {"train.bin", "validation.bin", "unigram_counts.npy", "stats.json"}
+    assert set(one) == {"train.bin", "validation.bin", "unigram_counts.npy", "stats.json"} | {
+        OUTPUT_MARKER
+    }
     assert gathered == one
 
 

@@ -1,7 +1,8 @@
 """The `vocabscale` command: one subcommand per pipeline stage, plus tools for users. Each
 lives in a module of its own (`add_arguments(parser)`, `run(args)`); this file only dispatches,
-importing only the module asked for (torch, matplotlib and scipy are slow to import). Bad input
-and an output another process is writing print one clear message and exit with status 2."""
+importing only the module asked for (torch, matplotlib and scipy are slow to import). Bad input,
+an output path holding what the command did not write, and an output another process is
+writing print one clear message and exit with status 2."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 import time
 
 from vocabscale.config import ParamsError
-from vocabscale.io import OutputLocked, setup_logging
+from vocabscale.io import OutputLocked, running, setup_logging
 
 log = logging.getLogger("vocabscale")
 
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
             os.environ.get("SLURMD_NODENAME", "?"),
         )
     try:
-        args.handler(args)
+        with running(argv):
+            args.handler(args)
         log.info("%s finished in %.1f s", args.command, time.perf_counter() - started)
     except (ParamsError, FileNotFoundError, ValueError, KeyError, OutputLocked) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

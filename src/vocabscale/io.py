@@ -1,15 +1,19 @@
-"""Artifact I/O shared by all stages: atomic writes, output locks, JSON/CSV, token arrays,
-per-rule logging.
+"""Artifact I/O shared by all stages: atomic writes, what `--out` may replace, output locks,
+JSON/CSV, token arrays, per-rule logging.
 
 Every artifact is written under a temporary name in its final directory, synced to disk and
 renamed when complete, so a crash or a kill (of the process, or of the node) never leaves a
-file that Snakemake or DVC would take as done. A stage holds a lock on its output while it
-writes (`output_lock`), so a second writer of the same artifact stops at once.
+file that Snakemake or DVC would take as done. A directory a command publishes carries a small
+marker (`OUTPUT_MARKER`: the command and the files it wrote), and a command replaces only a
+directory that is absent, empty, or its own earlier output (`check_out_dir`): never what a user
+put there. A stage holds a lock on its output while it writes (`output_lock`), so a second
+writer of the same artifact stops at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import fcntl
 import json
@@ -17,6 +21,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import shutil
 import socket
 import sys
@@ -33,9 +38,40 @@ log = logging.getLogger("vocabscale")
 
 
 def _umask() -> int:
-    current = os.umask(0)
+    """The process's umask. Read from /proc where Linux shows it: os.umask can only read it by
+    setting another for a moment, and a file another thread made in that moment would get that
+    mode; the fallback sets a strict one meanwhile, so such a file is never more open."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    current = os.umask(0o077)
     os.umask(current)
     return current
+
+
+# --- the command this process runs --------------------------------------------------------------
+
+_COMMAND: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "vocabscale_command", default=()
+)
+
+
+@contextlib.contextmanager
+def running(argv: list[str]) -> Iterator[None]:
+    """Mark the block as running `vocabscale <argv>` (cli.main does): locks name the command,
+    and a directory it publishes says it was written by `command_name()`."""
+    token = _COMMAND.set(tuple(argv))
+    try:
+        yield
+    finally:
+        _COMMAND.reset(token)
+
+
+def command_name() -> str:
+    """`vocabscale <command>` of the running command; `vocabscale` when called as a library."""
+    argv = _COMMAND.get()
+    return f"vocabscale {argv[0]}" if argv else "vocabscale"
 
 
 def fsync(path: str | Path) -> None:
@@ -53,16 +89,122 @@ def fsync(path: str | Path) -> None:
         os.close(fd)
 
 
-def publish_dir(tmp: Path, path: Path) -> None:
-    """Sync every file of the finished directory `tmp`, then rename it onto `path`."""
-    for directory, _, files in os.walk(tmp):
+def sync_tree(directory: str | Path) -> None:
+    """fsync every file and directory under `directory`."""
+    for root, _, files in os.walk(directory):
         for name in files:
-            fsync(Path(directory, name))
-        fsync(directory)
-    if path.exists():
-        shutil.rmtree(path)
+            fsync(Path(root, name))
+        fsync(root)
+
+
+# --- what --out may replace ---------------------------------------------------------------------
+
+#: The file in every directory a command publishes: the command and the files it wrote, so that
+#: a later run recognises its own output. No time, no absolute path: both engines write the same
+#: bytes.
+OUTPUT_MARKER = ".vocabscale-output.json"
+#: What an engine adds to a directory output (Snakemake's time stamp): replaced along with it.
+ENGINE_FILES = frozenset({".snakemake_timestamp"})
+
+
+class OutputNotOurs(ValueError):
+    """The output path holds something the command did not write; the message says what."""
+
+
+def files_under(directory: str | Path) -> list[str]:
+    """Every file under `directory` (and every symbolic link, to a directory too), as sorted
+    relative paths."""
+    found = []
+    for root, dirs, files in os.walk(directory):
+        base = Path(root).relative_to(directory)
+        found += [(base / name).as_posix() for name in files]
+        found += [(base / name).as_posix() for name in dirs if Path(root, name).is_symlink()]
+    return sorted(found)
+
+
+def _listing(names: list[str], most: int = 5) -> str:
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def written_by(directory: str | Path) -> tuple[str, set[str]] | None:
+    """(command, files it wrote) from the marker of a published directory; None without one."""
+    try:
+        marker = json.loads((Path(directory) / OUTPUT_MARKER).read_text())
+        return str(marker["written_by"]), set(marker["files"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _not_a_directory(path: Path, command: str) -> OutputNotOurs | None:
+    """Why `path` cannot be an output directory at all; None when it can."""
+    absolute = Path(os.path.realpath(path))
+    if absolute == absolute.parent or Path(os.path.realpath(Path.cwd())).is_relative_to(absolute):
+        return OutputNotOurs(
+            f"{path} is or holds the working directory: `{command}` replaces its output "
+            "directory as a whole, so it leaves this one as it is; give a directory of its own"
+        )
+    if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
+        what = "a symbolic link" if path.is_symlink() else "a file"
+        return OutputNotOurs(
+            f"{path} is {what}, not a directory `{command}` wrote: it is left as it is and "
+            "nothing was written; give another path"
+        )
+    return None
+
+
+def check_out_dir(path: str | Path, force: bool = False) -> None:
+    """Refuse to replace what `path` holds unless this command wrote it: `path` may be absent,
+    an empty directory, or an earlier output of the same command (its OUTPUT_MARKER says so)
+    holding only the files that command wrote; with `force`, also one where files were added.
+    Anything else is left as it is: OutputNotOurs names the path and what it holds. Called
+    before any work, and again by `publish_dir`."""
+    path, command = Path(path), command_name()
+    problem = _not_a_directory(path, command)
+    if problem is not None:
+        raise problem
+    if not path.exists() or not (names := sorted(os.listdir(path))):
+        return
+    marker = written_by(path)
+    if marker is None or marker[0] != command:
+        whose = f"the output of `{marker[0]}`" if marker else f"no {OUTPUT_MARKER}: not ours"
+        raise OutputNotOurs(
+            f"{path} holds {_listing(names)} ({whose}), which `{command}` did not write: it is "
+            "left as it is and nothing was written. Give a new or empty directory, or move "
+            "this one away first."
+        )
+    ours = marker[1] | ENGINE_FILES | {OUTPUT_MARKER}
+    added = [name for name in files_under(path) if name not in ours]
+    if added and not force:
+        raise OutputNotOurs(
+            f"{path} is an earlier output of `{command}`, but it also holds {_listing(added)}, "
+            "which that command did not write: nothing was touched. Move them away, or pass "
+            "--force to replace the whole directory."
+        )
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """Rename `tmp` onto `path`; an earlier output there is first renamed aside, under a
+    temporary's name (which the next writer clears should this one die), and removed last."""
+    aside = None
+    if os.path.lexists(path):
+        aside = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        os.replace(path, aside)
     os.replace(tmp, path)
     fsync(path.parent)
+    if aside is not None:
+        shutil.rmtree(aside)
+
+
+def publish_dir(tmp: Path, path: Path, force: bool = False) -> None:
+    """Publish the finished directory `tmp` as `path`, if `check_out_dir` allows: mark it as
+    this command's output, sync every file, then rename it into place."""
+    tmp, path = Path(tmp), Path(path)
+    check_out_dir(path, force)
+    files = [name for name in files_under(tmp) if name != OUTPUT_MARKER]
+    write_json(tmp / OUTPUT_MARKER, {"written_by": command_name(), "files": files})
+    sync_tree(tmp)
+    _replace(tmp, path)
 
 
 def _temporary_name(name: str) -> re.Pattern:
@@ -90,15 +232,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds."""
+def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds,
+    and only what `check_out_dir` allows (checked before the block and again after it)."""
     path = Path(path)
+    check_out_dir(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
-        publish_dir(tmp, path)
+        publish_dir(tmp, path, force)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -113,12 +257,14 @@ class OutputLocked(RuntimeError):
 
 def _holder() -> dict[str, Any]:
     """Who takes a lock: enough for a user to find the process, on any node."""
+    argv = list(_COMMAND.get())
+    command = ["vocabscale", *argv] if argv else [Path(sys.argv[0]).name, *sys.argv[1:]]
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": " ".join(command),
     }
 
 
@@ -174,8 +320,8 @@ def _acquire(lock: Path, path: Path) -> int | None:
 
 
 def remove_stale_temporaries(path: Path) -> None:
-    """Remove what killed writers of `path` left (`atomic_path`/`atomic_dir` temporaries);
-    only safe under the output's lock."""
+    """Remove what killed writers of `path` left (`atomic_path`/`atomic_dir` temporaries, an
+    earlier output renamed aside); only safe under the output's lock."""
     pattern = _temporary_name(path.name)
     for stale in path.parent.iterdir():
         if pattern.fullmatch(stale.name):
