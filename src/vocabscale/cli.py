@@ -1,8 +1,9 @@
 """The `vocabscale` command: one subcommand per pipeline stage, plus tools for users. Each
 lives in a module of its own (`add_arguments(parser)`, `run(args)`); this file only dispatches,
 importing only the module asked for (torch, matplotlib and scipy are slow to import). Bad input,
-an output path holding what the command did not write, and an output another process is
-writing print one clear message and exit with status 2."""
+an output path holding what the command did not write, and an output another process is still
+writing print one clear message and exit with status 2; an output that process wrote, running
+the same command, while this one waited for it leaves nothing to do (status 0)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import sys
 import time
 
 from vocabscale.config import ParamsError
-from vocabscale.io import OutputLocked, running, setup_logging
+from vocabscale.io import OutputLocked, WrittenMeanwhile, running, setup_logging
 
 log = logging.getLogger("vocabscale")
 
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         with running(argv):
             args.handler(args)
         log.info("%s finished in %.1f s", args.command, time.perf_counter() - started)
+    except WrittenMeanwhile as done:
+        log.info("%s", done)
     except (ParamsError, FileNotFoundError, ValueError, KeyError, OutputLocked) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         log.error("%s", message)

@@ -6,8 +6,9 @@ renamed when complete, so a crash or a kill (of the process, or of the node) nev
 file that Snakemake or DVC would take as done. A directory a command publishes carries a small
 marker (`OUTPUT_MARKER`: the command and the files it wrote), and a command replaces only a
 directory that is absent, empty, or its own earlier output (`check_out_dir`): never what a user
-put there. A stage holds a lock on its output while it writes (`output_lock`), so a second
-writer of the same artifact stops at once.
+put there. A stage holds a lock on its output while it writes (`output_lock`); a second writer
+of the same artifact waits for it, a bounded time (`lock_wait_seconds`), and finds the output
+written when the holder ran the same command.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -250,13 +252,37 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
 
 # --- one writer per artifact -----------------------------------------------------------------
 
+#: How long a writer waits for another process holding its output's lock, in seconds, unless the
+#: environment variable VOCABSCALE_LOCK_WAIT says otherwise (0: not at all).
+LOCK_WAIT_SECONDS = 300.0
+
 
 class OutputLocked(RuntimeError):
     """Another process is writing the same artifact; the message names it."""
 
 
+class WrittenMeanwhile(Exception):
+    """Another process running this very command wrote the output while this one waited for its
+    lock: nothing is left to do (`vocabscale` exits with status 0)."""
+
+
+def lock_wait_seconds() -> float:
+    """VOCABSCALE_LOCK_WAIT, or LOCK_WAIT_SECONDS."""
+    text = os.environ.get("VOCABSCALE_LOCK_WAIT")
+    if text is None:
+        return LOCK_WAIT_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"VOCABSCALE_LOCK_WAIT={text!r}: not a number of seconds (0 or more)")
+    return seconds
+
+
 def _holder() -> dict[str, Any]:
-    """Who takes a lock: enough for a user to find the process, on any node."""
+    """Who takes a lock: enough for a user to find the process, on any node, and for a writer
+    waiting for it to tell whether it runs the same command."""
     argv = list(_COMMAND.get())
     command = ["vocabscale", *argv] if argv else [Path(sys.argv[0]).name, *sys.argv[1:]]
     return {
@@ -265,6 +291,8 @@ def _holder() -> dict[str, Any]:
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "since": time.strftime("%Y-%m-%d %H:%M:%S"),
         "command": " ".join(command),
+        "argv": argv or None,
+        "cwd": os.getcwd(),
     }
 
 
@@ -285,19 +313,92 @@ def _read(fd: int) -> str:
     return os.read(fd, 1 << 16).decode("utf-8", "replace")
 
 
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """What changes when `path` is written anew (atomic writes rename a new inode onto it)."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns
+
+
+@dataclass
+class _Wait:
+    """A writer waiting for the holder of its output's lock."""
+
+    path: Path
+    holder: str
+    before: tuple[int, ...] | None  # the output when the wait began
+    deadline: float
+    delay: float = 0.05
+
+    @classmethod
+    def begin(cls, path: Path, holder: str) -> _Wait:
+        seconds = lock_wait_seconds()
+        if seconds == 0:
+            raise OutputLocked(_locked_message(path, holder, 0))
+        log.warning(
+            "%s is being written by another process (%s): waiting up to %g s for it to finish "
+            "(VOCABSCALE_LOCK_WAIT)",
+            path,
+            describe_holder(holder),
+            seconds,
+        )
+        return cls(path, holder, _identity(path), time.monotonic() + seconds)
+
+    def again(self, holder: str) -> None:
+        """The lock is still held (by `holder`): sleep a little, or give up at the deadline."""
+        self.holder = holder
+        if time.monotonic() >= self.deadline:
+            raise OutputLocked(_locked_message(self.path, holder, lock_wait_seconds()))
+        time.sleep(min(self.delay, max(self.deadline - time.monotonic(), 0)))
+        self.delay = min(self.delay * 2, 2.0)
+
+    def written_meanwhile(self) -> bool:
+        """Whether the last holder ran this same command (the same arguments, in the same
+        directory) and the output appeared or was replaced while we waited."""
+        try:
+            holder = json.loads(self.holder)
+        except ValueError:
+            return False
+        if not isinstance(holder, dict):
+            return False
+        mine = list(_COMMAND.get())
+        same = bool(mine) and holder.get("argv") == mine and holder.get("cwd") == os.getcwd()
+        now = _identity(self.path)
+        return same and now is not None and now != self.before
+
+
+def _locked_message(path: Path, holder: str, waited: float) -> str:
+    waiting = f" This one waited {waited:g} s for it (VOCABSCALE_LOCK_WAIT)." if waited else ""
+    return (
+        f"{path} is being written by another process ({describe_holder(holder)}).{waiting} "
+        "Nothing was touched; wait for it to finish, or stop it, then run this again."
+    )
+
+
+def _release(fd: int, lock: Path) -> None:
+    lock.unlink(missing_ok=True)  # while still holding it: see _acquire
+    os.close(fd)
+
+
 def _acquire(lock: Path, path: Path) -> int | None:
-    """An open descriptor of `lock` that holds it (None where the filesystem cannot lock)."""
+    """An open descriptor of `lock` that holds it (None where the filesystem cannot lock).
+    While another process holds it, wait for that one (`_Wait`): OutputLocked when the wait
+    runs out, WrittenMeanwhile when it ran this same command and wrote the output."""
+    wait: _Wait | None = None
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = describe_holder(_read(fd))
+            holder = _read(fd)
             os.close(fd)
-            raise OutputLocked(
-                f"{path} is being written by another process ({holder}). Nothing was touched; "
-                "wait for it to finish, or stop it, then run this again."
-            ) from None
+            if wait is None:
+                wait = _Wait.begin(path, holder)
+            else:
+                wait.again(holder)
+            continue
         except OSError as error:
             os.close(fd)
             if error.errno in (errno.ENOLCK, errno.ENOTSUP, errno.ENOSYS):
@@ -314,9 +415,16 @@ def _acquire(lock: Path, path: Path) -> int | None:
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
         except FileNotFoundError:
             same = False
-        if same:  # not a file its last holder removed between our open and our lock
-            return fd
-        os.close(fd)
+        if not same:  # a file its last holder removed between our open and our lock
+            os.close(fd)
+            continue
+        if wait is not None and wait.written_meanwhile():
+            _release(fd, lock)
+            raise WrittenMeanwhile(
+                f"{path} was written by {describe_holder(wait.holder)}, the same command, "
+                "while this one waited for it: nothing left to do"
+            )
+        return fd
 
 
 def remove_stale_temporaries(path: Path) -> None:
@@ -335,10 +443,14 @@ def remove_stale_temporaries(path: Path) -> None:
 @contextlib.contextmanager
 def output_lock(path: str | Path) -> Iterator[None]:
     """Hold the lock of the artifact `path` (the file `.<name>.lock` beside it) while the block
-    writes it: a second writer (the other engine, an orphaned SLURM job) raises OutputLocked
-    naming the holder, before touching anything. The lock is the kernel's (flock; on NFS,
-    the server's), so a process that dies, however it dies, releases it at once: the next
-    writer takes it over and clears the temporaries the dead one left."""
+    writes it. A second writer (the other engine, an orphaned SLURM job) waits for the holder
+    (`lock_wait_seconds`), touching nothing: if the holder ran the same command and wrote the
+    output meanwhile, it raises WrittenMeanwhile (nothing left to do; failing instead would
+    let Snakemake delete that output as the failed job's); if the holder ended without writing
+    it, it takes over; if the wait runs out, it raises OutputLocked naming the holder. The lock
+    is the kernel's (flock; on NFS, the server's), so a process that dies, however it dies,
+    releases it at once: the next writer takes it over and clears the temporaries the dead one
+    left."""
     path = Path(path)
     lock = path.parent / f".{path.name}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
@@ -360,8 +472,7 @@ def output_lock(path: str | Path) -> Iterator[None]:
         remove_stale_temporaries(path)
         yield
     finally:
-        lock.unlink(missing_ok=True)  # while still holding it: see _acquire
-        os.close(fd)
+        _release(fd, lock)
 
 
 def _json_default(value: Any) -> Any:
