@@ -28,7 +28,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,14 +198,19 @@ def _replace(tmp: Path, path: Path) -> None:
         shutil.rmtree(aside)
 
 
-def publish_dir(tmp: Path, path: Path, force: bool = False) -> None:
+def publish_dir(tmp: Path, path: Path, force: bool = False, leave: Iterable[str] = ()) -> None:
     """Publish the finished directory `tmp` as `path`, if `check_out_dir` allows: mark it as
-    this command's output, sync every file, then rename it into place."""
-    tmp, path = Path(tmp), Path(path)
+    this command's output, sync every file, then rename it into place. `leave`: files of `tmp`
+    that are no part of the output (a resume record): kept while the rest is synced, removed
+    just before the rename."""
+    tmp, path, leave = Path(tmp), Path(path), set(leave)
     check_out_dir(path, force)
-    files = [name for name in files_under(tmp) if name != OUTPUT_MARKER]
+    files = [name for name in files_under(tmp) if name not in leave | {OUTPUT_MARKER}]
     write_json(tmp / OUTPUT_MARKER, {"written_by": command_name(), "files": files})
     sync_tree(tmp)
+    for name in leave:
+        (tmp / name).unlink(missing_ok=True)
+    fsync(tmp)
     _replace(tmp, path)
 
 
