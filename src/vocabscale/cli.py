@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "loss, unigram-normalized loss, bpc and bpb of a run",
     ),
     "collect": ("vocabscale.runs.collect", "gather every run of the grid into the runs table"),
+    "downstream-tasks": (
+        "vocabscale.downstream.tasks",
+        "fingerprint the task files and lm-evaluation-harness the scores depend on",
+    ),
     "downstream": (
         "vocabscale.downstream.evaluate",
         "export one run to Hugging Face and score it with lm-evaluation-harness",
