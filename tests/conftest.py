@@ -338,3 +338,23 @@ def lock_holder(output: Path) -> dict | None:
         return json.loads((output.parent / f".{output.name}.lock").read_text())
     except (OSError, ValueError):
         return None
+
+
+@pytest.fixture
+def disk_events(monkeypatch) -> list[tuple[str, str]]:
+    """Every fsync (of the path its descriptor names) and rename, in order; a test may add
+    events of its own to the list."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(source, target) -> None:
+        events.append(("rename", f"{source} -> {target}"))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events

@@ -18,6 +18,7 @@ from vocabscale.estimate.backtest import BacktestSettings, model_holdouts, run_b
 from vocabscale.estimate.empirical import ReadingAtBudget, empirical_optimum
 from vocabscale.estimate.fit import estimate_all
 from vocabscale.estimate.predict import predict
+from vocabscale.io import OUTPUT_MARKER
 from vocabscale.runs.table import prepare_runs
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR, TokensPerCharFit
 
@@ -182,7 +183,11 @@ def test_the_backtest_command_writes_its_directory_and_refuses_a_foreign_one(tmp
     command = [sys.executable, "-m", "vocabscale", "backtest", "--runs", str(tmp_path / "runs.csv")]
     command += ["--tokenization", "paper", "--bootstrap", "4"]
     subprocess.run([*command, "--out", str(tmp_path / "bt")], check=True, capture_output=True)
-    assert sorted(p.name for p in (tmp_path / "bt").iterdir()) == ["backtest.csv", "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "bt").iterdir()) == [
+        OUTPUT_MARKER,
+        "backtest.csv",
+        "summary.json",
+    ]
     table = pd.read_csv(tmp_path / "bt" / "backtest.csv")
     assert {
         "holdout",

@@ -2,23 +2,36 @@
 
 import copy
 import hashlib
+import json
 import logging
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import files_of, tokenizer_settings, train_tokenizer_with_defaults
+from conftest import (
+    REPO,
+    files_of,
+    subprocess_env,
+    tokenizer_settings,
+    train_tokenizer_with_defaults,
+)
 from tokenizers import Tokenizer
 
 from vocabscale.config import validate_params
 from vocabscale.corpus.shards import read_texts, train_shards
 from vocabscale.corpus.split import prepare_corpus
-from vocabscale.io import read_json, read_tokens
+from vocabscale.io import OUTPUT_MARKER, read_json, read_tokens
+from vocabscale.tokenizer import arrays as arrays_module
+from vocabscale.tokenizer import resume as resume_module
 from vocabscale.tokenizer.bpe import END_OF_TEXT
 from vocabscale.tokenizer.fitting import fit_tokenization
 from vocabscale.tokenizer.one_job import tokenize_corpus
 from vocabscale.tokenizer.parts import gather_parts, tokenize_part
+from vocabscale.tokenizer.resume import PartialWorkError
 from vocabscale.tokenizer.training import train_tokenizer
 
 
@@ -133,7 +146,9 @@ def test_parts_and_gather_write_the_bytes_of_one_job(sharded, tmp_path, parts):
     ]
     gather_parts(corpus, tokenizer, part_dirs, tmp_path / "gathered", tokenizer_settings())
     one, gathered = files_of(tmp_path / "one"), files_of(tmp_path / "gathered")
-    assert set(one) == {"train.bin", "validation.bin", "unigram_counts.npy", "stats.json"}
+    assert set(one) == {"train.bin", "validation.bin", "unigram_counts.npy", "stats.json"} | {
+        OUTPUT_MARKER
+    }
     assert gathered == one
 
 
@@ -161,3 +176,149 @@ def test_gather_refuses_parts_it_cannot_use(sharded, tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"{array}: not the")):
         gather(part_dirs)
     assert not out.exists()
+
+
+# --- partial work: never lost, never removed behind a person's back ------------------------
+
+
+class Interrupted(Exception):
+    pass
+
+
+def partial_work(corpus: Path, tokenizer: Path, out: Path, monkeypatch, batches: int) -> Path:
+    """The partial directory of `out` as a tokenization stopped after `batches` batches
+    leaves it."""
+    real_encode, calls = arrays_module.encode, []
+
+    def encode(tokenizer, texts):
+        calls.append(1)
+        if len(calls) > batches:
+            raise Interrupted
+        return real_encode(tokenizer, texts)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(arrays_module, "encode", encode)
+        with pytest.raises(Interrupted):
+            settings = tokenizer_settings(batch_documents=4, checkpoint_seconds=0)
+            tokenize_corpus(corpus, tokenizer, out, settings)
+    work = out.parent / f".{out.name}.partial"
+    assert (work / "progress.json").exists()
+    return work
+
+
+def tree(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    ("damage", "cause"),
+    [
+        (lambda work: (work / "progress.json").write_text('{"fingerprint": "ab'), "not valid JSON"),
+        (lambda work: (work / "progress.json").write_text("{}"), "not a progress record"),
+        (lambda work: (work / "progress.json").unlink(), "missing"),
+        (lambda work: (work / "train.bin").write_bytes(b""), "shorter than the"),
+    ],
+    ids=["torn", "foreign", "missing", "array cut"],
+)
+def test_partial_work_that_cannot_be_read_is_an_error_and_kept(
+    corpus_dir, tokenized, tmp_path, monkeypatch, damage, cause
+):
+    """The issue's case: an unreadable progress.json removed all partial work. Now: an error
+    naming the file and the cause, and how to start over; every byte kept."""
+    tokenizer = tokenized[640].parent / "v640/tokenizer.json"
+    out = tmp_path / "v640"
+    work = partial_work(corpus_dir, tokenizer, out, monkeypatch, batches=5)
+    damage(work)
+    before = tree(work)
+    with pytest.raises(PartialWorkError) as refused:
+        tokenize_corpus(corpus_dir, tokenizer, out, tokenizer_settings())
+    message = str(refused.value)
+    assert message.startswith(
+        str(work / ("train.bin" if cause == "shorter than the" else "progress.json"))
+    )
+    assert cause in message and f"to start over, delete it (rm -r {work})" in message
+    assert tree(work) == before and not out.exists()
+
+
+def test_unreadable_unigram_counts_are_an_error_and_kept(
+    corpus_dir, tokenized, tmp_path, monkeypatch
+):
+    tokenizer = tokenized[640].parent / "v640/tokenizer.json"
+    out = tmp_path / "v640"
+    train_batches = -(-read_json(corpus_dir / "stats.json")["splits"]["train"]["documents"] // 4)
+    work = partial_work(corpus_dir, tokenizer, out, monkeypatch, batches=train_batches + 1)
+    assert list(json.loads((work / "progress.json").read_text())["done"]) == ["train"]
+    (work / "unigram_counts.npy").write_bytes(b"")  # what a power loss could leave before
+    with pytest.raises(
+        PartialWorkError, match=re.escape(f"{work}/unigram_counts.npy: cannot be read")
+    ):
+        tokenize_corpus(corpus_dir, tokenizer, out, tokenizer_settings())
+    assert (work / "train.bin").stat().st_size > 0
+
+
+def test_unigram_counts_are_durable_before_the_record_says_the_split_is_done(
+    corpus_dir, tokenized, tmp_path, monkeypatch, disk_events
+):
+    """Every fsync and rename in order: the counts' bytes are synced and renamed into place
+    before the progress record that first has the training split done is written."""
+    real_save = resume_module.Progress.save
+
+    def save(progress, path: Path) -> None:
+        disk_events.append(("record", ",".join(progress.done)))
+        real_save(progress, path)
+
+    monkeypatch.setattr(resume_module.Progress, "save", save)
+    tokenizer = tokenized[320].parent / "v320/tokenizer.json"
+    tokenize_corpus(corpus_dir, tokenizer, tmp_path / "v320", tokenizer_settings())
+    done = disk_events.index(("record", "train"))
+    counts = [i for i, (kind, what) in enumerate(disk_events) if kind == "rename"
+              and what.endswith("/unigram_counts.npy")]  # fmt: skip
+    assert counts and counts[0] < done, disk_events
+    temporary = disk_events[counts[0]][1].split(" -> ")[0]
+    assert ("fsync", temporary) in disk_events[: counts[0]]
+
+
+KILLED_WHILE_PUBLISHING = """
+import os, signal, sys
+from pathlib import Path
+from vocabscale import io
+from vocabscale.tokenizer import one_job
+from vocabscale.tokenizer.batching import Batching
+real_fsync = io.fsync
+def fsync(path):
+    if Path(path).name == "train.bin" and Path(path).parent.name.endswith(".partial"):
+        if (Path(path).parent / "stats.json").exists():  # the publish's sync of the arrays
+            os.kill(os.getpid(), signal.SIGKILL)
+    real_fsync(path)
+io.fsync = fsync
+one_job.tokenize_corpus(sys.argv[1], sys.argv[2], sys.argv[3], Batching(64, 10**9, 0))
+"""
+
+
+def test_a_kill_while_publishing_loses_no_work(corpus_dir, tokenized, tmp_path):
+    """SIGKILL while the finished arrays are synced before the rename (long, on a large
+    corpus): the progress record is still there, so the next run publishes at once, encoding
+    nothing again."""
+    reference = tokenized[640]
+    tokenizer = reference.parent / "v640/tokenizer.json"
+    out = tmp_path / "tokens" / "v640"
+    work = out.parent / ".v640.partial"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_PUBLISHING, str(corpus_dir), str(tokenizer), str(out)],
+        env=subprocess_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not out.exists() and (work / "progress.json").exists()
+    command = ["vocabscale", "tokenize", "--params", str(REPO / "params.yaml")]
+    command += ["--corpus", str(corpus_dir), "--tokenizer", str(tokenizer), "--out", str(out)]
+    again = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (
+        "resuming partial work" in again.stderr
+        and "train and validation: 0 characters" in again.stderr
+    )
+    assert not work.exists()
+    for name in ("train.bin", "validation.bin", "unigram_counts.npy", "stats.json"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name

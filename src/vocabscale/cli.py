@@ -1,8 +1,10 @@
 """The `vocabscale` command: one subcommand per pipeline stage, plus tools for users. Each
 lives in a module of its own (`add_arguments(parser)`, `run(args)`); this file only dispatches,
-importing only the module asked for (torch, matplotlib and scipy are slow to import). Bad input
-and an output another process is writing print one clear message and exit with status 2; any
-other exception is a bug, printed with its traceback (to the log file too), status 1."""
+importing only the module asked for (torch, matplotlib and scipy are slow to import). Bad input,
+an output path holding what the command did not write, and an output another process is still
+writing print one clear message and exit with status 2; an output that process wrote, running
+the same command, while this one waited leaves nothing to do (status 0); any other exception is
+a bug, printed with its traceback (to the log file too), status 1."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import sys
 import time
 
 from vocabscale.config import ParamsError
-from vocabscale.io import OutputLocked, setup_logging
+from vocabscale.io import OutputLocked, WrittenMeanwhile, running, setup_logging
 
 log = logging.getLogger("vocabscale")
 
@@ -34,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "loss, unigram-normalized loss, bpc and bpb of a run",
     ),
     "collect": ("vocabscale.runs.collect", "gather every run of the grid into the runs table"),
+    "downstream-tasks": (
+        "vocabscale.downstream.tasks",
+        "fingerprint the task files and lm-evaluation-harness the scores depend on",
+    ),
     "downstream": (
         "vocabscale.downstream.evaluate",
         "export one run to Hugging Face and score it with lm-evaluation-harness",
@@ -101,8 +107,11 @@ def main(argv: list[str] | None = None) -> None:
             os.environ.get("SLURMD_NODENAME", "?"),
         )
     try:
-        args.handler(args)
+        with running(argv):
+            args.handler(args)
         log.info("%s finished in %.1f s", args.command, time.perf_counter() - started)
+    except WrittenMeanwhile as done:
+        log.info("%s", done)
     except (ParamsError, FileNotFoundError, ValueError, OutputLocked) as error:
         log.error("%s", error)
         sys.exit(2)

@@ -4,14 +4,34 @@
 # that evaluation is off, on the submitting host.
 
 from vocabscale.cluster.slurm import downstream_resources
+from vocabscale.downstream.tasks import task_fingerprint
 
 DOWNSTREAM_ON = bool(PARAMS["downstream"]["tasks"])
+
+
+# The task files under downstream.include_path and lm-evaluation-harness' version, read now:
+# as a param, a change of either reruns this rule, and so every downstream job after it.
+rule downstream_tasks:
+    input:
+        code=STAGES.code("downstream_tasks"),
+    output:
+        "results/downstream_tasks.json",
+    params:
+        file=PARAMS_FILE,
+        settings=settings_of("downstream_tasks"),
+        fingerprint=task_fingerprint(PARAMS["downstream"]),
+    localrule: True
+    log:
+        "logs/downstream_tasks.log",
+    shell:
+        "vocabscale downstream-tasks --params {params.file} --out {output} --log {log}"
 
 
 rule downstream:
     input:
         run="results/runs/{model}-v{vocab}",
         tokenizer="results/tokenizers/v{vocab}/tokenizer.json",
+        tasks="results/downstream_tasks.json",
         code=STAGES.code("downstream"),
     output:
         "results/downstream/{model}-v{vocab}.json",
@@ -25,7 +45,7 @@ rule downstream:
         "logs/downstream/{model}-v{vocab}.log",
     shell:
         "vocabscale downstream --params {params.file:q} --run {input.run:q} "
-        "--tokenizer {input.tokenizer:q} --out {output:q} --log {log:q}"
+        "--tokenizer {input.tokenizer:q} --tasks {input.tasks:q} --out {output:q} --log {log:q}"
 
 
 rule collect_downstream:

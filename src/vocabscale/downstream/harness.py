@@ -1,7 +1,8 @@
 """One finished run evaluated on downstream tasks with lm-evaluation-harness, as the paper
 validated its predicted vocabulary sizes: the run exported to a Hugging Face directory beside
-the output (`vocabscale.export`), scored with the harness' `hf` model, and removed afterwards.
-With no tasks (the embedded default) nothing is evaluated and the record says so."""
+the output (`vocabscale.export`), scored with the harness' `hf` model, and removed afterwards
+(or, after a kill, by the next writer of the output: it is named as its temporaries are). With
+no tasks (the embedded default) nothing is evaluated and the record says so."""
 
 from __future__ import annotations
 
@@ -96,12 +97,18 @@ def evaluate_model(model_dir: Path, settings: dict[str, Any], manager) -> dict[s
 
 
 def evaluate_run(
-    run_dir: str | Path, tokenizer: str | Path, out: str | Path, settings: dict[str, Any]
+    run_dir: str | Path,
+    tokenizer: str | Path,
+    out: str | Path,
+    settings: dict[str, Any],
+    fingerprint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Export one run, evaluate it on `settings["tasks"]` and write its record."""
+    """Export one run, evaluate it on `settings["tasks"]` and write its record (with the
+    fingerprint of the task files and harness it was scored with)."""
     run_dir, out = Path(run_dir), Path(out)
     record = run_record(read_json(run_dir / "run.json"))
     record["settings"] = settings
+    record["task_fingerprint"] = fingerprint
     if not settings["tasks"]:
         log.info("downstream evaluation is off (downstream.tasks is empty): nothing to evaluate")
         record["tasks"] = {}
@@ -109,7 +116,8 @@ def evaluate_run(
         manager = task_manager(settings["tasks"], settings["include_path"])  # before any work
         out.parent.mkdir(parents=True, exist_ok=True)
         # beside the output (a node's /tmp may not hold a large model), named as temporaries
-        # are, which DVC ignores (.dvcignore); removed when done, also after a failure
+        # are, which DVC ignores (.dvcignore); removed when done, also after a failure, and
+        # after a kill by the next run under the output's lock (`remove_stale_temporaries`)
         scratch = tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         with scratch as tmp:
             model_dir = export_run(run_dir, tokenizer, Path(tmp) / "hf")

@@ -13,16 +13,15 @@ from vocabscale.estimate.backtest import BacktestSettings, run_backtest
 from vocabscale.estimate.options import (
     add_estimate_options,
     add_table_arguments,
-    check_out_dir,
     options_from_args,
     resolve_tokenization,
 )
-from vocabscale.io import atomic_dir, output_lock, write_csv, write_json
+from vocabscale.io import atomic_dir, check_out_dir, output_lock, write_csv, write_json
 from vocabscale.runs.table import parse_renames, prepare_runs, read_runs_csv
 
 log = logging.getLogger(__name__)
 
-#: What `--out` holds afterwards, and nothing else.
+#: What `--out` holds afterwards (with the marker of a published directory).
 OUTPUTS = ("backtest.csv", "summary.json")
 
 
@@ -44,7 +43,7 @@ def run(args: argparse.Namespace) -> None:
     f_fit, _ = resolve_tokenization(spec, frame, args.runs)
     runs = prepare_runs(frame, f_fit.f, args.runs)
     out_dir = Path(args.out)
-    check_out_dir(out_dir, OUTPUTS)
+    check_out_dir(out_dir, args.force)  # before any work; again under the lock
     settings = BacktestSettings(
         options,
         options["backtest"]["budget_fraction"],
@@ -52,8 +51,9 @@ def run(args: argparse.Namespace) -> None:
         options["bootstrap"]["samples"],
     )
     with output_lock(out_dir):
+        check_out_dir(out_dir, args.force)
         backtest = run_backtest(runs, f_fit, settings)
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, args.force) as tmp:
             write_csv(tmp / OUTPUTS[0], backtest.comparisons)
             write_json(tmp / OUTPUTS[1], backtest.summary)
     print(f"wrote {out_dir / OUTPUTS[0]} and {out_dir / OUTPUTS[1]}: {backtest.rule.text}")

@@ -17,13 +17,12 @@ from vocabscale.estimate.fit import estimate_all
 from vocabscale.estimate.options import (
     add_estimate_options,
     add_table_arguments,
-    check_out_dir,
     options_from_args,
     resolve_tokenization,
 )
 from vocabscale.estimate.predict import predictions_with_methods
 from vocabscale.estimate.results import Estimates
-from vocabscale.io import atomic_dir, write_csv, write_json
+from vocabscale.io import atomic_dir, check_out_dir, write_csv, write_json
 from vocabscale.runs.table import parse_renames, prepare_runs, read_runs_csv
 
 log = logging.getLogger(__name__)
@@ -31,18 +30,21 @@ log = logging.getLogger(__name__)
 #: Targets of the predictions table: the paper's.
 DEFAULT_TARGETS = (2.87e9, 7e9, 13e9, 30e9, 70e9, 130e9, 300e9)
 
-#: What `--out` holds afterwards, and nothing else.
+#: What `--out` holds afterwards (with the marker of a published directory).
 OUTPUTS = ("coefficients.json", "predictions.csv")
 
 
 def write_estimates(
-    estimates: Estimates, out_dir: str | Path, targets: list[dict[str, Any]] | None = None
+    estimates: Estimates,
+    out_dir: str | Path,
+    targets: list[dict[str, Any]] | None = None,
+    force: bool = False,
 ) -> None:
     """coefficients.json and predictions.csv (the paper's targets unless given), written as
-    one directory."""
+    one directory (`force`: see `vocabscale.io.check_out_dir`)."""
     targets = targets or [{"name": f"{n:.3g}", "nnv": n} for n in DEFAULT_TARGETS]
     table = predictions_with_methods(estimates, targets)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, force) as tmp:
         write_json(tmp / OUTPUTS[0], estimates.to_json())
         write_csv(tmp / OUTPUTS[1], table)
 
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
     runs = prepare_runs(frame, f_fit.f, args.runs)
     options = options_from_args(args)
     out_dir = Path(args.out)
-    check_out_dir(out_dir, OUTPUTS)
+    check_out_dir(out_dir, args.force)  # before fitting
     estimates = estimate_all(runs, f_fit, tokenization, options, args.compare_authors)
-    write_estimates(estimates, out_dir)
+    write_estimates(estimates, out_dir, force=args.force)
     print(f"wrote {Path(args.out) / 'coefficients.json'} and {Path(args.out) / 'predictions.csv'}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,21 +22,19 @@ from vocabscale.tokens_per_char import (
 )
 
 
-def check_out_dir(out_dir: Path, outputs: tuple[str, ...]) -> None:
-    """`--out` is replaced as a whole: refuse one that holds anything else, before fitting."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {out_dir}: not a directory")
-    others = sorted(p.name for p in out_dir.glob("*") if p.name not in outputs)
-    if others:
-        raise ValueError(
-            f"--out {out_dir} holds {', '.join(others[:5])}{', ...' if len(others) > 5 else ''}; "
-            f"it is replaced as a whole by {' and '.join(outputs)}: give a new or empty directory"
-        )
-
-
 def add_table_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", required=True, help="runs table (CSV)")
-    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output directory: new, empty, or an earlier output of this command (replaced)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier output of this command even when files were added to it "
+        "(never a directory it did not write)",
+    )
     parser.add_argument(
         "--column",
         action="append",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vocabscale.config import add_params_argument, load_params
-from vocabscale.io import atomic_dir, output_lock, to_json, write_csv, write_json
+from vocabscale.io import atomic_dir, check_out_dir, output_lock, to_json, write_csv, write_json
 from vocabscale.report.contents import draw_figures
 from vocabscale.report.doubts import find_doubts
 from vocabscale.report.evidence import ReportInputs, gather_evidence
@@ -23,13 +23,15 @@ log = logging.getLogger(__name__)
 
 
 def build_report(
-    inputs: ReportInputs, settings: dict[str, Any], out_dir: str | Path
+    inputs: ReportInputs, settings: dict[str, Any], out_dir: str | Path, force: bool = False
 ) -> dict[str, Any]:
-    """Write the report directory (`settings`: the validated `report` section); returns the
-    predictions table, the doubts and which figures were drawn."""
+    """Write the report directory (`settings`: the validated `report` section; `force`: replace
+    an earlier report that holds files of others too); returns the predictions table, the
+    doubts and which figures were drawn."""
+    check_out_dir(out_dir, force)  # before any work
     evidence = gather_evidence(inputs, settings)
     doubts = find_doubts(evidence)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, force) as tmp:
         (tmp / "figures").mkdir()
         figures = draw_figures(evidence, tmp / "figures")
         for name, reason in figures.items():
@@ -67,7 +69,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--downstream", help="downstream.csv of collect-downstream, for the downstream scores"
     )
-    parser.add_argument("--out", required=True, help="the report directory to write")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="the report directory to write: new, empty, or an earlier report (replaced)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier report even when files were added to it (never a directory "
+        "that is not a report)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -76,7 +88,7 @@ def run(args: argparse.Namespace) -> None:
         inputs = ReportInputs(
             args.estimates, args.runs, args.tokenization, args.downstream, args.backtest
         )
-        result = build_report(inputs, settings, args.out)
+        result = build_report(inputs, settings, args.out, args.force)
     print(
         f"wrote {Path(args.out) / 'report.md'} (and report.html): "
         f"{len(result['predictions'])} predictions, {len(result['doubts'])} warning(s)"

@@ -21,7 +21,13 @@ from vocabscale.io import token_dtype
 from vocabscale.tokenizer.batching import Batch, Batching, read_batches
 from vocabscale.tokenizer.bpe import END_OF_TEXT, check_parallelism
 from vocabscale.tokenizer.prefetch import Prefetch
-from vocabscale.tokenizer.resume import Progress, fingerprint, open_partial
+from vocabscale.tokenizer.resume import (
+    Progress,
+    fingerprint,
+    load_counts,
+    open_partial,
+    save_counts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +158,8 @@ class SplitEncoder:
                 out, tally, progress, self.work / "progress.json", checkpoint_seconds
             )
             self._encode_batches(split, paths, writer, total_characters)
-            if counts is not None:  # saved before the checkpoint that says the split is done
-                np.save(self.work / "unigram_counts.npy", counts)
+            if counts is not None:  # durable before the checkpoint that says the split is done
+                save_counts(self.work, counts)
             progress.done[split] = {
                 "documents": progress.documents,
                 "characters": progress.characters,
@@ -210,7 +216,7 @@ def tokenize_splits(
     )
     progress = open_partial(work, inputs_fingerprint, token_dtype(vocab_size).itemsize)
     if "train" in progress.done:
-        counts = np.load(work / "unigram_counts.npy")
+        counts = load_counts(work, vocab_size)
     else:
         counts = np.zeros(vocab_size, dtype=np.int64)
     check_parallelism()

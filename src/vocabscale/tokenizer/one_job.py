@@ -12,7 +12,7 @@ from vocabscale.corpus.shards import train_shards, utf8_bytes
 from vocabscale.io import TOKEN_SPLITS, publish_dir, read_json, token_dtype, write_json
 from vocabscale.tokenizer.arrays import load_tokenizer, tokenize_splits
 from vocabscale.tokenizer.batching import Batching
-from vocabscale.tokenizer.resume import partial_dir
+from vocabscale.tokenizer.resume import PROGRESS, partial_dir
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ def publish_tokens(
     train = stats["splits"]["train"]
     stats["tokens_per_character"] = train["tokens"] / train["characters"]
     write_json(work / "stats.json", stats)
-    (work / "progress.json").unlink(missing_ok=True)
-    publish_dir(work, out_dir)
+    # the progress record stays until every file is synced: a kill meanwhile loses nothing
+    publish_dir(work, out_dir, leave=[PROGRESS])
     return stats
 
 

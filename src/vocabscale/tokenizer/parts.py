@@ -17,7 +17,13 @@ from vocabscale.io import publish_dir, read_json, token_dtype, write_json
 from vocabscale.tokenizer.arrays import load_tokenizer, tokenize_splits
 from vocabscale.tokenizer.batching import Batching
 from vocabscale.tokenizer.one_job import corpus_characters, publish_tokens
-from vocabscale.tokenizer.resume import file_size, fingerprint, partial_dir
+from vocabscale.tokenizer.resume import (
+    PROGRESS,
+    file_size,
+    fingerprint,
+    partial_dir,
+    save_counts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +72,7 @@ def tokenize_part(
         **progress.done["train"],
     }
     write_json(work / "part.json", record)
-    (work / "progress.json").unlink()
-    publish_dir(work, out_dir)
+    publish_dir(work, out_dir, leave=[PROGRESS])  # the record stays until all is synced
     return record
 
 
@@ -122,7 +127,7 @@ def _concatenate(
             if part_counts.shape != counts.shape:
                 raise ValueError(f"{directory / 'unigram_counts.npy'}: not {vocab_size} counts")
             counts += part_counts
-    np.save(out.parent / "unigram_counts.npy", counts)
+    save_counts(out.parent, counts)
     return {
         "documents": sum(record["documents"] for record in records),
         "characters": sum(record["characters"] for record in records),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from vocabscale.config import add_params_argument, load_params
-from vocabscale.io import output_lock
+from vocabscale.io import check_out_dir, output_lock
 from vocabscale.tokenizer.batching import Batching
 from vocabscale.tokenizer.bpe import set_threads
 from vocabscale.tokenizer.one_job import tokenize_corpus
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> None:
     batching = Batching.from_params(section)
     set_threads(args.threads)
     with output_lock(args.out):  # and so its partial work, named after it
+        check_out_dir(args.out)  # before any work: never replace what it did not write
         if args.part is not None:
             parts = section["tokenize_jobs"]
             tokenize_part(args.corpus, args.tokenizer, args.out, args.part, parts, batching)
