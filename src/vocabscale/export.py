@@ -146,7 +146,9 @@ def check_tokenizer(tokenizer_path: Path, run: dict[str, Any], run_dir: Path) ->
         raise ValueError(f"{tokenizer_path}: {END_OF_TEXT} is not entry 0")
 
 
-def export_run(run_dir: str | Path, tokenizer_path: str | Path, out_dir: str | Path) -> Path:
+def export_run(
+    run_dir: str | Path, tokenizer_path: str | Path, out_dir: str | Path, force: bool = False
+) -> Path:
     """Write the Hugging Face directory of one run (atomically: all of it or nothing):
 
     config.json              a LlamaConfig of the run's exact shape (`hf_config`)
@@ -156,7 +158,9 @@ def export_run(run_dir: str | Path, tokenizer_path: str | Path, out_dir: str | P
     tokenizer_config.json    PreTrainedTokenizerFast, end-of-text as eos/bos/pad/unk token,
     special_tokens_map.json  no token added to what the text encodes
     vocabscale_run.json      the run's run.json, for provenance
-    """
+
+    `out_dir` may hold only an earlier export (`force`: with files added to it); anything
+    else is refused before the weights are read (`io.check_out_dir`)."""
     try:
         from safetensors.torch import save_file
     except ImportError:
@@ -167,7 +171,7 @@ def export_run(run_dir: str | Path, tokenizer_path: str | Path, out_dir: str | P
     check_tokenizer(tokenizer_path, run, run_dir)
     weights = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
     tensors = hf_state_dict(weights, run["n_head"])
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, force) as tmp:
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         follow_umask(tmp / "model.safetensors")  # safetensors makes it 0600
         write_json(tmp / "config.json", hf_config(run))

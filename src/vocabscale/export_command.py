@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from vocabscale.export import export_run, run_tokenizer
+from vocabscale.io import check_out_dir, output_lock
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,10 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the run's tokenizer.json (default: the pipeline's, "
         "results/tokenizers/v<V>/tokenizer.json)",
     )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an earlier export to --out with files added"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     run_dir = Path(args.run)
     tokenizer = Path(args.tokenizer) if args.tokenizer else run_tokenizer(run_dir)
-    out = export_run(run_dir, tokenizer, args.out)
+    check_out_dir(args.out, args.force)  # before the weights are read
+    with output_lock(args.out):
+        out = export_run(run_dir, tokenizer, args.out, args.force)
     print(f"wrote {out}: AutoModelForCausalLM / AutoTokenizer.from_pretrained({str(out)!r})")
