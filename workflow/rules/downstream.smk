@@ -24,7 +24,7 @@ rule downstream_tasks:
     log:
         "logs/downstream_tasks.log",
     shell:
-        "vocabscale downstream-tasks --params {params.file} --out {output} --log {log}"
+        "vocabscale downstream-tasks --params {params.file:q} --out {output:q} --log {log:q}"
 
 
 rule downstream:
