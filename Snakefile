@@ -13,6 +13,12 @@ from snakemake.utils import min_version
 
 min_version("8.20")
 
+# SIGTERM to the head process: exit once the submitted jobs have ended, never a hang (Snakemake's
+# handler runs in a thread of its own; vocabscale.cluster.head says why)
+from vocabscale.cluster.head import defer_graceful_exit
+
+defer_graceful_exit()
+
 
 configfile: "params.yaml"
 

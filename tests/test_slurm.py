@@ -9,8 +9,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
+import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -18,6 +28,10 @@ import slurm_cluster
 import yaml
 from conftest import copy_repo, git_commit_all, run_in, subprocess_env, write_params
 from test_distributed import assert_evaluates_like
+
+from vocabscale.cluster.plan import TOKENS_DIR, plan
+from vocabscale.cluster.rules import train_retries
+from vocabscale.config import load_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -260,3 +274,361 @@ def test_every_geometry_trains_the_same_run(gpu_sweep):
         assert_evaluates_like(
             workdir / f"results/runs/{name}-v320", workdir / "results/runs/g1-v320"
         )
+
+
+# --- signals to the head process -------------------------------------------------------------
+# Head processes of training runs that fail (failing.yaml, one run per scenario), all started at
+# once: SIGTERM while the job is queued, while it runs, and while the scheduler handles its
+# failure holding its lock (the issue's hang); SIGINT while it runs; no signal; and the
+# README's recipe, the head process as a SLURM job that SLURM sends SIGINT before its limit.
+
+#: How long a failing training job's first attempt runs before `vocabscale train` exits 1.
+FAIL_SECONDS = 6
+#: `vocabscale` on the failing heads' PATH (their jobs inherit it): `train` exits 1, every other
+#: command is the real one. Snakemake applies the train rule's retries inside the job too, so
+#: only the job's first attempt takes FAIL_SECONDS; the job's others fail at once.
+FAILING_VOCABSCALE = """#!/bin/sh
+if [ "$1" = train ]; then
+    mkdir "{marks}/$SLURM_JOB_ID" 2>/dev/null && sleep {seconds}
+    echo "vocabscale train fails on purpose (SLURM job $SLURM_JOB_ID)" >&2
+    exit 1
+fi
+exec {real} "$@"
+"""
+#: `snakemake`, but the scheduler keeps its lock HOLD seconds while it handles a failed job,
+#: having touched MARK: a SIGTERM sent then lands where, unwidened, one lands by chance (one in
+#: seven in the issue), the main thread holding the lock that Snakemake's handler takes.
+LOCK_HOLDER = """
+import os, sys, time
+from pathlib import Path
+from snakemake.cli import main
+from snakemake.scheduling.job_scheduler import JobScheduler
+
+handle_errors = JobScheduler._error_jobs
+
+def slowly(self):
+    if self._toerror:
+        Path(os.environ["MARK"]).touch()
+        time.sleep(float(os.environ["HOLD"]))
+    handle_errors(self)
+
+JobScheduler._error_jobs = slowly
+sys.argv[0] = "snakemake"
+sys.exit(main())
+"""
+#: The longest a head process may take, a signal or not (it is killed then, and the test fails).
+HEAD_TIMEOUT = 480
+#: The most a head process may take to exit once its last job ended: the executor notices at
+#: its next status check, then its status thread ends its sleep until the one after. It checks
+#: 2 s after submitting (here; 40 s by default), then 10 s later each time (at most 180 s).
+STATUS_LAG = 150
+#: The README's recipe for the head process as a SLURM job, with a short limit: SIGINT to the
+#: head process itself (`B:`; the batch script `exec`s it) 150 s before the limit (SLURM may send
+#: it up to a minute earlier): after the head has submitted, and early enough for it to exit at
+#: its next status check.
+HEAD_JOB = ("--time=5", "--signal=B:INT@150", "--mem=1000")
+HEAD_JOB_LIMIT = 300
+FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+
+
+@dataclass
+class FailingSetup:
+    workdir: Path
+    env: dict[str, str]
+    cluster: slurm_cluster.SlurmCluster
+    scratch: Path
+
+
+@dataclass
+class Outcome:
+    returncode: int | None  # None: still running HEAD_TIMEOUT s after it started (then killed)
+    signalled: float | None  # when the signal was sent (wall clock), None: none sent here
+    exited: float | None
+    jobs: list[dict[str, str]]  # `scontrol show job` of each job it submitted, once it ended
+    left: list[dict[str, str]]  # its jobs still queued or running once it ended
+    output: str
+    notes: dict[str, object] = field(default_factory=dict)
+
+
+def jobs_of(cluster: slurm_cluster.SlurmCluster, output: str) -> list[dict[str, str]]:
+    """`scontrol show job` of each job a head process submitted, by id: the SLURM executor
+    names every job after the run ID its output shows."""
+    found = re.search(r"SLURM run ID: (\S+)", output)
+    mine = [job for job in cluster.show_jobs() if found and job.get("JobName") == found.group(1)]
+    return sorted(mine, key=lambda job: int(job["JobId"]))
+
+
+def left_of(cluster: slurm_cluster.SlurmCluster, jobs: list[dict[str, str]]) -> list[dict]:
+    ids = {job["JobId"] for job in jobs}
+    return [job for job in cluster.jobs() if job["id"] in ids]
+
+
+def failing_arguments(model: str, *extra: str) -> list[str]:
+    """Snakemake's arguments for the failing run of `model` (after SNAKEMAKE_OVERRIDES)."""
+    # options taking several values (--set-resources among `extra`) before those taking one
+    arguments = [*extra, "--configfile", "failing.yaml", "--rerun-triggers", "mtime"]
+    return [*arguments, "--latency-wait", "5", f"results/runs/{model}-v320"]
+
+
+@dataclass
+class Head:
+    """A head process (`snakemake --profile cluster`) of one failing run, started in the
+    background, its output in a file."""
+
+    process: subprocess.Popen
+    log: Path
+    cluster: slurm_cluster.SlurmCluster
+
+    @classmethod
+    def start(cls, setup: FailingSetup, model: str, *extra: str, command=("snakemake",)) -> Head:
+        log = setup.scratch / f"{model}.out"
+        arguments = [*SNAKEMAKE_OVERRIDES, *failing_arguments(model, *extra)]
+        with log.open("w") as output:
+            process = subprocess.Popen(
+                [*command, "--profile", "cluster", *arguments],
+                cwd=setup.workdir,
+                env=setup.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        return cls(process, log, setup.cluster)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def jobs(self) -> list[dict[str, str]]:
+        return jobs_of(self.cluster, self.output())
+
+    def signal(self, signum: int) -> float:
+        self.process.send_signal(signum)
+        return time.time()
+
+    def poll(self, condition: Callable[[], Any], what: str, timeout: float = 300) -> Any:
+        """Poll `condition` every half second until it returns something true; fail after
+        `timeout` s, or once the head process has exited."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            found = condition()
+            if found:
+                return found
+            time.sleep(0.5)
+        raise AssertionError(f"{self.log.stem}: no {what}:\n{self.output()[-3000:]}")
+
+    def job_in(self, *states: str) -> Callable[[], dict[str, str] | None]:
+        return lambda: next((job for job in self.jobs() if job["JobState"] in states), None)
+
+    def finish(self, signalled: float | None, notes: dict) -> Outcome:
+        """Wait for the head process to exit (kill it after HEAD_TIMEOUT s) and record how."""
+        try:
+            self.process.wait(timeout=HEAD_TIMEOUT)
+            exited = time.time()
+        except subprocess.TimeoutExpired:
+            exited = None
+            self.process.kill()
+            self.process.wait()
+        jobs = self.jobs()
+        returncode = self.process.returncode if exited else None
+        left = left_of(self.cluster, jobs)
+        return Outcome(returncode, signalled, exited, jobs, left, self.output(), notes)
+
+
+def ended(job: dict[str, str]) -> float:
+    return datetime.fromisoformat(job["EndTime"]).timestamp()
+
+
+def started(job: dict[str, str]) -> float:
+    return datetime.fromisoformat(job["StartTime"]).timestamp()
+
+
+def while_queued(head: Head, setup: FailingSetup) -> tuple[float, dict]:
+    """SIGTERM while the job waits in the queue (held), released 5 s later."""
+    job = head.poll(head.job_in("PENDING"), "job held in the queue")
+    signalled = head.signal(signal.SIGTERM)
+    time.sleep(5)
+    waiting = head.process.poll() is None
+    setup.cluster.run("scontrol", "release", job["JobId"])
+    return signalled, {"waited for the queued job": waiting}
+
+
+def while_running(signum: int) -> Callable[[Head, FailingSetup], tuple[float, dict]]:
+    def moment(head: Head, setup: FailingSetup) -> tuple[float, dict]:
+        head.poll(head.job_in("RUNNING"), "running job")
+        return head.signal(signum), {}
+
+    return moment
+
+
+def in_the_lock(head: Head, setup: FailingSetup) -> tuple[float, dict]:
+    """SIGTERM while the scheduler handles the first failed attempt, holding its lock."""
+    head.poll(Path(setup.env["MARK"]).exists, "failed attempt being handled")
+    return head.signal(signal.SIGTERM), {}
+
+
+def no_signal(head: Head, setup: FailingSetup) -> tuple[None, dict]:
+    return None, {}
+
+
+#: Each scenario: when to signal the head process, Snakemake's extra arguments, the command.
+SIGNALLED = {
+    "term_queued": (while_queued, ("--set-resources", "train:slurm_extra='--hold'"), None),
+    "term_running": (while_running(signal.SIGTERM), (), None),
+    "term_locked": (in_the_lock, (), (sys.executable, "-c", LOCK_HOLDER)),
+    "interrupt": (while_running(signal.SIGINT), (), None),
+    "fails": (no_signal, (), None),
+}
+
+
+def signalled_head(setup: FailingSetup, model: str) -> Outcome:
+    """Start a head process of the failing run of `model`, signal it at its moment, and wait
+    for it to exit."""
+    moment, extra, command = SIGNALLED[model]
+    head = Head.start(setup, model, *extra, command=command or ("snakemake",))
+    try:
+        signalled, notes = moment(head, setup)
+    except BaseException:
+        head.process.kill()
+        head.process.wait()
+        raise
+    return head.finish(signalled, notes)
+
+
+def head_job(setup: FailingSetup, model: str) -> Outcome:
+    """The head process as a SLURM job (HEAD_JOB), left to SLURM's signal before its limit."""
+    out = setup.scratch / f"{model}.out"
+    snakemake = ["exec", "snakemake", "--profile", "cluster", *SNAKEMAKE_OVERRIDES]
+    wrap = ["--wrap", shlex.join([*snakemake, *failing_arguments(model)])]
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "--job-name=vocabscale-head", f"--output={out}", *HEAD_JOB, *wrap],
+        cwd=setup.workdir,
+        env=setup.env,  # the head job's environment, and its jobs'
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    head_id = submitted.stdout.strip().split(";")[0]
+
+    deadline = time.monotonic() + HEAD_TIMEOUT
+    while time.monotonic() < deadline:
+        (job,) = [job for job in setup.cluster.show_jobs() if job["JobId"] == head_id]
+        if job["JobState"] in FINAL_STATES:
+            break
+        time.sleep(1)
+    else:
+        setup.cluster.run("scancel", head_id)
+        raise AssertionError(f"head job {head_id} still {job['JobState']} after {HEAD_TIMEOUT} s")
+    output = out.read_text(errors="replace")
+    jobs = jobs_of(setup.cluster, output)
+    returncode = int(job["ExitCode"].split(":")[0])
+    notes = {"state": job["JobState"], "ran": ended(job) - started(job)}
+    return Outcome(returncode, None, ended(job), jobs, left_of(setup.cluster, jobs), output, notes)
+
+
+SCENARIOS = {**dict.fromkeys(SIGNALLED, signalled_head), "head_job": head_job}
+
+
+@pytest.fixture(scope="module")
+def failing_setup(slurm_run, cluster, tmp_path_factory) -> FailingSetup:
+    """The SLURM run's directory with one failing run per scenario (failing.yaml), and
+    `vocabscale train` failing on the PATH of their head processes and jobs."""
+    workdir, env, _ = slurm_run
+    scratch = tmp_path_factory.mktemp("signals")
+    settings = yaml.safe_load((workdir / "params.yaml").read_text())
+    shape = {"n_layer": 1, "n_head": 2, "d_model": 32, "ffn": 64}
+    shape["train_tokens"] = 8 * settings["train"]["batch_tokens"]
+    settings["models"] = dict.fromkeys(SCENARIOS, shape)
+    write_params(workdir / "failing.yaml", settings)
+    bin_dir, marks = scratch / "bin", scratch / "marks"
+    bin_dir.mkdir()
+    marks.mkdir()
+    real = shutil.which("vocabscale", path=env["PATH"])
+    shim = bin_dir / "vocabscale"
+    shim.write_text(FAILING_VOCABSCALE.format(marks=marks, seconds=FAIL_SECONDS, real=real))
+    shim.chmod(0o755)
+    env = {**env, "PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"}
+    env |= {"MARK": str(scratch / "in-the-lock"), "HOLD": "5"}
+    return FailingSetup(workdir, env, cluster, scratch)
+
+
+@pytest.fixture(scope="module")
+def head_outcomes(failing_setup) -> dict[str, Future]:
+    """Every scenario's head process, all at once (each waits on SLURM most of its time)."""
+    with ThreadPoolExecutor(len(SCENARIOS)) as pool:
+        return {name: pool.submit(run, failing_setup, name) for name, run in SCENARIOS.items()}
+
+
+def assert_ends_once_its_jobs_ended(outcome: Outcome, most_jobs: int) -> None:
+    """The head process exited after SIGTERM, after every job it had submitted had ended (none
+    left in the queue), and soon after."""
+    tail = outcome.output[-4000:]
+    assert outcome.exited, f"the head process did not exit after SIGTERM:\n{tail}"
+    assert "Will exit after finishing currently running jobs" in outcome.output, tail
+    assert not outcome.left, f"jobs left in the queue: {outcome.left}"
+    assert 1 <= len(outcome.jobs) <= most_jobs, [job["JobId"] for job in outcome.jobs]
+    last_end = max(ended(job) for job in outcome.jobs)
+    # EndTime has a resolution of one second
+    assert outcome.exited >= last_end - 1, "the head process exited before its job ended"
+    assert outcome.exited - last_end < STATUS_LAG, outcome.exited - last_end
+    print(
+        f"exited {outcome.exited - outcome.signalled:.0f} s after SIGTERM, "
+        f"{outcome.exited - last_end:.0f} s after its last job ended; {len(outcome.jobs)} job(s)"
+    )
+
+
+def test_sigterm_while_the_job_is_queued_ends_the_head_once_it_ran(head_outcomes):
+    outcome = head_outcomes["term_queued"].result()
+    assert outcome.notes["waited for the queued job"], "the head process left its queued job"
+    assert_ends_once_its_jobs_ended(outcome, most_jobs=1)
+    assert outcome.jobs[0]["JobState"] == "FAILED"  # it ran, failed, and was not retried
+
+
+def test_sigterm_while_the_job_runs_ends_the_head_once_it_ended(head_outcomes):
+    outcome = head_outcomes["term_running"].result()
+    assert_ends_once_its_jobs_ended(outcome, most_jobs=1)
+    assert ended(outcome.jobs[0]) >= outcome.signalled - 1, "the job was not running at SIGTERM"
+
+
+def test_sigterm_while_the_scheduler_holds_its_lock_ends_the_head(head_outcomes):
+    """The issue's hang, made certain: SIGTERM while the head handles a failed attempt, holding
+    the scheduler's lock. Snakemake's own handler then waits for that lock forever; run in a
+    thread (vocabscale.cluster.head), it lets the head exit, the retry not submitted."""
+    outcome = head_outcomes["term_locked"].result()
+    assert_ends_once_its_jobs_ended(outcome, most_jobs=1)
+
+
+def test_sigint_cancels_the_job_and_ends_the_head_within_a_minute(head_outcomes):
+    outcome = head_outcomes["interrupt"].result()
+    tail = outcome.output[-4000:]
+    assert outcome.exited, f"the head process did not exit after SIGINT:\n{tail}"
+    assert outcome.exited - outcome.signalled < 60, outcome.exited - outcome.signalled
+    assert not outcome.left, f"jobs left in the queue: {outcome.left}"
+    assert [job["JobState"] for job in outcome.jobs] == ["CANCELLED"]
+    print(f"exited {outcome.exited - outcome.signalled:.0f} s after SIGINT")
+
+
+def test_a_head_job_cancels_its_jobs_and_ends_before_its_limit(head_outcomes):
+    """The README's recipe: SLURM's SIGINT reaches the head process, which cancels its jobs
+    and exits before the limit (SLURM would kill it there, its jobs left running)."""
+    outcome = head_outcomes["head_job"].result()
+    tail = outcome.output[-4000:]
+    assert outcome.notes["state"] != "TIMEOUT", tail
+    assert outcome.notes["ran"] < HEAD_JOB_LIMIT, tail
+    assert "Terminating processes on user request" in outcome.output, tail
+    assert outcome.jobs, tail
+    assert not outcome.left, f"jobs left in the queue: {outcome.left}"
+    print(f"head job: {outcome.notes}, its jobs {[job['JobState'] for job in outcome.jobs]}")
+
+
+def test_a_run_failing_on_every_attempt_ends_the_head_with_an_error_naming_it(
+    head_outcomes, failing_setup
+):
+    outcome = head_outcomes["fails"].result()
+    tail = outcome.output[-4000:]
+    assert outcome.exited, f"the head process did not exit:\n{tail}"
+    assert outcome.returncode != 0
+    params = load_params(failing_setup.workdir / "failing.yaml")
+    attempts = 1 + train_retries(plan(params, failing_setup.workdir / TOKENS_DIR))
+    assert [job["JobState"] for job in outcome.jobs] == ["FAILED"] * attempts, tail
+    assert "Error in rule train" in outcome.output
+    assert "wildcards: model=fails, vocab=320" in outcome.output
+    assert "logs/train/fails-v320.log" in outcome.output
+    assert not outcome.left
