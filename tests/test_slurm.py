@@ -284,12 +284,12 @@ def test_every_geometry_trains_the_same_run(gpu_sweep):
 
 #: How long a failing training job's first attempt runs before `vocabscale train` exits 1.
 FAIL_SECONDS = 6
-#: `vocabscale` on the failing heads' PATH (their jobs inherit it): `train` exits 1, every other
-#: command is the real one. Snakemake applies the train rule's retries inside the job too, so
-#: only the job's first attempt takes FAIL_SECONDS; the job's others fail at once.
+#: `vocabscale` on the failing heads' PATH (their jobs inherit it): `train` notes the SLURM job
+#: it ran in, takes FAIL_SECONDS and exits 1; every other command is the real one.
 FAILING_VOCABSCALE = """#!/bin/sh
 if [ "$1" = train ]; then
-    mkdir "{marks}/$SLURM_JOB_ID" 2>/dev/null && sleep {seconds}
+    echo attempt >> "{marks}/attempts-$SLURM_JOB_ID"
+    sleep {seconds}
     echo "vocabscale train fails on purpose (SLURM job $SLURM_JOB_ID)" >&2
     exit 1
 fi
@@ -628,6 +628,9 @@ def test_a_run_failing_on_every_attempt_ends_the_head_with_an_error_naming_it(
     params = load_params(failing_setup.workdir / "failing.yaml")
     attempts = 1 + train_retries(plan(params, failing_setup.workdir / TOKENS_DIR))
     assert [job["JobState"] for job in outcome.jobs] == ["FAILED"] * attempts, tail
+    for job in outcome.jobs:  # the head retries; a job runs its run once and fails
+        ran = failing_setup.scratch / "marks" / f"attempts-{job['JobId']}"
+        assert ran.read_text().splitlines() == ["attempt"], job["JobId"]
     assert "Error in rule train" in outcome.output
     assert "wildcards: model=fails, vocab=320" in outcome.output
     assert "logs/train/fails-v320.log" in outcome.output

@@ -11,7 +11,9 @@ rule train:
     resources:
         **train_resource_callables(PLAN, PARAMS),
     # a run longer than one job's time limit continues from its checkpoint on each retry
-    retries: train_retries(PLAN)
+    # only the head process retries: inside a SLURM job (remote execution) a retry would rerun
+    # the run in an allocation that its time limit, or its failure, already ended
+    retries: train_retries(PLAN) if workflow.is_main_process else 0
     log:
         "logs/train/{model}-v{vocab}.log",
     shell:
