@@ -17,7 +17,8 @@ from test_dvc import dvc_status, edit_params
 pytestmark = pytest.mark.slow
 
 HUBER = "estimate.parametric.huber_delta"
-PREDICTED = "vocab_size.tiny.parametric"
+PREDICTED = "vocab_size.tiny.recommended"
+FITTED = "r_squared.parametric"  # the tiny runs' approach 3 is degenerate: no V of its own
 
 
 def stages_run(output: str) -> list[str]:
@@ -69,16 +70,19 @@ def experiments(project) -> dict[str, dict]:
     return found
 
 
-def test_an_experiment_with_a_new_setting_reruns_only_the_estimate_and_the_report(
+def test_an_experiment_with_a_new_setting_reruns_only_the_estimate_backtest_and_report(
     handed_over,
     tmp_path,
 ):
     project = copy_project(handed_over, tmp_path / "project")
     result = run_in(project, "dvc", "exp", "run", "--name", "huber-0.01", "-S", f"{HUBER}=0.01")
-    assert stages_run(result.stdout + result.stderr) == ["estimate@parametric", "report"]
+    # the backtest refits approach 3 with the new setting, so it reruns too
+    expected = ["estimate@parametric", "backtest", "report"]
+    assert stages_run(result.stdout + result.stderr) == expected
     shown = experiments(project)
     assert shown["huber-0.01"]["params"]["estimate"]["parametric"]["huber_delta"] == 0.01
     assert shown["huber-0.01"]["metrics"][PREDICTED] > 0
+    assert FITTED in shown["huber-0.01"]["metrics"]
 
 
 def test_a_queued_sweep_runs_and_dvc_exp_show_lists_it_side_by_side(
@@ -95,6 +99,7 @@ def test_a_queued_sweep_runs_and_dvc_exp_show_lists_it_side_by_side(
     }
     assert sorted(deltas.values()) == [0.003, 0.3]
     assert all(shown[name]["metrics"][PREDICTED] > 0 for name in deltas)
+    assert all(FITTED in shown[name]["metrics"] for name in deltas)
     table = run_in(project, "dvc", "exp", "show", "--md", "--only-changed").stdout
     assert HUBER.rsplit(".", 1)[0] in table or "huber_delta" in table
     assert dvc_status(project) == {}  # the sweep ran beside the workspace, not in it

@@ -36,6 +36,7 @@ from vocabscale.train.config import TrainConfig
 from vocabscale.train.data import RunData, training_batch
 from vocabscale.train.distributed import Process
 from vocabscale.train.loop import Trainer, accumulate_gradients
+from vocabscale.train.plan import RunPlan
 
 
 def planned_cases(settings: Settings) -> list[dict[str, Any]]:
@@ -89,7 +90,7 @@ def flash_events(trainer: Trainer, micro_batch: int, device: torch.device) -> in
     forward and backward pass of one micro-batch through the trainer's model."""
     from torch.profiler import ProfilerActivity, profile
 
-    inputs, targets = training_batch(trainer.data.train, trainer.order, 0, micro_batch)
+    inputs, targets = training_batch(trainer.plan.data.train, trainer.plan.order, 0, micro_batch)
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
@@ -121,10 +122,11 @@ def build_trainer(
     config = TrainConfig.from_params(train)
     data = synthetic_data(case["vocab_size"], batch_tokens * steps + settings.context + 1)
     with torch.device(device):
-        trainer = Trainer(spec, data, config, Process(0, 1, device), work / "checkpoint")
+        run_plan = RunPlan.make(spec, data, config, Process(0, 1, device))
+        trainer = Trainer(run_plan, work / "checkpoint")
     plan = parallelism(spec, case["vocab_size"], params).memory_bytes
     case.update(micro_batch=micro, accumulation=settings.accumulation, context=config.context)
-    case.update(precision=trainer.precision, loss_head=config.loss_head, plan_bytes=plan)
+    case.update(precision=trainer.plan.precision, loss_head=config.loss_head, plan_bytes=plan)
     return trainer
 
 
@@ -149,7 +151,7 @@ def measure(
     else:
         reset_peak_rss()
     trainer = build_trainer(case, settings, params, device, work)
-    lr, data_step = trainer.config.lr, iter(range(10**9))
+    lr, data_step = trainer.plan.config.lr, iter(range(10**9))
 
     def step() -> None:
         trainer.optimizer_step(next(data_step), lr, False)
@@ -158,9 +160,9 @@ def measure(
         case["warmup_s"] = round(seconds(step, settings.warmup_steps, device), 2)
         case["flash_events"] = flash_events(trainer, case["micro_batch"], device)
         elapsed = seconds(step, settings.timed_steps, device)
-    tokens = settings.timed_steps * trainer.config.batch_tokens
-    case.update(tokens_per_s=tokens / elapsed, flops_per_token=trainer.flops_per_token)
-    case["achieved_flops"] = case["tokens_per_s"] * trainer.flops_per_token
+    tokens = settings.timed_steps * trainer.plan.config.batch_tokens
+    case.update(tokens_per_s=tokens / elapsed, flops_per_token=trainer.plan.flops_per_token)
+    case["achieved_flops"] = case["tokens_per_s"] * trainer.plan.flops_per_token
     case["train_loss"] = trainer.last_loss
     case["peak_bytes"] = torch.cuda.max_memory_allocated(device) if cuda else peak_rss()
     if cuda:
