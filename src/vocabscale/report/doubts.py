@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vocabscale.estimate.derivative import common_budget_range, vocab_losses_at_budget
+from vocabscale.estimate.anchor import common_budget_range, vocab_losses_at_budget
 from vocabscale.estimate.results import ApproachResult, Fit
 from vocabscale.report.evidence import Evidence, target_distances, title
 from vocabscale.report.numbers import human, range_text, sci, times
