@@ -2,7 +2,7 @@
 dC/dV = 0 for C(V) = 6 (Nnv + V d) H f(V), solved over a grid of Nnv (d learnt from the trained
 models, or the paper's width mapping), a power law Nv ∝ Nnv^gamma through the solutions, and
 the curve anchored at the empirically best Nv of the smallest model at its compute-optimal
-budget (anchor.py; docs/design.md, "Approach 2")."""
+budget (anchor.py; docs/design.md, "Approach 2"). The authors' gamma is in authors.py."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from vocabscale.estimate.anchor import (
     RunsAnchor,
     smallest_model,
 )
+from vocabscale.estimate.authors import PAPER_NNV_GRID, authors_exponent
 from vocabscale.estimate.fitting import huber_least_squares, r_squared
 from vocabscale.estimate.methods import method_named
 from vocabscale.estimate.results import Answer, Fit
@@ -246,9 +247,12 @@ class DerivativeFitter:
     def __init__(self, runs: RunsTable | None, f: TokensPerChar, **options: Any):
         self.settings = DerivativeOptions(**options)
         chosen = method_named(self.settings.method)
+        self.authors_exponent = chosen.authors_exponent
         self.anchor = anchor_reader(runs, f, self.settings)
         nnv_grid, self.grid_source = self.settings.nnv_grid, "given"
-        if nnv_grid is None:
+        if nnv_grid is None and self.authors_exponent:
+            nnv_grid, self.grid_source = PAPER_NNV_GRID, "the paper's models (rounded)"
+        elif nnv_grid is None:
             if runs is None:
                 raise ValueError("without runs the derivative approach needs an explicit nnv_grid")
             nnv_grid, self.grid_source = (
@@ -256,7 +260,8 @@ class DerivativeFitter:
                 "trained models",
             )
         self.nnv_grid = [float(n) for n in nnv_grid]
-        self.width = grid_width_rule(self.settings.grid_widths, runs)
+        widths = "paper" if self.authors_exponent else self.settings.grid_widths
+        self.width = grid_width_rule(widths, runs)
         self.exponents: dict[tuple[float, ...], dict[str, Any]] = {}
         self.options = {
             "method": self.settings.method,
@@ -267,18 +272,22 @@ class DerivativeFitter:
             "huber_delta": self.settings.huber_delta,
             "nnv_grid": self.nnv_grid,
             "nnv_grid_source": self.grid_source,
-            "grid_widths": self.settings.grid_widths,
-            "exponent_through_anchor": self.settings.exponent_through_anchor,
+            "grid_widths": widths,
+            "exponent_through_anchor": self.authors_exponent
+            or self.settings.exponent_through_anchor,
         }
 
     def exponent(self, f: TokensPerChar, anchor: dict[str, Any]) -> dict[str, Any]:
         through = None
-        if self.settings.exponent_through_anchor:
+        if self.settings.exponent_through_anchor and not self.authors_exponent:
             through = (anchor["nnv"], anchor["d_model"])
         key = (f.a, f.b, f.c, *(through or ()))
         if key not in self.exponents:
-            self.exponents[key] = fit_exponent(
-                self.nnv_grid, self.width, f, self.settings.huber_delta, through
+            delta = self.settings.huber_delta
+            self.exponents[key] = (
+                authors_exponent(self.nnv_grid, f, delta)
+                if self.authors_exponent
+                else fit_exponent(self.nnv_grid, self.width, f, delta, through)
             )
         return self.exponents[key]
 

@@ -13,10 +13,12 @@ import numpy as np
 from scipy.optimize import lsq_linear, minimize_scalar
 
 from vocabscale.accounting import MIN_VOCAB_SIZE
+from vocabscale.estimate.authors import authors_inputs, authors_start, fit_loss_authors
 from vocabscale.estimate.fitting import (
     HuberFit,
     huber_least_squares,
     huber_objective,
+    huber_standard_errors,
     r_squared,
 )
 from vocabscale.estimate.methods import method_named
@@ -69,21 +71,29 @@ def _starts(x1, x2, x3, y, delta: float, keep: int) -> list[np.ndarray]:
     return [start for _, start in scored[:keep]]
 
 
+def law_jacobian(inputs, p, logs=None) -> np.ndarray:
+    """d L_u / d (E, A1, A2, B, alpha1, alpha2) at every point (alpha1 = beta); `logs`, the
+    inputs' logarithms, when the caller keeps them."""
+    x1, x2, x3 = inputs
+    log1, log2, log3 = logs or (np.log(x1), np.log(x2), np.log(x3))
+    _, a1, a2, b, alpha1, alpha2 = p
+    t1, t2, t3 = x1**-alpha1, x2**-alpha2, x3**-alpha1
+    return np.column_stack(
+        [-np.ones_like(x1), t1, t2, t3, -a1 * log1 * t1 - b * log3 * t3, -a2 * log2 * t2]
+    )
+
+
 def fit_loss(x1, x2, x3, y, delta: float, keep: int = 6, starts=None) -> HuberFit:
     """Huber fit of the six parameters from `starts`, else from the `keep` best points of the
     exponent grid."""
-    log1, log2, log3 = np.log(x1), np.log(x2), np.log(x3)
+    logs = (np.log(x1), np.log(x2), np.log(x3))
 
     def residual(p):
         e, a1, a2, b, alpha1, alpha2 = p
         return -e + a1 * x1**-alpha1 + a2 * x2**-alpha2 + b * x3**-alpha1 - y
 
     def jacobian(p):
-        _, a1, a2, b, alpha1, alpha2 = p
-        t1, t2, t3 = x1**-alpha1, x2**-alpha2, x3**-alpha1
-        return np.column_stack(
-            [-np.ones_like(y), t1, t2, t3, -a1 * log1 * t1 - b * log3 * t3, -a2 * log2 * t2]
-        )
+        return law_jacobian((x1, x2, x3), p, logs)
 
     lower = [-np.inf, 0.0, 0.0, 0.0, EXPONENT_BOUNDS[0], EXPONENT_BOUNDS[0]]
     upper = [np.inf, np.inf, np.inf, np.inf, EXPONENT_BOUNDS[1], EXPONENT_BOUNDS[1]]
@@ -156,7 +166,8 @@ def fit_result(fit: HuberFit, y: np.ndarray) -> Fit:
 
 class ParametricFitter:
     """Approach 3 prepared on a table: the points fitted and their scaled inputs are fixed;
-    calling it with L_u (row for row) fits the law, from the main fit's optimum when given."""
+    calling it with L_u (row for row) fits the law, from the main fit's optimum when given.
+    The method's fit is the Huber minimum (corrected) or the authors' L-BFGS-B selection."""
 
     def __init__(
         self,
@@ -169,21 +180,31 @@ class ParametricFitter:
         authors_tokenization: bool,
     ):
         points = fit_points(runs, min_flops)
-        self.rows = points.index.to_numpy()
         self.delta = huber_delta
-        self.authors = method_named(method).authors_tokenization or authors_tokenization
-        nnv, nv = points["non_vocab_params"].to_numpy(float), points["vocab_params"].to_numpy(float)
-        self.true_inputs = scaled_inputs(nnv, nv, points["tokens"].to_numpy(float))
-        self.inputs = self.true_inputs
-        if self.authors:
-            characters = points["characters"].to_numpy(float)
-            tokens = characters * f(points["vocab_size"].to_numpy(float) / 1000.0)
-            self.inputs = scaled_inputs(nnv, nv, tokens)
+        chosen = method_named(method)
+        self.authors = chosen.authors_tokenization or authors_tokenization
+        self.authors_fit = chosen.authors_loss_fit
+        if self.authors_fit:  # the script's order of the points, which its sums follow
+            order = np.argsort(runs.frame["flops"].to_numpy(float), kind="quicksort")
+            points = runs.frame.iloc[order]
+            points = points[points["flops"] >= min_flops]
+            self.inputs = authors_inputs(points, f, self.authors)
+            self.true_inputs = authors_inputs(points, f, False)
+        else:
+            nnv, nv = points["non_vocab_params"], points["vocab_params"]
+            tokens = points["tokens"].to_numpy(float)
+            self.true_inputs = scaled_inputs(nnv, nv, tokens)
+            self.inputs = self.true_inputs
+            if self.authors:
+                vocab = points["vocab_size"].to_numpy(float)
+                self.inputs = scaled_inputs(nnv, nv, points["characters"] * f(vocab / 1000.0))
+        self.rows = points.index.to_numpy()
         self.options = {
             "method": method,
             "min_flops": min_flops,
             "huber_delta": huber_delta,
             "authors_tokenization": self.authors,
+            "fit": "authors" if self.authors_fit else "huber_minimum",
             "units": {
                 "non_vocab_params": "millions",
                 "vocab_params": "millions",
@@ -191,19 +212,32 @@ class ParametricFitter:
             },
         }
 
+    def fit(self, inputs, y: np.ndarray, warm: Fit | None) -> Fit:
+        """The method's fit of the law on `inputs`: from the grid's best points, or for a refit
+        (`warm`) from the main fit's optimum."""
+        if self.authors_fit:
+            starts = None if warm is None else [authors_start(warm.coefficients)]
+            found, selection = fit_loss_authors(inputs, y, self.delta, starts)
+            found.standard_errors = huber_standard_errors(
+                law_jacobian(inputs, found.params), found.residuals, self.delta
+            )
+            result = fit_result(found, y)
+            result.details["fit"].update(selection)
+            return result
+        starts = None if warm is None else [[warm.coefficients[name] for name in PARAMETERS]]
+        return fit_result(fit_loss(*inputs, y, self.delta, starts=starts), y)
+
     def __call__(
         self, loss_u: np.ndarray, f: TokensPerChar, warm: Fit | None, full: bool = False
     ) -> Fit:
         """Fit on L_u (f is fixed by the design); from `warm`'s parameters when given, else
-        from the best points of the exponent grid."""
+        from the method's grid of starts."""
         y = loss_u[self.rows]
-        starts = None if warm is None else [[warm.coefficients[name] for name in PARAMETERS]]
-        result = fit_result(fit_loss(*self.inputs, y, self.delta, starts=starts), y)
+        result = self.fit(self.inputs, y, warm)
         if full:
             result.details["options"] = dict(self.options)
             if self.authors:
-                true_fit = fit_result(fit_loss(*self.true_inputs, y, self.delta), y)
-                result.details["true_tokenization"] = true_fit.to_json()
+                result.details["true_tokenization"] = self.fit(self.true_inputs, y, None).to_json()
             self._log(result)
         return result
 
