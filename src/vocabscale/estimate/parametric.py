@@ -57,6 +57,35 @@ def _design(x1, x2, x3, alpha1, alpha2):
     return np.column_stack([-np.ones_like(x1), x1**-alpha1, x2**-alpha2, x3**-alpha1])
 
 
+def _huber_rows(residuals: np.ndarray, delta: float) -> np.ndarray:
+    """`huber_objective` of every row of a matrix of residuals."""
+    absolute = np.abs(residuals)
+    inside = absolute <= delta
+    return np.where(inside, 0.5 * residuals**2, delta * (absolute - 0.5 * delta)).sum(axis=1)
+
+
+class GridStarts:
+    """The exponent grid prepared on a table's inputs for refits: at every (alpha1, alpha2) the
+    law is linear in (E, A1, A2, B), so the design's pseudo-inverse scores any L_u with two
+    matrix products (least squares, the negative A's then set to 0: a start needs no more)."""
+
+    def __init__(self, x1, x2, x3):
+        self.exponents = np.array([(a1, a2) for a1 in EXPONENT_GRID for a2 in EXPONENT_GRID])
+        self.designs = np.stack([_design(x1, x2, x3, a1, a2) for a1, a2 in self.exponents])
+        self.inverses = np.linalg.pinv(self.designs)
+
+    def best(self, y: np.ndarray, delta: float, away_from: np.ndarray, keep: int):
+        """The `keep` best grid points for L_u `y` more than one grid step from the exponents
+        `away_from` in alpha1 or alpha2 (a start there explores another part of the valley)."""
+        coefficients = np.einsum("gkn,n->gk", self.inverses, y)
+        coefficients[:, 1:] = np.maximum(coefficients[:, 1:], 0.0)
+        scores = _huber_rows(np.einsum("gnk,gk->gn", self.designs, coefficients) - y, delta)
+        step = EXPONENT_GRID[1] - EXPONENT_GRID[0]
+        far = np.any(np.abs(self.exponents - away_from) > step, axis=1)
+        order = [g for g in np.argsort(scores) if far[g]][:keep]
+        return [np.concatenate([coefficients[g], self.exponents[g]]) for g in order]
+
+
 def _starts(x1, x2, x3, y, delta: float, keep: int) -> list[np.ndarray]:
     """Score the exponent grid with the best non-negative linear coefficients at each point."""
     scored = []
@@ -164,6 +193,21 @@ def fit_result(fit: HuberFit, y: np.ndarray) -> Fit:
     return Fit({**p, "beta": p["alpha1"]}, flags, {"fit": quality})
 
 
+#: A corrected refit starts from the main fit's optimum and, when the main fit is weakly
+#: identified, from up to this many of the best points of the exponent grid for its own L_u
+#: that lie away from that optimum: along a nearly flat valley a refit's optimum can sit far
+#: from the main fit's, where a start from the main fit's alone often stops unconverged and is
+#: left out of the interval. One start rescued as many refits as two (benchmarks/RESULTS.md).
+REFIT_GRID_STARTS = 1
+
+
+def weakly_identified(fit: Fit) -> bool:
+    """What the report calls weak identification: a parameter's 90% interval over 2x or across
+    0, or alpha2 > 1."""
+    weak = (fit.quality.get("identification") or {}).get("weak")
+    return bool(weak) or fit.coefficient("alpha2", 0.0) > 1
+
+
 class ParametricFitter:
     """Approach 3 prepared on a table: the points fitted and their scaled inputs are fixed;
     calling it with L_u (row for row) fits the law, from the main fit's optimum when given.
@@ -199,6 +243,7 @@ class ParametricFitter:
                 vocab = points["vocab_size"].to_numpy(float)
                 self.inputs = scaled_inputs(nnv, nv, points["characters"] * f(vocab / 1000.0))
         self.rows = points.index.to_numpy()
+        self.grid: GridStarts | None = None  # prepared at the first refit
         self.options = {
             "method": method,
             "min_flops": min_flops,
@@ -214,7 +259,8 @@ class ParametricFitter:
 
     def fit(self, inputs, y: np.ndarray, warm: Fit | None) -> Fit:
         """The method's fit of the law on `inputs`: from the grid's best points, or for a refit
-        (`warm`) from the main fit's optimum."""
+        (`warm`) from the main fit's optimum (and, corrected and weakly identified, the grid's
+        best points away from it)."""
         if self.authors_fit:
             starts = None if warm is None else [authors_start(warm.coefficients)]
             found, selection = fit_loss_authors(inputs, y, self.delta, starts)
@@ -224,7 +270,14 @@ class ParametricFitter:
             result = fit_result(found, y)
             result.details["fit"].update(selection)
             return result
-        starts = None if warm is None else [[warm.coefficients[name] for name in PARAMETERS]]
+        starts = None
+        if warm is not None:
+            main = np.array([warm.coefficients[name] for name in PARAMETERS])
+            starts = [main]
+            if weakly_identified(warm):
+                if self.grid is None:
+                    self.grid = GridStarts(*inputs)
+                starts += self.grid.best(y, self.delta, main[4:], REFIT_GRID_STARTS)
         return fit_result(fit_loss(*inputs, y, self.delta, starts=starts), y)
 
     def __call__(
