@@ -260,6 +260,7 @@ CHANGES = [
      {"estimate@derivative"}),
     ("approach 1's options, which approach 2's anchor reads",
      edit_setting("estimate.isoflops.nnv_points", 30), {"estimate"}),
+    ("the target fitted", edit_setting("estimate.target", "bpb"), {"estimate"}),
     ("a key declared on its own", edit_setting("tokenizer.min_frequency", 3),
      {"train_tokenizer"}),
     ("a key that changes no output", edit_setting("tokenizer.batch_documents", 7), set()),

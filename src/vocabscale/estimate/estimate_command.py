@@ -25,6 +25,7 @@ from vocabscale.estimate.predict import predictions_with_methods
 from vocabscale.estimate.results import Estimates
 from vocabscale.io import atomic_dir, write_csv, write_json
 from vocabscale.runs.table import (
+    TARGETS,
     RunsTableError,
     parse_renames,
     prepare_runs,
@@ -78,6 +79,8 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
                 options[section].update(option.values(given))
     if args.method is not None:
         options["method"] = args.method
+    if args.target is not None:
+        options["target"] = args.target
     if args.huber_delta is not None:
         for name in APPROACHES:
             if "huber_delta" in options[name]:
@@ -130,6 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tokenization", help="paper or a fit.json; default: fit f(V) on the table"
     )
     parser.add_argument("--method", choices=tuple(METHODS), help=describe("estimate.method"))
+    parser.add_argument("--target", choices=TARGETS, help=describe("estimate.target"))
     parser.add_argument(
         "--compare-authors",
         action="store_true",
@@ -152,8 +156,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     frame = read_runs_csv(args.runs, parse_renames(args.column))
     f_fit, tokenization = resolve_tokenization(args.tokenization, frame, args.runs)
-    runs = prepare_runs(frame, f_fit.f, args.runs)
     options = options_from_args(args)
+    runs = prepare_runs(frame, f_fit.f, args.runs, options["target"])
     out_dir = Path(args.out)
     check_out_dir(out_dir)
     estimates = estimate_all(runs, f_fit, tokenization, options, args.compare_authors)

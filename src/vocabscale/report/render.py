@@ -27,6 +27,7 @@ from vocabscale.report.evidence import (
     title,
 )
 from vocabscale.report.numbers import human, range_text, sci, times
+from vocabscale.report.sections import target_comparison_markdown
 
 
 def _glance_markdown(table: pd.DataFrame, doubts: list[dict[str, Any]]) -> list[str]:
@@ -249,6 +250,7 @@ def render_markdown(
         *_predictions_markdown(evidence),
         "",
         *_comparison_markdown(evidence),
+        *target_comparison_markdown(evidence),
         "## What to doubt",
         "",
         *_doubts_markdown(evidence, doubts),
