@@ -23,19 +23,46 @@ from vocabscale.report.evidence import (
 from vocabscale.report.numbers import human, sci
 
 
-def anchor_interval(evidence: Evidence) -> str:
-    """`, 90% interval a - b` of the anchor's V over the bootstrap refits ('' without)."""
+def anchor_interval(evidence: Evidence, key: str = "vocab_size", show=None) -> str:
+    """`, 90% interval a - b` of the anchor's `key` over the bootstrap refits ('' without)."""
     result = evidence.fitted("derivative")
+    show = show or (lambda value: f"{value:,.0f}")
 
-    def anchor_vocab(fit: Fit) -> float | None:
+    def anchor_value(fit: Fit) -> float | None:
         anchor = fit.coefficient("anchor")
-        return anchor.get("vocab_size") if anchor else None
+        return anchor.get(key) if anchor else None
 
-    interval = None if result is None else refit_interval(result, anchor_vocab, evidence.confidence)
+    interval = None if result is None else refit_interval(result, anchor_value, evidence.confidence)
     if interval is None or not interval.available:
         return ""
     low, high = float(interval.low), float(interval.high)
-    return f", {evidence.confidence:.0%} interval {low:,.0f} – {high:,.0f}"
+    return f", {evidence.confidence:.0%} interval {show(low)} – {show(high)}"
+
+
+def anchor_budget_text(evidence: Evidence, anchor: dict) -> str:
+    """Why the anchor was read at its budget (` ` + a sentence, or '')."""
+    rule = anchor.get("budget_rule")
+    if rule == "compute_optimal":
+        spread = anchor_interval(evidence, "flops", sci).removeprefix(", ")
+        text = (
+            " That budget is the smallest model's compute-optimal one under approach 1's "
+            f"Nnv = e^K1 C^a refitted on these runs, K1 = {anchor['compute_optimal_K1']:.4g}"
+            + (f" (the budget's {spread} over the refits)" if spread else "")
+        )
+        if anchor.get("budget_clamped"):
+            text += (
+                f", held to the range every run of it reaches: approach 1 puts it at "
+                f"{sci(anchor['compute_optimal_flops'])}, {anchor['budget_clamped']} that range"
+            )
+        return text + "."
+    if rule == "largest_common":
+        why = anchor.get("compute_optimal_unavailable")
+        return " That budget is the largest every run of the smallest model reaches" + (
+            f" (approach 1 could not be fitted: {why})." if why else " (anchor_budget)."
+        )
+    if rule == "authors":
+        return " As the authors' script does, at the paper's budget and Nnv = 33,000,000."
+    return ""
 
 
 def derivative_markdown(evidence: Evidence) -> list[str]:
@@ -63,7 +90,8 @@ def derivative_markdown(evidence: Evidence) -> list[str]:
             )
             if anchor.get("flops")
             else "given on the command line."
-        ),
+        )
+        + anchor_budget_text(evidence, anchor),
     ]
     losses = anchor.get("losses") or []
     if losses:
