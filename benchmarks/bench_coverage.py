@@ -1,10 +1,12 @@
 """Coverage of the bootstrap intervals: how often each approach's interval holds the true
 optimal V of a known law, at a target 10x beyond the largest compute trained.
 
-Every sweep is the paper's six smallest models x its ten vocabularies x 10 checkpoints, with
-L_u from a known law plus noise: a per-run offset (seed-to-seed, sd 0.005 nats) and per-row
-noise (checkpoint-to-checkpoint, sd 0.003). Approaches 1 and 2 are measured on sweeps from a
-law both hold for, approach 3 on sweeps from its own law (`vocabscale.estimate.synthetic`).
+Every sweep has L_u from a known law plus noise: a per-run offset (seed-to-seed, sd 0.005
+nats) and per-row noise (checkpoint-to-checkpoint, sd 0.003). Each approach is measured on
+sweeps from a law and a design it holds for (`vocabscale.estimate.synthetic.COVERAGE_SWEEPS`):
+approach 1 on an IsoFLOPs design, approach 2 on that design plus an anchor model whose runs span
+its compute-optimal budget, approach 3 on the paper's six smallest models x its ten
+vocabularies x 10 checkpoints from its own law.
 
     python benchmarks/bench_coverage.py [--sweeps 200] [--samples 200] [--jobs 2]
 

@@ -14,7 +14,7 @@ the cores make the many tiny LAPACK calls inside scipy's Delaunay triangulation 
 cubic interpolation) 10-50x slower; the line printing the machine says which was used.
 
     python benchmarks/bench_estimators.py [--noise 0.005] [--repeat 3] [--bootstrap 0]
-        [--command-bootstrap 200]
+        [--command-bootstrap 200] [--bpb]
 """
 
 from __future__ import annotations
@@ -63,6 +63,12 @@ def main() -> None:
     parser.add_argument(
         "--command-bootstrap", type=int, default=200, help="time the command with N refits"
     )
+    parser.add_argument(
+        "--bpb",
+        action="store_true",
+        help="give the table a bpb column (L_u + 10), so that the command also fits every "
+        "approach on the other target, as on the pipeline's runs",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
@@ -73,11 +79,13 @@ def main() -> None:
     )
     law = PAPER_COEFFICIENTS["parametric"]
     frame = synthetic.runs_table(synthetic.parametric_law(law), noise=args.noise, seed=args.seed)
+    if args.bpb:
+        frame["bpb"] = frame["loss_u"] + 10.0
     runs = prepare_runs(frame, PAPER_TOKENS_PER_CHAR, "benchmark table")
     print(
         f"table: {len(frame)} rows = {frame['model'].nunique()} models x "
         f"{frame['vocab_size'].nunique()} vocabularies x {frame['step'].nunique()} checkpoints, "
-        f"noise {args.noise}"
+        f"noise {args.noise}{', with bpb' if args.bpb else ''}"
     )
     f = PAPER_TOKENS_PER_CHAR
     options = defaults("estimate")

@@ -50,6 +50,7 @@ COLUMNS = {
 }
 #: (name, Nnv, d, the paper's compute-optimal budget, approach 3's budget in the comparisons)
 TARGETS = (("7B", 7e9, 4096, 7.05e21), ("70B", 70e9, 8192, 7.05e23))
+LARGEST = {"anchor_budget": "largest_common"}
 
 
 def paper_like_table(seed: int) -> pd.DataFrame:
@@ -94,15 +95,20 @@ def differences(runs) -> list[dict]:
             "isoflops",
             isoflops_variant(runs, "authors", "authors"),
         ),
-        "approach 2: corrected (vertex at the largest budget every run reaches)": (
+        "approach 2: corrected (vertex at the smallest model's compute-optimal budget)": (
             "derivative",
             fit_approach("derivative", runs, F),
         ),
+        "approach 2: vertex at the largest budget every run reaches": (
+            "derivative",
+            fit_approach("derivative", runs, F, LARGEST),
+        ),
         "approach 2: argmin of the swept V at that budget": (
             "derivative",
-            fit_approach("derivative", runs, F, {"anchor_method": "argmin"}),
+            fit_approach("derivative", runs, F, {**LARGEST, "anchor_method": "argmin"}),
         ),
-        "approach 2: the authors' (argmin at 2.7e17, quadratic spline in C)": (
+        "approach 2: the authors' (argmin at 2.7e17 by a quadratic spline in C, Nnv = 33M; "
+        "gamma by fsolve at the paper's Nnv)": (
             "derivative",
             fit_approach("derivative", runs, F, {"method": "authors"}),
         ),
@@ -110,7 +116,11 @@ def differences(runs) -> list[dict]:
             "parametric",
             fit_approach("parametric", runs, F),
         ),
-        "approach 3: the authors' (H f(V/1000) in the fit)": (
+        "approach 3: + H f(V/1000) in the fit (authors_tokenization)": (
+            "parametric",
+            fit_approach("parametric", runs, F, {"authors_tokenization": True}),
+        ),
+        "approach 3: the authors' (H f(V/1000), 486 L-BFGS-B starts, smallest relative MSE)": (
             "parametric",
             fit_approach("parametric", runs, F, {"method": "authors"}),
         ),
@@ -153,6 +163,9 @@ def main() -> None:
         default=50,
         help="refits, authors' method (each refits approach 1 from 420 L-BFGS-B starts)",
     )
+    parser.add_argument(
+        "--differences-only", action="store_true", help="skip the two `vocabscale estimate` runs"
+    )
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     threadpool_limits(1)  # as `vocabscale estimate` does: tiny problems, BLAS threads contend
@@ -164,6 +177,8 @@ def main() -> None:
     print(f"table: {table} ({len(runs.frame)} rows)\n")
     print("Each difference alone (approach 3 at the paper's budgets, 7.05e21 and 7.05e23):")
     print(pd.DataFrame(differences(runs)).to_string(index=False, float_format="{:,.0f}".format))
+    if args.differences_only:
+        return
     print("\nBoth methods, 90% intervals (approach 3 at each method's approach-1 budget):")
     predictions = both_methods(table, args.samples, args.authors_samples, out)
     columns = ["target", "approach", "method", "vocab_size", "vocab_size_low", "vocab_size_high"]

@@ -5,8 +5,11 @@ import pytest
 from scipy.optimize import minimize_scalar
 
 from vocabscale.accounting import width_for_nnv
-from vocabscale.estimate import derivative, parametric, synthetic
+from vocabscale.config import defaults
+from vocabscale.estimate import anchor, derivative, isoflops, parametric, synthetic
+from vocabscale.estimate.anchor import empirical_anchor
 from vocabscale.estimate.approaches import fit_approach
+from vocabscale.estimate.fit import estimate_approach
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
 from vocabscale.runs.table import RunsTableError, prepare_runs
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR, TokensPerChar
@@ -58,15 +61,18 @@ def test_defaults_on_the_paper_grid_give_the_published_approach_2():
     published approach-3 law: the published gamma, and the published anchor V = 6144."""
     frame = synthetic.runs_table(synthetic.parametric_law(LAW), synthetic.paper_models(7))
     runs = prepare_runs(frame, F)
-    fitted = fit_approach("derivative", runs, F, {"anchor_method": "argmin"})
+    paper_like = {"anchor_method": "argmin", "anchor_budget": "largest_common"}
+    fitted = fit_approach("derivative", runs, F, paper_like)
     assert fitted.coefficients["gamma"] == pytest.approx(
         PAPER_COEFFICIENTS["derivative"]["gamma"], abs=1e-3
     )
     assert fitted.coefficients["anchor"]["vocab_size"] == 6144
     assert fitted.coefficients["anchor"]["flops"] == pytest.approx(2.7e17, rel=0.1)
-    # the default anchor, the vertex of L_u over ln V, finds the law's own optimum between
-    # the swept V (the argmin can only name one of them)
+    # the default anchor, the vertex of L_u over ln V at the smallest model's compute-optimal
+    # budget, finds the law's own optimum there between the swept V (the argmin can only name
+    # one of them)
     vertex = fit_approach("derivative", runs, F).coefficients["anchor"]
+    assert vertex["budget_rule"] == "compute_optimal"
     anchor_nnv, budget = vertex["nnv"], vertex["flops"]
     truth = minimize_scalar(
         lambda log_v: parametric.loss_u(
@@ -87,20 +93,20 @@ def paper_like_runs():
 
 def test_anchor_is_the_best_trained_vocabulary_of_the_smallest_model(paper_like_runs):
     runs = paper_like_runs
-    anchor = derivative.empirical_anchor(runs)
+    found = empirical_anchor(runs)
     smallest = runs.frame[runs.frame["non_vocab_params"] == runs.frame["non_vocab_params"].min()]
     # default budget: the largest that every vocabulary's run of the smallest model reaches
-    assert anchor["flops"] == pytest.approx(smallest.groupby("run")["flops"].max().min())
+    assert found["flops"] == pytest.approx(smallest.groupby("run")["flops"].max().min())
     # the true law at that budget (tokens = C / 6N) picks the same V among those trained
-    nnv, d_model = anchor["nnv"], anchor["d_model"]
+    nnv, d_model = found["nnv"], found["d_model"]
     vocab = np.sort(smallest["vocab_size"].unique()).astype(float)
-    tokens = anchor["flops"] / (6 * (nnv + vocab * d_model))
+    tokens = found["flops"] / (6 * (nnv + vocab * d_model))
     true_best = vocab[np.argmin(synthetic.parametric_law(LAW)(nnv, vocab * d_model, tokens, None))]
-    assert anchor["vocab_size"] == true_best
-    assert anchor["vocab_params"] == true_best * d_model
-    assert anchor["at_sweep_edge"] is (true_best in (vocab[0], vocab[-1]))
+    assert found["vocab_size"] == true_best
+    assert found["vocab_params"] == true_best * d_model
+    assert found["at_sweep_edge"] is (true_best in (vocab[0], vocab[-1]))
     with pytest.raises(RunsTableError, match="outside"):
-        derivative.empirical_anchor(runs, budget=1e25)
+        empirical_anchor(runs, budget=1e25)
 
 
 def test_estimate_records_options_and_widths(paper_like_runs):
@@ -152,3 +158,84 @@ def test_too_few_vocabularies_for_the_anchor_is_a_clear_error():
     frame = synthetic.runs_table(synthetic.parametric_law(LAW), synthetic.paper_models(2), (4096,))
     with pytest.raises(RunsTableError, match="1 vocabulary size"):
         fit_approach("derivative", prepare_runs(frame, F), F)
+
+
+def smallest_model_range(runs) -> tuple[float, float]:
+    model = runs.frame[runs.frame["non_vocab_params"] == runs.frame["non_vocab_params"].min()]
+    return anchor.common_budget_range(model)
+
+
+def test_anchor_is_read_at_the_smallest_models_compute_optimal_budget(paper_like_runs):
+    """By default the anchor budget is C = (Nnv / e^K1)^(1/a) of the smallest model under
+    approach 1 fitted on the same runs, and its V is what the runs say at that budget;
+    `largest_common` and an explicit anchor_flops read elsewhere."""
+    runs = paper_like_runs
+    fitted = fit_approach("derivative", runs, F).coefficients["anchor"]
+    approach_1 = fit_approach("isoflops", runs, F).coefficients
+    expected = isoflops.optimal_flops(approach_1, fitted["nnv"])
+    low, high = smallest_model_range(runs)
+    assert low < expected < high  # inside: read as it is, not held
+    assert fitted["budget_rule"] == "compute_optimal" and fitted["budget_clamped"] is None
+    assert fitted["compute_optimal_flops"] == pytest.approx(expected, rel=1e-6)
+    assert fitted["flops"] == fitted["compute_optimal_flops"]
+    assert fitted["compute_optimal_K1"] == pytest.approx(approach_1["K1"], abs=1e-6)
+    at_budget = fit_approach("derivative", runs, F, {"anchor_flops": expected})
+    assert at_budget.coefficients["anchor"]["vocab_size"] == pytest.approx(fitted["vocab_size"])
+    assert at_budget.coefficients["anchor"]["budget_rule"] == "given"
+    largest = fit_approach("derivative", runs, F, {"anchor_budget": "largest_common"})
+    assert largest.coefficients["anchor"]["flops"] == pytest.approx(high)
+    assert largest.coefficients["anchor"]["vocab_size"] != pytest.approx(fitted["vocab_size"])
+    assert largest.options["anchor_budget"] == "largest_common"
+
+
+def test_approach_1_options_move_the_anchor_budget(paper_like_runs):
+    """The anchor's budget follows approach 1's own options (estimate.isoflops), which the
+    derivative stage therefore declares."""
+    runs = paper_like_runs
+    plain = fit_approach("derivative", runs, F, {"isoflops": {"densify": False}})
+    dense = fit_approach("derivative", runs, F)
+    approach_1 = fit_approach("isoflops", runs, F, {"densify": False}).coefficients
+    nnv = plain.coefficients["anchor"]["nnv"]
+    wanted = isoflops.optimal_flops(approach_1, nnv)
+    assert plain.coefficients["anchor"]["compute_optimal_flops"] == pytest.approx(wanted)
+    assert wanted != pytest.approx(dense.coefficients["anchor"]["compute_optimal_flops"])
+
+
+def test_a_compute_optimal_budget_beyond_the_runs_is_held_to_their_range():
+    """When the smallest model's runs stop before its compute-optimal budget, the anchor is
+    read at the largest budget they all reach, and the record says it was held there."""
+    frame = synthetic.runs_table(synthetic.parametric_law(LAW), noise=0.002, seed=3)
+    smallest = frame["non_vocab_params"] == frame["non_vocab_params"].min()
+    short = frame[~smallest | (frame["step"] <= 8)]  # the 33M runs stop at 40% of their tokens
+    runs = prepare_runs(short, F)
+    found = fit_approach("derivative", runs, F).coefficients["anchor"]
+    low, high = smallest_model_range(runs)
+    assert found["compute_optimal_flops"] > high
+    assert found["budget_clamped"] == "above"
+    assert found["flops"] == pytest.approx(high)
+    assert found["budget_range"] == pytest.approx([low, high])
+
+
+def test_refits_carry_the_uncertainty_of_the_anchor_budget(paper_like_runs):
+    """Each bootstrap refit refits approach 1's relation on its own L_u: the anchor budget
+    varies across refits, and the main fit's is the estimate."""
+    bootstrap = {"samples": 12, "seed": 0, "confidence": 0.9}
+    options = defaults("estimate.derivative")
+    result = estimate_approach("derivative", paper_like_runs, F, options, bootstrap)
+    budgets = [refit.coefficients["anchor"]["flops"] for refit in result.refits]
+    assert len(budgets) == 12 and np.std(np.log(budgets)) > 1e-3
+    main = result.fit.coefficients["anchor"]["compute_optimal_flops"]
+    assert min(budgets) < main * 1.5 and max(budgets) > main / 1.5
+
+
+def test_without_approach_1_the_anchor_falls_back_to_the_largest_common_budget(
+    paper_like_runs, monkeypatch
+):
+    def unavailable(*args, **kwargs):
+        raise derivative.RunsTableError("the IsoFLOPs envelope has 1 distinct compute level(s)")
+
+    monkeypatch.setattr(derivative, "OptimalBudget", unavailable)
+    found = fit_approach("derivative", paper_like_runs, F).coefficients["anchor"]
+    assert found["budget_rule"] == "largest_common"
+    assert "compute level" in found["compute_optimal_unavailable"]
+    assert found["flops"] == pytest.approx(smallest_model_range(paper_like_runs)[1])

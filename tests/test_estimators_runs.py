@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vocabscale.estimate import derivative, synthetic
+from vocabscale.estimate import synthetic
+from vocabscale.estimate.anchor import empirical_anchor
 from vocabscale.estimate.approaches import fit_approach
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
 from vocabscale.runs.table import (
@@ -189,7 +190,7 @@ def test_runs_are_grouped_by_columns_not_row_order(table):
     assert sorted(mixed.run_ids) == sorted(runs.run_ids)
     assert len(mixed.run_ids) == table["run_id"].nunique()
     f = PAPER_TOKENS_PER_CHAR
-    anchor, anchor_mixed = (derivative.empirical_anchor(r) for r in (runs, mixed))
+    anchor, anchor_mixed = (empirical_anchor(r) for r in (runs, mixed))
     assert anchor_mixed["vocab_size"] == anchor["vocab_size"]
     assert anchor_mixed["flops"] == anchor["flops"]
     assert fit_approach("derivative", mixed, f).coefficients["gamma"] == pytest.approx(

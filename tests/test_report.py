@@ -16,7 +16,7 @@ import pytest
 
 from vocabscale.accounting import PAPER_SHAPES, flops
 from vocabscale.config import defaults, validate_params
-from vocabscale.estimate import parametric
+from vocabscale.estimate import parametric, synthetic
 from vocabscale.estimate.approaches import APPROACHES
 from vocabscale.estimate.backtest import BacktestSettings, run_backtest
 from vocabscale.estimate.fit import estimate_approach
@@ -24,6 +24,7 @@ from vocabscale.estimate.predict import predict
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
 from vocabscale.io import read_json, write_json
 from vocabscale.report.contents import FIGURES
+from vocabscale.report.doubts import anchor_budget_doubts, design_line
 from vocabscale.report.evidence import ReportInputs, round_to_multiple
 from vocabscale.report.stage import build_report
 from vocabscale.runs.table import prepare_runs
@@ -263,15 +264,48 @@ def test_the_law_is_recovered(clean_report):
         )
 
 
-def test_a_clean_table_raises_no_doubt(clean_report):
-    assert read_json(clean_report / "doubts.json") == []
+def test_a_clean_table_raises_no_doubt_but_its_design(clean_report):
+    """The clean table trains the paper's shapes to their 35-39 tokens per parameter: its
+    design sets approach 1's K1, which is its one doubt."""
+    doubts = read_json(clean_report / "doubts.json")
+    assert [d["kind"] for d in doubts] == ["design_sets_k1"]
+    assert "35.1 to 38.7 tokens per parameter" in doubts[0]["message"]
     markdown = (clean_report / "report.md").read_text()
-    assert "No warning fired" in markdown
+    assert "The sweep's design sets approach 1's compute-optimal relation" in markdown
+
+
+def test_the_design_doubt_fires_on_one_tokens_per_parameter_ratio_only():
+    """One ratio for every model (the paper's grid, 35-58 tokens per parameter) traces a line;
+    an IsoFLOPs design (several sizes at each budget) does not."""
+    f = PAPER_TOKENS_PER_CHAR
+    law = synthetic.parametric_law(PAPER_COEFFICIENTS["parametric"])
+    paper = prepare_runs(synthetic.runs_table(law, synthetic.paper_models(7), checkpoints=4), f)
+    ratios, k = design_line(paper.frame)
+    assert len(ratios) == 7 and 1.6 < ratios.max() / ratios.min() < 1.7
+    assert k == pytest.approx(-2.8, abs=0.05)  # the published K1 is -2.48
+    assert design_line(prepare_runs(synthetic.profile_table(), f).frame) is None
+    assert design_line(paper.frame[paper.frame["non_vocab_params"] < 1e8]) is None  # 2 models
+
+
+def test_an_anchor_held_to_the_runs_range_is_a_doubt():
+    anchor = {
+        "flops": 2.5e17,
+        "compute_optimal_flops": 4e17,
+        "budget_clamped": "above",
+        "budget_range": [3e16, 2.5e17],
+    }
+    ((message, target),) = anchor_budget_doubts("Derivative", anchor)
+    assert target is None
+    assert "4.00e17 FLOPs, above the range every run of it reaches" in message
+    assert "read at 2.50e17" in message and "smaller than the optimum" in message
+    fallback = {"flops": 2.5e17, "compute_optimal_unavailable": "1 distinct compute level(s)"}
+    ((message, _),) = anchor_budget_doubts("Derivative", fallback)
+    assert "approach 1 could not be fitted (1 distinct compute level(s))" in message
 
 
 def test_summary_is_flat_and_numeric(clean_report):
     summary = read_json(clean_report / "summary.json")
-    assert summary["doubts"] == 0
+    assert summary["doubts"] == len(read_json(clean_report / "doubts.json"))
     assert all(isinstance(v, (int, float)) for v in summary.values()), summary
     for target in TARGETS:
         for approach in APPROACHES:

@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from vocabscale.config import defaults, describe
 from vocabscale.estimate import derivative, isoflops, parametric
+from vocabscale.estimate.anchor import ANCHOR_BUDGETS
 from vocabscale.estimate.results import Answer, Fit
 from vocabscale.runs.table import RunsTable
 from vocabscale.tokens_per_char import TokensPerChar
@@ -75,6 +76,9 @@ class Approach:
     options: tuple[Option, ...]
     #: Whether it answers for any budget (approach 3), or only the compute-optimal one.
     any_budget: bool = False
+    #: Other approaches' sections of `estimate` its fit reads, each passed whole under its name
+    #: (approach 2 fits approach 1's compute-optimal relation for its anchor's budget).
+    reads: tuple[str, ...] = ()
 
 
 APPROACHES: dict[str, Approach] = {
@@ -97,8 +101,15 @@ APPROACHES: dict[str, Approach] = {
             fit=derivative.estimate_derivative,
             fitter=derivative.DerivativeFitter,
             predict=derivative.predict,
+            reads=("isoflops",),
             options=(
                 Option("--derivative-anchor-flops", ("anchor_flops",)),
+                Option(
+                    "--derivative-anchor-budget",
+                    ("anchor_budget",),
+                    type=str,
+                    choices=ANCHOR_BUDGETS,
+                ),
                 Option(
                     "--derivative-anchor",
                     ("anchor_nnv", "anchor_vocab_size", "anchor_d_model"),
@@ -146,8 +157,9 @@ APPROACHES: dict[str, Approach] = {
 
 def approach_options(section: dict[str, Any], name: str) -> dict[str, Any]:
     """The keyword arguments of one approach's fit from params' `estimate` section: its own
-    section and the method."""
-    return {**section[name], "method": section["method"]}
+    section, the method, and the sections of other approaches it reads."""
+    others = {other: section[other] for other in APPROACHES[name].reads}
+    return {**section[name], "method": section["method"], **others}
 
 
 def fit_approach(

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> None:
         spec = "paper" if options["tokenization"] == "paper" else spec
     frame = read_runs_csv(args.runs, parse_renames(args.column))
     f_fit, _ = resolve_tokenization(spec, frame, args.runs)
-    runs = prepare_runs(frame, f_fit.f, args.runs)
+    runs = prepare_runs(frame, f_fit.f, args.runs, options["target"])
     out_dir = Path(args.out)
     check_out_dir(out_dir, args.force)  # before any work; again under the lock
     settings = BacktestSettings(

@@ -1,8 +1,8 @@
 """Approach 2 (derivative): the V that minimises the compute to process a fixed text,
 dC/dV = 0 for C(V) = 6 (Nnv + V d) H f(V), solved over a grid of Nnv (d learnt from the trained
 models, or the paper's width mapping), a power law Nv ∝ Nnv^gamma through the solutions, and
-the curve anchored at the empirically best Nv of the smallest model at one compute budget
-(docs/design.md, "Approach 2")."""
+the curve anchored at the empirically best Nv of the smallest model at its compute-optimal
+budget (anchor.py; docs/design.md, "Approach 2"). The authors' gamma is in authors.py."""
 
 from __future__ import annotations
 
@@ -13,10 +13,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.interpolate import interp1d
 from scipy.optimize import brentq
 
 from vocabscale.accounting import width_for_nnv
+from vocabscale.config import defaults
+from vocabscale.estimate.anchor import (
+    ANCHOR_BUDGETS,
+    AuthorsAnchor,
+    GivenAnchor,
+    OptimalBudget,
+    RunsAnchor,
+    smallest_model,
+)
+from vocabscale.estimate.authors import PAPER_NNV_GRID, authors_exponent
 from vocabscale.estimate.fitting import huber_least_squares, r_squared
 from vocabscale.estimate.methods import method_named
 from vocabscale.estimate.results import Answer, Fit
@@ -27,8 +36,6 @@ log = logging.getLogger(__name__)
 
 #: Search interval for the stationary point of C(V).
 SEARCH_VOCAB = (16.0, float(TOKENS_PER_CHAR_MAX_VOCAB))
-#: The budget of the authors' anchor: the paper's smallest model at 2.7e17 FLOPs.
-AUTHORS_ANCHOR_FLOPS = 2.7e17
 
 
 def solve_vocab(nnv: float, d_model: float, f: TokensPerChar) -> tuple[float, bool]:
@@ -159,160 +166,15 @@ def fit_exponent(
     return result
 
 
-def loss_at_budget(run: pd.DataFrame, budget: float) -> float:
-    """L_u of one run at compute `budget`, interpolated linearly in log C between checkpoints."""
-    ordered = run.sort_values("flops")
-    return float(
-        np.interp(
-            np.log(budget),
-            np.log(ordered["flops"].to_numpy(float)),
-            ordered["loss_u"].to_numpy(float),
-        )
-    )
-
-
-def loss_at_budget_authors(run: pd.DataFrame, budget: float) -> float:
-    """The authors' reading: a quadratic spline of L_u over C through the checkpoints
-    (`interp1d(kind="quadratic", fill_value="extrapolate")`), extrapolated beyond them."""
-    ordered = run.sort_values("flops")
-    kind = "quadratic" if len(ordered) >= 3 else "linear"
-    curve = interp1d(
-        ordered["flops"].to_numpy(float),
-        ordered["loss_u"].to_numpy(float),
-        kind=kind,
-        fill_value="extrapolate",
-    )
-    return float(curve(budget))
-
-
-def common_budget_range(model: pd.DataFrame) -> tuple[float, float]:
-    """The compute range every run of `model` covers: (largest first checkpoint, smallest
-    last checkpoint); empty when the first exceeds the second."""
-    reach = model.groupby("run")["flops"].agg(["min", "max"])
-    return float(reach["min"].max()), float(reach["max"].min())
-
-
-def vocab_losses_at_budget(
-    model: pd.DataFrame, budget: float, reader=loss_at_budget
-) -> pd.DataFrame:
-    """Per vocabulary size of one model's runs: L_u at `budget` (runs of one V averaged) and d,
-    sorted by V."""
-    losses = [
-        {
-            "vocab_size": float(points["vocab_size"].iloc[0]),
-            "d_model": float(points["d_model"].iloc[0]),
-            "loss_u": reader(points, budget),
-        }
-        for _, points in model.groupby("run")
-    ]
-    return per_vocab_size(pd.DataFrame(losses))
-
-
-def per_vocab_size(readings: pd.DataFrame) -> pd.DataFrame:
-    """One row per V from one row per run (vocab_size, d_model, loss_u): the runs of one V
-    averaged, sorted by V."""
-    return readings.groupby("vocab_size", as_index=False).agg(
-        loss_u=("loss_u", "mean"), d_model=("d_model", "first")
-    )
-
-
-def quadratic_vertex(vocab_sizes: np.ndarray, losses: np.ndarray) -> float | None:
-    """The V at the vertex of a quadratic in ln V fitted to L_u over the swept V within a factor
-    e of the best one (at least the three nearest): a local fit, since L_u over a wide sweep is
-    not symmetric in ln V. None when the quadratic has no minimum."""
-    x = np.log(np.asarray(vocab_sizes, dtype=float))
-    best = x[int(np.argmin(losses))]
-    window = np.abs(x - best) <= 1.0
-    if window.sum() < 3:
-        window = np.isin(np.arange(len(x)), np.argsort(np.abs(x - best))[:3])
-    if window.sum() < 3:
-        return None
-    curvature, slope, _ = np.polyfit(x[window], np.asarray(losses)[window], 2)
-    if curvature <= 0:
-        return None
-    return float(np.exp(np.clip(-slope / (2 * curvature), -700, 700)))
-
-
-def anchor_from_losses(table: pd.DataFrame, anchor_method: str) -> dict[str, Any]:
-    """The anchor V of one model from its L_u per V at the anchor budget: the vertex of the
-    local quadratic (`vertex`), or the best swept V (`argmin`, and the fallback when the
-    quadratic has no minimum, which is then flagged)."""
-    best = table.loc[table["loss_u"].idxmin()]
-    swept = table["vocab_size"].to_numpy(float)
-    vertex = quadratic_vertex(swept, table["loss_u"].to_numpy(float)) if len(swept) >= 3 else None
-    vocab = vertex if anchor_method == "vertex" and vertex is not None else best["vocab_size"]
-    d_model = float(best["d_model"])
-    return {
-        "vocab_size": float(vocab),
-        "d_model": d_model,
-        "vocab_params": float(vocab * d_model),
-        "anchor_method": anchor_method,
-        "best_swept_vocab_size": float(best["vocab_size"]),
-        "vertex": vertex,
-        "no_vertex": anchor_method == "vertex" and vertex is None,
-        "outside_sweep": bool(vocab < swept.min() or vocab > swept.max()),
-        "at_sweep_edge": bool(best["vocab_size"] in (swept.min(), swept.max())),
-    }
-
-
-def anchor_budget(runs: RunsTable, model: pd.DataFrame, budget: float | None, authors: bool):
-    """The budget at which the anchor is read: the given one, else the paper's 2.7e17 for the
-    authors' method (extrapolating runs that stop before it), else the largest every run of the
-    smallest model reaches (nothing extrapolated)."""
-    low, high = common_budget_range(model)
-    if authors:
-        return budget or AUTHORS_ANCHOR_FLOPS, not low <= (budget or AUTHORS_ANCHOR_FLOPS) <= high
-    if budget is None:
-        return high, False
-    if not low <= budget <= high:
-        raise RunsTableError(
-            f"{runs.source}: derivative anchor budget {budget:.4g} FLOPs is outside "
-            f"[{low:.4g}, {high:.4g}], the range every run of the smallest model covers"
-        )
-    return budget, False
-
-
-def smallest_model(runs: RunsTable) -> pd.DataFrame:
-    frame = runs.frame
-    smallest = frame["non_vocab_params"].min()
-    model = frame[frame["non_vocab_params"] == smallest]
-    if model["vocab_size"].nunique() < 2:
-        raise RunsTableError(
-            f"{runs.source}: the smallest model (Nnv={smallest:.4g}) was trained with "
-            f"{model['vocab_size'].nunique()} vocabulary size(s); the anchor needs at least 2"
-        )
-    return model
-
-
-def empirical_anchor(
-    runs: RunsTable,
-    budget: float | None = None,
-    anchor_method: str = "argmin",
-    authors: bool = False,
-) -> dict[str, Any]:
-    """The anchor of the smallest model at `budget` (see `anchor_budget`): the best swept V
-    (`argmin`) or the vertex of L_u over ln V there (`vertex`)."""
-    model = smallest_model(runs)
-    budget, extrapolated = anchor_budget(runs, model, budget, authors)
-    reader = loss_at_budget_authors if authors else loss_at_budget
-    table = vocab_losses_at_budget(model, budget, reader)
-    anchor = anchor_from_losses(table, "argmin" if authors else anchor_method)
-    return {
-        "nnv": float(model["non_vocab_params"].iloc[0]),
-        **anchor,
-        "flops": budget,
-        "extrapolated": extrapolated,
-        "losses": table.to_dict(orient="records"),
-    }
-
-
 @dataclass(frozen=True)
 class DerivativeOptions:
-    """The options of `estimate.derivative` and the method (docs/design.md, "Approach 2")."""
+    """The options of `estimate.derivative` and the method (docs/design.md, "Approach 2"), and
+    approach 1's (`isoflops`; None: the schema's), which gives the anchor's budget."""
 
     method: str
     nnv_grid: list[float] | None
     anchor_flops: float | None
+    anchor_budget: str
     anchor_nnv: float | None
     anchor_vocab_size: float | None
     anchor_d_model: int | None
@@ -320,6 +182,7 @@ class DerivativeOptions:
     huber_delta: float
     grid_widths: str
     exponent_through_anchor: bool
+    isoflops: dict[str, Any] | None = None
 
     def given_anchor(self) -> dict[str, float] | None:
         """The anchor that anchor_nnv, anchor_vocab_size and anchor_d_model give (all three, or
@@ -336,72 +199,28 @@ class DerivativeOptions:
         return given
 
 
-class GivenAnchor:
-    """The anchor given on the command line or in params: the same for every refit."""
-
-    def __init__(self, given: dict[str, float]):
-        self.given = given
-
-    def __call__(self, loss_u: np.ndarray | None) -> dict[str, Any]:
-        return {
-            **{key: float(self.given[key]) for key in ("nnv", "vocab_size", "d_model")},
-            "vocab_params": float(self.given["vocab_size"] * self.given["d_model"]),
-            "flops": None,
-            "source": "given",
-        }
-
-
-class RunsAnchor:
-    """The corrected method's anchor: each run of the smallest model read at the anchor budget
-    (linear in ln C, so a fixed weighting of the rows: refits only multiply), the runs of one
-    V averaged, and the vertex (or the argmin) of L_u over ln V."""
-
-    def __init__(self, runs: RunsTable, budget: float | None, anchor_method: str):
-        model = smallest_model(runs)
-        self.budget, _ = anchor_budget(runs, model, budget, authors=False)
-        self.nnv, self.anchor_method = float(model["non_vocab_params"].iloc[0]), anchor_method
-        rows, self.weights = [], np.zeros((model["run"].nunique(), len(runs.frame)))
-        for i, (_, run) in enumerate(model.groupby("run")):
-            run = run.sort_values("flops")
-            for row in run.index:
-                unit = (run.index == row).astype(float)
-                self.weights[i, row] = np.interp(np.log(self.budget), np.log(run["flops"]), unit)
-            rows.append(
-                {
-                    "vocab_size": float(run["vocab_size"].iloc[0]),
-                    "d_model": float(run["d_model"].iloc[0]),
-                }
-            )
-        self.readings = pd.DataFrame(rows)
-
-    def __call__(self, loss_u: np.ndarray) -> dict[str, Any]:
-        table = per_vocab_size(self.readings.assign(loss_u=self.weights @ loss_u))
-        return {
-            "nnv": self.nnv,
-            **anchor_from_losses(table, self.anchor_method),
-            "flops": self.budget,
-            "extrapolated": False,
-            "losses": table.to_dict(orient="records"),
-            "source": "runs",
-        }
+def optimal_budget(runs: RunsTable, f: TokensPerChar, options: DerivativeOptions):
+    """Approach 1's Nnv law, which places the anchor at its model's compute-optimal budget, and
+    None with the reason when approach 1 cannot be fitted on these runs (the anchor is then read
+    at the largest budget every run reaches)."""
+    settings = {**defaults("estimate.isoflops"), **(options.isoflops or {})}
+    nnv = float(smallest_model(runs)["non_vocab_params"].iloc[0])
+    try:
+        optimal = OptimalBudget(runs, f, nnv, {**settings, "method": options.method})
+        optimal(runs.frame["loss_u"].to_numpy(float))
+    except RunsTableError as error:
+        log.warning(
+            "derivative: approach 1 cannot be fitted (%s); the anchor is read at the largest "
+            "budget every run reaches instead of its model's compute-optimal budget",
+            error,
+        )
+        return None, str(error)
+    return optimal, None
 
 
-class AuthorsAnchor:
-    """The authors' anchor: the best swept V of the smallest model, each run read by a
-    quadratic spline in C (not linear in L_u, so every refit reads the runs again)."""
-
-    def __init__(self, runs: RunsTable, budget: float | None):
-        self.runs, self.budget = runs, budget
-        smallest_model(runs)  # fail now, not at the first refit
-
-    def __call__(self, loss_u: np.ndarray) -> dict[str, Any]:
-        runs = RunsTable(self.runs.frame.assign(loss_u=loss_u), self.runs.source)
-        found = empirical_anchor(runs, self.budget, "argmin", authors=True)
-        return {**found, "source": "runs"}
-
-
-def anchor_reader(runs: RunsTable | None, options: DerivativeOptions):
-    """How this fit finds its anchor: given, or read from the runs by the method's rule."""
+def anchor_reader(runs: RunsTable | None, f: TokensPerChar, options: DerivativeOptions):
+    """How this fit finds its anchor: given, or read from the runs by the method's rule (the
+    corrected method at `anchor_flops`, else by `anchor_budget`)."""
     given = options.given_anchor()
     if given is not None:
         return GivenAnchor(given)
@@ -409,18 +228,31 @@ def anchor_reader(runs: RunsTable | None, options: DerivativeOptions):
         raise ValueError("the derivative approach needs runs or an explicit anchor")
     if method_named(options.method).authors_anchor:
         return AuthorsAnchor(runs, options.anchor_flops)
-    return RunsAnchor(runs, options.anchor_flops, options.anchor_method)
+    if options.anchor_budget not in ANCHOR_BUDGETS:
+        raise ValueError(
+            f"estimate.derivative.anchor_budget must be one of {', '.join(ANCHOR_BUDGETS)}, "
+            f"not {options.anchor_budget!r}"
+        )
+    optimal, unavailable = None, None
+    if options.anchor_flops is None and options.anchor_budget == "compute_optimal":
+        optimal, unavailable = optimal_budget(runs, f, options)
+    return RunsAnchor(runs, options.anchor_flops, options.anchor_method, optimal, unavailable)
 
 
 class DerivativeFitter:
     """Approach 2 prepared on a table: the Nnv grid, the widths and the anchor's reading are
-    fixed; calling it with L_u (row for row) and f re-reads the anchor and re-solves gamma."""
+    fixed; calling it with L_u (row for row) and f re-reads the anchor (and, at the
+    compute-optimal budget, refits approach 1's Nnv law) and re-solves gamma."""
 
     def __init__(self, runs: RunsTable | None, f: TokensPerChar, **options: Any):
         self.settings = DerivativeOptions(**options)
-        self.anchor = anchor_reader(runs, self.settings)
+        chosen = method_named(self.settings.method)
+        self.authors_exponent = chosen.authors_exponent
+        self.anchor = anchor_reader(runs, f, self.settings)
         nnv_grid, self.grid_source = self.settings.nnv_grid, "given"
-        if nnv_grid is None:
+        if nnv_grid is None and self.authors_exponent:
+            nnv_grid, self.grid_source = PAPER_NNV_GRID, "the paper's models (rounded)"
+        elif nnv_grid is None:
             if runs is None:
                 raise ValueError("without runs the derivative approach needs an explicit nnv_grid")
             nnv_grid, self.grid_source = (
@@ -428,37 +260,43 @@ class DerivativeFitter:
                 "trained models",
             )
         self.nnv_grid = [float(n) for n in nnv_grid]
-        self.width = grid_width_rule(self.settings.grid_widths, runs)
+        widths = "paper" if self.authors_exponent else self.settings.grid_widths
+        self.width = grid_width_rule(widths, runs)
         self.exponents: dict[tuple[float, ...], dict[str, Any]] = {}
-        authors = method_named(self.settings.method).authors_anchor
         self.options = {
             "method": self.settings.method,
             "anchor_flops": self.settings.anchor_flops,
+            "anchor_budget": "authors" if chosen.authors_anchor else self.settings.anchor_budget,
             "anchor": self.settings.given_anchor(),
-            "anchor_method": "argmin" if authors else self.settings.anchor_method,
+            "anchor_method": "argmin" if chosen.authors_anchor else self.settings.anchor_method,
             "huber_delta": self.settings.huber_delta,
             "nnv_grid": self.nnv_grid,
             "nnv_grid_source": self.grid_source,
-            "grid_widths": self.settings.grid_widths,
-            "exponent_through_anchor": self.settings.exponent_through_anchor,
+            "grid_widths": widths,
+            "exponent_through_anchor": self.authors_exponent
+            or self.settings.exponent_through_anchor,
         }
 
     def exponent(self, f: TokensPerChar, anchor: dict[str, Any]) -> dict[str, Any]:
         through = None
-        if self.settings.exponent_through_anchor:
+        if self.settings.exponent_through_anchor and not self.authors_exponent:
             through = (anchor["nnv"], anchor["d_model"])
         key = (f.a, f.b, f.c, *(through or ()))
         if key not in self.exponents:
-            self.exponents[key] = fit_exponent(
-                self.nnv_grid, self.width, f, self.settings.huber_delta, through
+            delta = self.settings.huber_delta
+            self.exponents[key] = (
+                authors_exponent(self.nnv_grid, f, delta)
+                if self.authors_exponent
+                else fit_exponent(self.nnv_grid, self.width, f, delta, through)
             )
         return self.exponents[key]
 
     def __call__(
         self, loss_u: np.ndarray, f: TokensPerChar, warm: Fit | None, full: bool = False
     ) -> Fit:
-        """Fit on L_u with f (`warm` is not needed: gamma is a root-finding and one fit)."""
-        anchor = self.anchor(loss_u)
+        """Fit on L_u with f; `warm` (the main fit) starts approach 1's refit of the anchor
+        budget (gamma is a root-finding and one fit, and needs no start)."""
+        anchor = self.anchor(loss_u, None if warm is None else warm.coefficient("anchor"))
         exponent = self.exponent(f, anchor)
         flags = []
         if exponent["solutions_at_search_bound"]:

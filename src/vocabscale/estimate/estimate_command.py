@@ -62,8 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     frame = read_runs_csv(args.runs, parse_renames(args.column))
     f_fit, tokenization = resolve_tokenization(args.tokenization, frame, args.runs)
-    runs = prepare_runs(frame, f_fit.f, args.runs)
     options = options_from_args(args)
+    runs = prepare_runs(frame, f_fit.f, args.runs, options["target"])
     out_dir = Path(args.out)
     check_out_dir(out_dir, args.force)  # before fitting
     estimates = estimate_all(runs, f_fit, tokenization, options, args.compare_authors)

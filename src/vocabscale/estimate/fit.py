@@ -3,7 +3,9 @@ methods when asked (`estimate_with_methods`), and every approach at once (`estim
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from threadpoolctl import threadpool_limits
@@ -13,7 +15,7 @@ from vocabscale.estimate.approaches import APPROACHES, approach_options
 from vocabscale.estimate.bootstrap import bootstrap_replicates
 from vocabscale.estimate.methods import other_method
 from vocabscale.estimate.results import ApproachResult, Bootstrap, Estimates, FailedApproach
-from vocabscale.runs.table import RunsTable, RunsTableError
+from vocabscale.runs.table import TARGETS, RunsTable, RunsTableError, target_table
 from vocabscale.tokens_per_char import TokensPerChar, TokensPerCharFit
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,40 @@ def _estimate_approach(approach, runs, f, options, bootstrap) -> ApproachResult:
     )
 
 
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Errors only from vocabscale's loggers: a fit beside the main one repeats its warnings."""
+    logger = logging.getLogger("vocabscale")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def other_target_fit(
+    approach: str,
+    runs: RunsTable,
+    f: TokensPerChar | TokensPerCharFit,
+    options: dict[str, Any],
+    target: str,
+) -> dict[str, Any]:
+    """The approach fitted on the other `estimate.target` (L_u or bits per byte), without
+    refits, so that the report can say how far V moves between the two; the error instead
+    when the table cannot give it (no bpb column, say)."""
+    other = next(name for name in TARGETS if name != target)
+    f = f.f if isinstance(f, TokensPerCharFit) else f
+    try:
+        table = target_table(runs, other)
+        with threadpool_limits(1), quiet():
+            fitter = APPROACHES[approach].fitter(table, f, **options)
+            fit = fitter(table.frame["loss_u"].to_numpy(float), f, None)
+    except (RunsTableError, RuntimeError, ValueError) as error:
+        return {"target": other, "error": str(error)}
+    return {"target": other, **fit.refit().to_json()}
+
+
 def estimate_with_methods(
     approach: str,
     runs: RunsTable,
@@ -55,10 +91,16 @@ def estimate_with_methods(
     section: dict[str, Any],
     compare: bool,
 ) -> ApproachResult:
-    """One approach under params' `estimate` section (`section`), and with `compare` also
-    under the other method, kept as `other_method` with its own bootstrap."""
+    """One approach under params' `estimate` section (`section`) on its `target`, the same
+    fitted on the other target without refits (`other_target` in the fit's details), and with
+    `compare` also under the other method, kept as `other_method` with its own bootstrap."""
     options = approach_options(section, approach)
-    result = estimate_approach(approach, runs, f, options, section["bootstrap"])
+    target = section.get("target") or defaults("estimate.target")
+    fitted = target_table(runs, target)
+    result = estimate_approach(approach, fitted, f, options, section["bootstrap"])
+    result.fit.details["target"] = target
+    result.fit.details["other_target"] = other_target_fit(approach, runs, f, options, target)
+    runs = fitted
     if compare:
         other = {**options, "method": other_method(section["method"])}
         try:

@@ -325,15 +325,12 @@ class IsoflopsFitter:
             return loss_u
         return np.concatenate([loss_u, self.densifier.loss(loss_u)])
 
-    def __call__(
-        self, loss_u: np.ndarray, f: TokensPerChar, warm: Fit | None, full: bool = False
-    ) -> Fit:
-        """Fit on L_u (`f` is not needed: the design is fixed), the Huber power laws started
-        from `warm`'s when given; `full` adds the envelope and logs what it saw."""
+    def envelope(self, loss_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The envelope's points (indices into `points`, by increasing C) and every point's
+        L_u; an error when the envelope has too few compute levels for the power laws."""
         loss = self.point_losses(loss_u)
         keep = envelope_indices(self.flops, np.where(np.isfinite(loss), loss, np.inf))
         keep = keep[np.isfinite(loss[keep])]
-        envelope = self.points.iloc[keep]
         free = self.options["free_exponents"]
         if len(np.unique(self.flops[keep])) < (3 if free else 2):
             raise RunsTableError(
@@ -341,6 +338,34 @@ class IsoflopsFitter:
                 f" distinct compute level(s); at least {3 if free else 2} are needed (train more "
                 "checkpoints, models or vocabularies)"
             )
+        return keep, loss
+
+    def power_law(
+        self, keep: np.ndarray, values: np.ndarray, exponent: float | None, start=None
+    ) -> tuple[float, float, dict[str, Any]]:
+        """ln y = K + e ln C on the envelope points `keep` by the method's fit (the Huber
+        minimum from `start`, (K, e) or None, or the authors' L-BFGS-B from their grid)."""
+        log_c, delta = np.log(self.flops[keep]), self.options["huber_delta"]
+        if not self.method.huber_minimum:
+            return fit_power_law_authors(log_c, np.log(values), exponent, delta)
+        return fit_power_law(log_c, np.log(values), exponent, delta, start)
+
+    def nnv_law(self, loss_u: np.ndarray, start: tuple[float, float] | None = None):
+        """K1 and the Nnv exponent alone, Nnv = e^K1 C^a: the compute-optimal budget of a model,
+        which approach 2 reads its anchor at (a third of a full fit's work)."""
+        keep, _ = self.envelope(loss_u)
+        fixed = None if self.options["free_exponents"] else 0.5
+        nnv = self.points["non_vocab_params"].to_numpy(float)[keep]
+        k1, a, quality = self.power_law(keep, nnv, fixed, start)
+        return k1, a, quality
+
+    def __call__(
+        self, loss_u: np.ndarray, f: TokensPerChar, warm: Fit | None, full: bool = False
+    ) -> Fit:
+        """Fit on L_u (`f` is not needed: the design is fixed), the Huber power laws started
+        from `warm`'s when given; `full` adds the envelope and logs what it saw."""
+        keep, loss = self.envelope(loss_u)
+        envelope = self.points.iloc[keep]
         nv = (envelope["vocab_size"] * envelope["d_model"]).to_numpy(float)
         if len(np.unique(nv)) < 2:
             raise RunsTableError(
@@ -348,15 +373,12 @@ class IsoflopsFitter:
                 f"{nv[0]:.4g} ({self.runs.frame['run'].nunique()} run(s)); the Nv law needs runs "
                 "with several vocabulary sizes or models"
             )
-        log_c, fixed = np.log(self.flops[keep]), None if free else 0.5
+        fixed = None if self.options["free_exponents"] else 0.5
 
         def fit(values: np.ndarray, exponent: float | None, start_keys: tuple[str, str]):
-            if not self.method.huber_minimum:
-                return fit_power_law_authors(log_c, np.log(values), exponent, delta)
             start = None if warm is None else tuple(warm.coefficients[k] for k in start_keys)
-            return fit_power_law(log_c, np.log(values), exponent, delta, start)
+            return self.power_law(keep, values, exponent, start)
 
-        delta = self.options["huber_delta"]
         nnv = envelope["non_vocab_params"].to_numpy(float)
         k1, a, q1 = fit(nnv, fixed, ("K1", "nnv_exponent"))
         k2, gamma, q2 = fit(nv, None, ("K2", "gamma"))

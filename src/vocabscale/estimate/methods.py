@@ -17,11 +17,19 @@ class Method:
     #: grid of starts, keeping the smallest relative mean squared error.
     huber_minimum: bool
     #: Approach 2's anchor is the paper's: the best swept V at 2.7e17 FLOPs, each run read by a
-    #: quadratic spline in C (extrapolated); else read linearly in ln C at a budget every run
-    #: of the smallest model reaches.
+    #: quadratic spline in C (extrapolated), placed at Nnv = 33,000,000 exactly; else read
+    #: linearly in ln C at the smallest model's compute-optimal budget (or `anchor_budget`).
     authors_anchor: bool
+    #: Approach 2's gamma is the authors' script: dC/dV = 0 by fsolve from V = 1000 at the
+    #: paper's seven rounded Nnv with the paper's widths, the line through the first by
+    #: L-BFGS-B from 20 starts; else brentq at the trained models with `grid_widths`.
+    authors_exponent: bool
     #: Approach 3 is fitted with D = H f(V / 1000), as the authors' code does.
     authors_tokenization: bool
+    #: Approach 3 is fitted as the authors' script: exp-parametrized, L-BFGS-B from a grid of
+    #: 486 starts, the smallest relative MSE with 0.1 < alpha2, beta < 1; else the Huber
+    #: minimum from the best points of an exponent grid (estimate/authors.py).
+    authors_loss_fit: bool
 
 
 CORRECTED = Method(
@@ -29,14 +37,18 @@ CORRECTED = Method(
     log_densification=True,
     huber_minimum=True,
     authors_anchor=False,
+    authors_exponent=False,
     authors_tokenization=False,
+    authors_loss_fit=False,
 )
 AUTHORS = Method(
     "authors",
     log_densification=False,
     huber_minimum=False,
     authors_anchor=True,
+    authors_exponent=True,
     authors_tokenization=True,
+    authors_loss_fit=True,
 )
 METHODS: dict[str, Method] = {method.name: method for method in (CORRECTED, AUTHORS)}
 

@@ -14,7 +14,7 @@ import pandas as pd
 from vocabscale.config import defaults, describe
 from vocabscale.estimate.approaches import APPROACHES, Option
 from vocabscale.estimate.methods import METHODS
-from vocabscale.runs.table import RunsTableError, tokens_per_char_from_table
+from vocabscale.runs.table import TARGETS, RunsTableError, tokens_per_char_from_table
 from vocabscale.tokens_per_char import (
     TokensPerCharFit,
     fit_tokens_per_char,
@@ -49,6 +49,7 @@ def add_table_arguments(parser: argparse.ArgumentParser) -> None:
 def add_estimate_options(parser: argparse.ArgumentParser) -> None:
     """The method, each approach's flags (declared in its registry entry) and the bootstrap's."""
     parser.add_argument("--method", choices=tuple(METHODS), help=describe("estimate.method"))
+    parser.add_argument("--target", choices=TARGETS, help=describe("estimate.target"))
     for name, approach in APPROACHES.items():
         group = parser.add_argument_group(f"approach {approach.title} (estimate.{name})")
         for option in approach.options:
@@ -83,6 +84,8 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
                 options[section].update(option.values(given))
     if args.method is not None:
         options["method"] = args.method
+    if args.target is not None:
+        options["target"] = args.target
     if args.huber_delta is not None:
         for name in APPROACHES:
             if "huber_delta" in options[name]:

@@ -13,10 +13,12 @@ import numpy as np
 from scipy.optimize import lsq_linear, minimize_scalar
 
 from vocabscale.accounting import MIN_VOCAB_SIZE
+from vocabscale.estimate.authors import authors_inputs, authors_start, fit_loss_authors
 from vocabscale.estimate.fitting import (
     HuberFit,
     huber_least_squares,
     huber_objective,
+    huber_standard_errors,
     r_squared,
 )
 from vocabscale.estimate.methods import method_named
@@ -55,6 +57,35 @@ def _design(x1, x2, x3, alpha1, alpha2):
     return np.column_stack([-np.ones_like(x1), x1**-alpha1, x2**-alpha2, x3**-alpha1])
 
 
+def _huber_rows(residuals: np.ndarray, delta: float) -> np.ndarray:
+    """`huber_objective` of every row of a matrix of residuals."""
+    absolute = np.abs(residuals)
+    inside = absolute <= delta
+    return np.where(inside, 0.5 * residuals**2, delta * (absolute - 0.5 * delta)).sum(axis=1)
+
+
+class GridStarts:
+    """The exponent grid prepared on a table's inputs for refits: at every (alpha1, alpha2) the
+    law is linear in (E, A1, A2, B), so the design's pseudo-inverse scores any L_u with two
+    matrix products (least squares, the negative A's then set to 0: a start needs no more)."""
+
+    def __init__(self, x1, x2, x3):
+        self.exponents = np.array([(a1, a2) for a1 in EXPONENT_GRID for a2 in EXPONENT_GRID])
+        self.designs = np.stack([_design(x1, x2, x3, a1, a2) for a1, a2 in self.exponents])
+        self.inverses = np.linalg.pinv(self.designs)
+
+    def best(self, y: np.ndarray, delta: float, away_from: np.ndarray, keep: int):
+        """The `keep` best grid points for L_u `y` more than one grid step from the exponents
+        `away_from` in alpha1 or alpha2 (a start there explores another part of the valley)."""
+        coefficients = np.einsum("gkn,n->gk", self.inverses, y)
+        coefficients[:, 1:] = np.maximum(coefficients[:, 1:], 0.0)
+        scores = _huber_rows(np.einsum("gnk,gk->gn", self.designs, coefficients) - y, delta)
+        step = EXPONENT_GRID[1] - EXPONENT_GRID[0]
+        far = np.any(np.abs(self.exponents - away_from) > step, axis=1)
+        order = [g for g in np.argsort(scores) if far[g]][:keep]
+        return [np.concatenate([coefficients[g], self.exponents[g]]) for g in order]
+
+
 def _starts(x1, x2, x3, y, delta: float, keep: int) -> list[np.ndarray]:
     """Score the exponent grid with the best non-negative linear coefficients at each point."""
     scored = []
@@ -69,21 +100,29 @@ def _starts(x1, x2, x3, y, delta: float, keep: int) -> list[np.ndarray]:
     return [start for _, start in scored[:keep]]
 
 
+def law_jacobian(inputs, p, logs=None) -> np.ndarray:
+    """d L_u / d (E, A1, A2, B, alpha1, alpha2) at every point (alpha1 = beta); `logs`, the
+    inputs' logarithms, when the caller keeps them."""
+    x1, x2, x3 = inputs
+    log1, log2, log3 = logs or (np.log(x1), np.log(x2), np.log(x3))
+    _, a1, a2, b, alpha1, alpha2 = p
+    t1, t2, t3 = x1**-alpha1, x2**-alpha2, x3**-alpha1
+    return np.column_stack(
+        [-np.ones_like(x1), t1, t2, t3, -a1 * log1 * t1 - b * log3 * t3, -a2 * log2 * t2]
+    )
+
+
 def fit_loss(x1, x2, x3, y, delta: float, keep: int = 6, starts=None) -> HuberFit:
     """Huber fit of the six parameters from `starts`, else from the `keep` best points of the
     exponent grid."""
-    log1, log2, log3 = np.log(x1), np.log(x2), np.log(x3)
+    logs = (np.log(x1), np.log(x2), np.log(x3))
 
     def residual(p):
         e, a1, a2, b, alpha1, alpha2 = p
         return -e + a1 * x1**-alpha1 + a2 * x2**-alpha2 + b * x3**-alpha1 - y
 
     def jacobian(p):
-        _, a1, a2, b, alpha1, alpha2 = p
-        t1, t2, t3 = x1**-alpha1, x2**-alpha2, x3**-alpha1
-        return np.column_stack(
-            [-np.ones_like(y), t1, t2, t3, -a1 * log1 * t1 - b * log3 * t3, -a2 * log2 * t2]
-        )
+        return law_jacobian((x1, x2, x3), p, logs)
 
     lower = [-np.inf, 0.0, 0.0, 0.0, EXPONENT_BOUNDS[0], EXPONENT_BOUNDS[0]]
     upper = [np.inf, np.inf, np.inf, np.inf, EXPONENT_BOUNDS[1], EXPONENT_BOUNDS[1]]
@@ -154,9 +193,25 @@ def fit_result(fit: HuberFit, y: np.ndarray) -> Fit:
     return Fit({**p, "beta": p["alpha1"]}, flags, {"fit": quality})
 
 
+#: A corrected refit starts from the main fit's optimum and, when the main fit is weakly
+#: identified, from up to this many of the best points of the exponent grid for its own L_u
+#: that lie away from that optimum: along a nearly flat valley a refit's optimum can sit far
+#: from the main fit's, where a start from the main fit's alone often stops unconverged and is
+#: left out of the interval. One start rescued as many refits as two (benchmarks/RESULTS.md).
+REFIT_GRID_STARTS = 1
+
+
+def weakly_identified(fit: Fit) -> bool:
+    """What the report calls weak identification: a parameter's 90% interval over 2x or across
+    0, or alpha2 > 1."""
+    weak = (fit.quality.get("identification") or {}).get("weak")
+    return bool(weak) or fit.coefficient("alpha2", 0.0) > 1
+
+
 class ParametricFitter:
     """Approach 3 prepared on a table: the points fitted and their scaled inputs are fixed;
-    calling it with L_u (row for row) fits the law, from the main fit's optimum when given."""
+    calling it with L_u (row for row) fits the law, from the main fit's optimum when given.
+    The method's fit is the Huber minimum (corrected) or the authors' L-BFGS-B selection."""
 
     def __init__(
         self,
@@ -169,21 +224,32 @@ class ParametricFitter:
         authors_tokenization: bool,
     ):
         points = fit_points(runs, min_flops)
-        self.rows = points.index.to_numpy()
         self.delta = huber_delta
-        self.authors = method_named(method).authors_tokenization or authors_tokenization
-        nnv, nv = points["non_vocab_params"].to_numpy(float), points["vocab_params"].to_numpy(float)
-        self.true_inputs = scaled_inputs(nnv, nv, points["tokens"].to_numpy(float))
-        self.inputs = self.true_inputs
-        if self.authors:
-            characters = points["characters"].to_numpy(float)
-            tokens = characters * f(points["vocab_size"].to_numpy(float) / 1000.0)
-            self.inputs = scaled_inputs(nnv, nv, tokens)
+        chosen = method_named(method)
+        self.authors = chosen.authors_tokenization or authors_tokenization
+        self.authors_fit = chosen.authors_loss_fit
+        if self.authors_fit:  # the script's order of the points, which its sums follow
+            order = np.argsort(runs.frame["flops"].to_numpy(float), kind="quicksort")
+            points = runs.frame.iloc[order]
+            points = points[points["flops"] >= min_flops]
+            self.inputs = authors_inputs(points, f, self.authors)
+            self.true_inputs = authors_inputs(points, f, False)
+        else:
+            nnv, nv = points["non_vocab_params"], points["vocab_params"]
+            tokens = points["tokens"].to_numpy(float)
+            self.true_inputs = scaled_inputs(nnv, nv, tokens)
+            self.inputs = self.true_inputs
+            if self.authors:
+                vocab = points["vocab_size"].to_numpy(float)
+                self.inputs = scaled_inputs(nnv, nv, points["characters"] * f(vocab / 1000.0))
+        self.rows = points.index.to_numpy()
+        self.grid: GridStarts | None = None  # prepared at the first refit
         self.options = {
             "method": method,
             "min_flops": min_flops,
             "huber_delta": huber_delta,
             "authors_tokenization": self.authors,
+            "fit": "authors" if self.authors_fit else "huber_minimum",
             "units": {
                 "non_vocab_params": "millions",
                 "vocab_params": "millions",
@@ -191,19 +257,40 @@ class ParametricFitter:
             },
         }
 
+    def fit(self, inputs, y: np.ndarray, warm: Fit | None) -> Fit:
+        """The method's fit of the law on `inputs`: from the grid's best points, or for a refit
+        (`warm`) from the main fit's optimum (and, corrected and weakly identified, the grid's
+        best points away from it)."""
+        if self.authors_fit:
+            starts = None if warm is None else [authors_start(warm.coefficients)]
+            found, selection = fit_loss_authors(inputs, y, self.delta, starts)
+            found.standard_errors = huber_standard_errors(
+                law_jacobian(inputs, found.params), found.residuals, self.delta
+            )
+            result = fit_result(found, y)
+            result.details["fit"].update(selection)
+            return result
+        starts = None
+        if warm is not None:
+            main = np.array([warm.coefficients[name] for name in PARAMETERS])
+            starts = [main]
+            if weakly_identified(warm):
+                if self.grid is None:
+                    self.grid = GridStarts(*inputs)
+                starts += self.grid.best(y, self.delta, main[4:], REFIT_GRID_STARTS)
+        return fit_result(fit_loss(*inputs, y, self.delta, starts=starts), y)
+
     def __call__(
         self, loss_u: np.ndarray, f: TokensPerChar, warm: Fit | None, full: bool = False
     ) -> Fit:
         """Fit on L_u (f is fixed by the design); from `warm`'s parameters when given, else
-        from the best points of the exponent grid."""
+        from the method's grid of starts."""
         y = loss_u[self.rows]
-        starts = None if warm is None else [[warm.coefficients[name] for name in PARAMETERS]]
-        result = fit_result(fit_loss(*self.inputs, y, self.delta, starts=starts), y)
+        result = self.fit(self.inputs, y, warm)
         if full:
             result.details["options"] = dict(self.options)
             if self.authors:
-                true_fit = fit_result(fit_loss(*self.true_inputs, y, self.delta), y)
-                result.details["true_tokenization"] = true_fit.to_json()
+                result.details["true_tokenization"] = self.fit(self.true_inputs, y, None).to_json()
             self._log(result)
         return result
 

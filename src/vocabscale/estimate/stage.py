@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> None:
     spec = "paper" if section["tokenization"] == "paper" else args.tokenization
     f_fit = load_tokens_per_char_fit(spec)
     f = f_fit.f
-    runs = load_runs(args.runs, f)
+    runs = load_runs(args.runs, f, target=section["target"])
     with output_lock(args.out):
         try:
             compare = params["report"]["compare_authors"]

@@ -9,6 +9,7 @@ more function below.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vocabscale.estimate.derivative import common_budget_range, vocab_losses_at_budget
+from vocabscale.estimate.anchor import common_budget_range, vocab_losses_at_budget
 from vocabscale.estimate.results import ApproachResult, Fit
 from vocabscale.report.evidence import Evidence, target_distances, title
 from vocabscale.report.numbers import human, sci, times
@@ -369,12 +370,13 @@ def sweep_edge(evidence: Evidence) -> Iterator[Finding]:
     "anchor",
     "Approach 2's anchor is uncertain",
     "The anchor V is where L_u of the smallest model is least at the anchor budget; read "
-    "outside the swept V, without a minimum, or from runs extrapolated to the budget, it "
-    "moves the whole approach-2 curve.",
+    "outside the swept V, without a minimum, from runs extrapolated to the budget, or at a "
+    "budget that is not the model's compute-optimal one, it moves the whole approach-2 curve.",
 )
 def anchor_doubts(evidence: Evidence) -> Iterator[Finding]:
     for label, fit in fitted_with_methods(evidence):
         anchor = fit.coefficient("anchor") or {}
+        yield from anchor_budget_doubts(label, anchor)
         if anchor.get("no_vertex"):
             yield (
                 f"{label}: L_u over ln V has no minimum near the best swept V at the anchor "
@@ -393,6 +395,82 @@ def anchor_doubts(evidence: Evidence) -> Iterator[Finding]:
                 "some runs of the smallest model: their L_u there is extrapolated.",
                 None,
             )
+
+
+def anchor_budget_doubts(label: str, anchor: dict[str, Any]) -> Iterator[Finding]:
+    """The anchor read away from its model's compute-optimal budget: held to the runs' range,
+    or approach 1 could not give that budget."""
+    clamped = anchor.get("budget_clamped")
+    if clamped:
+        low, high = anchor.get("budget_range") or (math.nan, math.nan)
+        yield (
+            f"{label}: approach 1 puts the smallest model's compute-optimal budget at "
+            f"{sci(anchor['compute_optimal_flops'])} FLOPs, {clamped} the range every run of it "
+            f"reaches ({sci(low)} to {sci(high)}); the anchor is read at {sci(anchor['flops'])}, "
+            "the nearest budget they all reach, so its V is the best at a budget that is not "
+            f"compute-optimal ({'smaller' if clamped == 'above' else 'larger'} than the optimum "
+            "there when V grows with compute, as it does).",
+            None,
+        )
+    if anchor.get("compute_optimal_unavailable"):
+        yield (
+            f"{label}: approach 1 could not be fitted ({anchor['compute_optimal_unavailable']}), "
+            f"so the anchor is read at {sci(anchor.get('flops'))} FLOPs, the largest budget every "
+            "run of the smallest model reaches, not at its compute-optimal budget.",
+            None,
+        )
+
+
+#: Models whose longest runs were trained to tokens-per-parameter ratios within this factor of
+#: each other follow one training design (docs/design.md, "Intervals").
+DESIGN_RATIO_SPREAD = 2.0
+
+
+def design_line(runs: pd.DataFrame) -> tuple[pd.Series, float] | None:
+    """Per model, the tokens per non-vocabulary parameter of its longest runs, and K of the line
+    Nnv = e^K C^0.5 through each model's largest budget (the median over its runs); None unless
+    at least 3 models share one ratio within DESIGN_RATIO_SPREAD."""
+    longest = runs.groupby("non_vocab_params")["tokens"].max()
+    ratios = longest / longest.index.to_numpy(float)
+    if len(ratios) < 3 or ratios.max() > DESIGN_RATIO_SPREAD * ratios.min():
+        return None
+    top = runs.groupby(["non_vocab_params", "run"])["flops"].max().groupby(level=0).median()
+    k = float(np.mean(np.log(top.index.to_numpy(float)) - 0.5 * np.log(top.to_numpy(float))))
+    return ratios, k
+
+
+@check(
+    "design_sets_k1",
+    "The sweep's design sets approach 1's compute-optimal relation",
+    "Every model was trained to about the same number of tokens per parameter, so each model's "
+    "last checkpoints lie on one line Nnv ∝ C^0.5 that the design fixes, not the loss, and the "
+    "IsoFLOPs envelope follows it (on the paper's grid K1 moved 0.2 when the law's moved 1.0; "
+    'docs/design.md, "Intervals"). Approach 1: its compute-optimal budget C = (Nnv / '
+    "e^K1)^2 and the V it reads there are the design's. Approach 2 reads its anchor at the "
+    "smallest model's budget on that relation, and approach 3 answers at each target's budget "
+    "on it. Several model sizes at each of several budgets (an IsoFLOPs design) measure it.",
+)
+def design_sets_k1(evidence: Evidence) -> Iterator[Finding]:
+    isoflops = evidence.fit("isoflops")
+    if evidence.runs is None or evidence.runs.empty or isoflops is None:
+        return
+    found = design_line(evidence.runs)
+    if found is None:
+        return
+    ratios, k = found
+    message = (
+        f"{len(ratios)} models trained to {ratios.min():.3g} to {ratios.max():.3g} tokens per "
+        f"parameter: the line through their longest runs has K = {k:.3f}; approach 1's "
+        f"K1 = {isoflops.coefficients['K1']:.3f}"
+    )
+    derivative = evidence.fit("derivative")
+    anchor = (derivative.coefficient("anchor") if derivative else None) or {}
+    if anchor.get("budget_rule") == "compute_optimal":
+        message += (
+            f"; approach 2's anchor is read at {sci(anchor['flops'])} FLOPs, the smallest "
+            "model's compute-optimal budget under it"
+        )
+    yield message + ".", None
 
 
 @check("tokenization", "f(V) used where it was not measured")

@@ -29,6 +29,7 @@ from vocabscale.report.evidence import (
 )
 from vocabscale.report.numbers import human, range_text, sci, times
 from vocabscale.report.recommendation import backtest_markdown, recommendation_markdown
+from vocabscale.report.sections import target_comparison_markdown
 
 #: What the intervals of the approaches cover, and what they do not.
 INTERVAL_TEXT = (
@@ -238,6 +239,7 @@ def render_markdown(
         *_predictions_markdown(evidence),
         "",
         *_comparison_markdown(evidence),
+        *target_comparison_markdown(evidence),
         "## What to doubt",
         "",
         *_doubts_markdown(evidence, doubts),

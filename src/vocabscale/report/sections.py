@@ -1,6 +1,7 @@
 """The report's sections that sit under a figure (`contents.FIGURES` attaches each to its
 figure): approach 2's anchor, what public models chose, every run's last checkpoint, and the
-downstream scores. Each takes the Evidence and returns Markdown lines; nothing is fitted."""
+downstream scores; and, after the predictions, V fitted on L_u beside V on bits per byte. Each
+takes the Evidence and returns Markdown lines; nothing is fitted."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pandas as pd
 
 from vocabscale.estimate.approaches import APPROACHES
 from vocabscale.estimate.bootstrap import refit_interval
-from vocabscale.estimate.predict import predict
-from vocabscale.estimate.results import Fit
+from vocabscale.estimate.predict import predict, predictions_table
+from vocabscale.estimate.results import ApproachResult, Estimates, Fit
 from vocabscale.report.evidence import (
     Evidence,
     Skipped,
@@ -22,19 +23,46 @@ from vocabscale.report.evidence import (
 from vocabscale.report.numbers import human, sci
 
 
-def anchor_interval(evidence: Evidence) -> str:
-    """`, 90% interval a - b` of the anchor's V over the bootstrap refits ('' without)."""
+def anchor_interval(evidence: Evidence, key: str = "vocab_size", show=None) -> str:
+    """`, 90% interval a - b` of the anchor's `key` over the bootstrap refits ('' without)."""
     result = evidence.fitted("derivative")
+    show = show or (lambda value: f"{value:,.0f}")
 
-    def anchor_vocab(fit: Fit) -> float | None:
+    def anchor_value(fit: Fit) -> float | None:
         anchor = fit.coefficient("anchor")
-        return anchor.get("vocab_size") if anchor else None
+        return anchor.get(key) if anchor else None
 
-    interval = None if result is None else refit_interval(result, anchor_vocab, evidence.confidence)
+    interval = None if result is None else refit_interval(result, anchor_value, evidence.confidence)
     if interval is None or not interval.available:
         return ""
     low, high = float(interval.low), float(interval.high)
-    return f", {evidence.confidence:.0%} interval {low:,.0f} – {high:,.0f}"
+    return f", {evidence.confidence:.0%} interval {show(low)} – {show(high)}"
+
+
+def anchor_budget_text(evidence: Evidence, anchor: dict) -> str:
+    """Why the anchor was read at its budget (` ` + a sentence, or '')."""
+    rule = anchor.get("budget_rule")
+    if rule == "compute_optimal":
+        spread = anchor_interval(evidence, "flops", sci).removeprefix(", ")
+        text = (
+            " That budget is the smallest model's compute-optimal one under approach 1's "
+            f"Nnv = e^K1 C^a refitted on these runs, K1 = {anchor['compute_optimal_K1']:.4g}"
+            + (f" (the budget's {spread} over the refits)" if spread else "")
+        )
+        if anchor.get("budget_clamped"):
+            text += (
+                f", held to the range every run of it reaches: approach 1 puts it at "
+                f"{sci(anchor['compute_optimal_flops'])}, {anchor['budget_clamped']} that range"
+            )
+        return text + "."
+    if rule == "largest_common":
+        why = anchor.get("compute_optimal_unavailable")
+        return " That budget is the largest every run of the smallest model reaches" + (
+            f" (approach 1 could not be fitted: {why})." if why else " (anchor_budget)."
+        )
+    if rule == "authors":
+        return " As the authors' script does, at the paper's budget and Nnv = 33,000,000."
+    return ""
 
 
 def derivative_markdown(evidence: Evidence) -> list[str]:
@@ -62,7 +90,8 @@ def derivative_markdown(evidence: Evidence) -> list[str]:
             )
             if anchor.get("flops")
             else "given on the command line."
-        ),
+        )
+        + anchor_budget_text(evidence, anchor),
     ]
     losses = anchor.get("losses") or []
     if losses:
@@ -185,4 +214,66 @@ def final_losses_markdown(evidence: Evidence) -> list[str]:
             f"| {row.run} | {row.vocab_size:,.0f} | {human(row.non_vocab_params)} | "
             f"{sci(row.flops)} | {values} |"
         )
+    return [*lines, ""]
+
+
+#: What `estimate.target` fits, as the report names it.
+TARGET_NAMES = {"loss_u": "L_u", "bpb": "bits per byte"}
+
+
+def other_target_estimates(evidence: Evidence) -> tuple[str, str, Estimates | None, str]:
+    """(the target fitted, the other, every approach's fit on the other, or None and why)."""
+    records = {
+        name: result.fit.detail("other_target")
+        for name, result in evidence.estimates.approaches.items()
+        if result.fit.detail("other_target")
+    }
+    target = next(
+        (r.fit.detail("target") for r in evidence.estimates.approaches.values()), "loss_u"
+    )
+    other = next((r["target"] for r in records.values()), "bpb")
+    fits = {
+        name: ApproachResult(name, Fit.from_json(name, record, details=False))
+        for name, record in records.items()
+        if "error" not in record
+    }
+    errors = sorted({record["error"] for record in records.values() if "error" in record})
+    estimates = Estimates(fits, evidence.estimates.tokenization) if fits else None
+    return target or "loss_u", other, estimates, "; ".join(errors)
+
+
+def target_comparison_markdown(evidence: Evidence) -> list[str]:
+    """V fitted on L_u beside V fitted on bits per byte (`estimate.target`): each approach
+    also fitted on the other target (without refits), both read at each target's budget."""
+    target, other, estimates, errors = other_target_estimates(evidence)
+    if estimates is None and not errors:
+        return []
+    fitted, alternative = TARGET_NAMES[target], TARGET_NAMES[other]
+    lines = [f"## V fitted on {fitted} and on {alternative}", ""]
+    if estimates is None:
+        return [*lines, f"Not fitted on {alternative}: {errors}.", ""]
+    try:
+        table = predictions_table(estimates, evidence.targets)
+    except ValueError:  # approach 3 without approach 1's budget
+        table = predictions_table(estimates.replace("parametric", None), evidence.targets)
+    moved = table.set_index(["target", "approach"])["vocab_size"]
+    lines += [
+        f"Each approach fitted on {alternative} too (no refits; approaches 2 and 3 at the "
+        f"budget approach 1 gives on {alternative}). Bits per byte needs no unigram model and "
+        "does not depend on the tokenizer; where the two disagree, V rests on the target.",
+        "",
+        f"| target | approach | V on {fitted} (above) | V on {alternative} | ratio |",
+        "|---|---|--:|--:|--:|",
+    ]
+    main = evidence.predictions[evidence.predictions["approach"].isin(APPROACHES)]
+    for row in main.itertuples(index=False):
+        if (row.target, row.approach) not in moved.index:
+            continue
+        value = float(moved.loc[(row.target, row.approach)])
+        lines.append(
+            f"| {row.target} | {title(row.approach)} | {row.vocab_size:,.0f} | {value:,.0f} | "
+            f"{value / row.vocab_size:.3f} |"
+        )
+    if errors:
+        lines += ["", f"Not fitted on {alternative}: {errors}."]
     return [*lines, ""]

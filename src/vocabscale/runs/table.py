@@ -20,7 +20,11 @@ from vocabscale.tokens_per_char import TokensPerChar
 
 log = logging.getLogger(__name__)
 
-REQUIRED_COLUMNS = ("vocab_size", "d_model", "non_vocab_params", "characters", "flops", "loss_u")
+DESIGN_COLUMNS = ("vocab_size", "d_model", "non_vocab_params", "characters", "flops")
+REQUIRED_COLUMNS = (*DESIGN_COLUMNS, "loss_u")
+#: What the estimators may fit (`estimate.target`): the unigram-normalized loss, or bits per
+#: byte of the evaluation text (tokenizer-independent without a unigram model).
+TARGETS = ("loss_u", "bpb")
 NUMERIC_COLUMNS = (*REQUIRED_COLUMNS, "tokens", "vocab_params", "step")
 RUN_KEY_FALLBACK = ("non_vocab_params", "vocab_size")
 #: Columns that must be positive where given (a row with one that is not is excluded).
@@ -113,11 +117,13 @@ def lines_of(rows: pd.Series, most: int = 3) -> str:
     return f"line{'s' if len(lines) > 1 else ''} {', '.join(lines[:most])}{more}"
 
 
-def numeric_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+def numeric_columns(
+    frame: pd.DataFrame, source: str, columns: tuple[str, ...] = NUMERIC_COLUMNS
+) -> pd.DataFrame:
     """The table with its numeric columns as numbers; a cell that is not one is an error naming
     the first (and how many more)."""
     frame = frame.reset_index(drop=True)  # row i is line i + 2 of the file (1: the header)
-    for column in NUMERIC_COLUMNS:
+    for column in dict.fromkeys(columns):
         if column not in frame.columns:
             continue
         converted = pd.to_numeric(frame[column], errors="coerce")
@@ -199,21 +205,23 @@ def drop_repeated_rows(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, 
     return frame, int(copies.sum())
 
 
-def exclude_unusable(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The rows the fits can use, and how many were left out, by reason."""
+def exclude_unusable(
+    frame: pd.DataFrame, source: str, required: tuple[str, ...] = REQUIRED_COLUMNS
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows the fits can use (`required` finite), and how many were left out, by reason."""
     excluded: dict[str, int] = {}
     if "diverged" in frame.columns:
         diverged = diverged_mask(frame, source)
         excluded["diverged"] = int(diverged.sum())
         frame = frame[~diverged]
-    finite = np.isfinite(frame[list(REQUIRED_COLUMNS)].to_numpy(dtype=float)).all(axis=1)
+    finite = np.isfinite(frame[list(required)].to_numpy(dtype=float)).all(axis=1)
     excluded["non_finite"] = int((~finite).sum())
     if not finite.all():
         log.warning(
             "%s: %s: blank, nan or inf in a required column (%s); left out",
             source,
             lines_of(pd.Series(~finite, index=frame.index)),
-            ", ".join(REQUIRED_COLUMNS),
+            ", ".join(required),
         )
     frame = frame[finite]
     given = [c for c in POSITIVE_IF_GIVEN if c in frame.columns]
@@ -246,25 +254,32 @@ def check_compute(frame: pd.DataFrame, source: str) -> None:
 
 
 def prepare_runs(
-    frame: pd.DataFrame, tokens_per_char: TokensPerChar | None, source: str = "runs table"
+    frame: pd.DataFrame,
+    tokens_per_char: TokensPerChar | None,
+    source: str = "runs table",
+    target: str = "loss_u",
 ) -> RunsTable:
     """Check columns and values, drop repeated, diverged and non-finite rows (counted), derive
-    `tokens` and `vocab_params` where absent, and assign every row to a run.
+    `tokens` and `vocab_params` where absent, and assign every row to a run. The table must
+    have the `target` the estimators fit (`estimate.target`; `target_table` puts it where they
+    read it), and rows without it are excluded.
 
     A blank cell of an optional column means what the column's absence means: `tokens` is
     derived from `characters` with f(V), `vocab_params` is V d, `step` (when every cell is
     blank) is left to `flops`. In a required column it makes the row non-finite (pandas writes
     nan as a blank cell, so the two cannot be told apart): left out, counted and named."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    required = (*DESIGN_COLUMNS, target)
+    missing = [c for c in required if c not in frame.columns]
     if missing:
+        what = f" (estimate.target is {target})" if target in missing and target != "loss_u" else ""
         raise RunsTableError(
-            f"{source}: missing column(s) {', '.join(missing)} "
+            f"{source}: missing column(s) {', '.join(missing)}{what} "
             f"(has: {', '.join(map(str, frame.columns))}); rename yours with --column THEIRS=OURS"
         )
-    frame = blank_steps(numeric_columns(frame, source), source)
+    frame = blank_steps(numeric_columns(frame, source, (*NUMERIC_COLUMNS, target)), source)
     frame["run"] = run_labels(frame)
     frame, repeated = drop_repeated_rows(frame, source)
-    frame, excluded = exclude_unusable(frame, source)
+    frame, excluded = exclude_unusable(frame, source, required)
     excluded["repeated"] = repeated
     dropped = {reason: n for reason, n in excluded.items() if n}
     if dropped:
@@ -286,6 +301,35 @@ def prepare_runs(
     return RunsTable(frame.reset_index(drop=True), source, excluded)
 
 
+def target_table(runs: RunsTable, target: str) -> RunsTable:
+    """The table the estimators fit for `target`: its values in `loss_u`, the column every
+    estimator reads (the measured L_u kept as `loss_u_measured`). A table without the column,
+    or with a usable row where it is not a finite number (a positive one for bpb), is an error
+    naming the file and the column."""
+    if target not in TARGETS:
+        raise ValueError(f"estimate.target must be one of {', '.join(TARGETS)}, not {target!r}")
+    frame = runs.frame
+    if target not in frame.columns:
+        raise RunsTableError(
+            f"{runs.source}: no column {target!r} to fit (estimate.target); the table has "
+            f"{', '.join(map(str, frame.columns))}"
+        )
+    values = pd.to_numeric(frame[target], errors="coerce").to_numpy(float)
+    bad = ~np.isfinite(values) | ((values <= 0) if target == "bpb" else False)
+    if bad.any():
+        row = frame[bad].iloc[0]
+        raise RunsTableError(
+            f"{runs.source}: column {target}: {int(bad.sum())} of {len(frame)} usable rows are "
+            f"not {'positive ' if target == 'bpb' else ''}numbers (the first: run {row['run']}, "
+            f"{row[target]!r})"
+        )
+    if target == "loss_u":
+        return runs
+    measured = frame["loss_u"] if "loss_u" in frame.columns else np.nan
+    fitted = frame.assign(loss_u=values, loss_u_measured=measured)
+    return RunsTable(fitted, runs.source, dict(runs.excluded))
+
+
 def read_runs_csv(path: str | Path, renames: dict[str, str] | None = None) -> pd.DataFrame:
     """The raw table with the user's column renames applied."""
     path = Path(path)
@@ -303,9 +347,12 @@ def read_runs_csv(path: str | Path, renames: dict[str, str] | None = None) -> pd
 
 
 def load_runs(
-    path: str | Path, tokens_per_char: TokensPerChar | None, renames: dict[str, str] | None = None
+    path: str | Path,
+    tokens_per_char: TokensPerChar | None,
+    renames: dict[str, str] | None = None,
+    target: str = "loss_u",
 ) -> RunsTable:
-    return prepare_runs(read_runs_csv(path, renames), tokens_per_char, str(path))
+    return prepare_runs(read_runs_csv(path, renames), tokens_per_char, str(path), target)
 
 
 def tokens_per_char_from_table(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
