@@ -114,9 +114,7 @@ def main() -> None:
     done = set()
     if args.records and os.path.exists(args.records):
         done = set(pd.read_csv(args.records)["sweep"])
-    work = partial(
-        one_sweep, work=work_of(args.scenario, args.approaches), samples=args.samples
-    )
+    work = partial(one_sweep, work=work_of(args.scenario, args.approaches), samples=args.samples)
     records = []
     with ProcessPoolExecutor(args.jobs) as pool:
         for batch in pool.map(work, [s for s in range(args.start, args.sweeps) if s not in done]):

@@ -73,6 +73,7 @@ class RunCurves:
     runs: list[np.ndarray] = field(default_factory=list)  # each model's run codes
     models: int = 0  # models with at least 3 runs (those that gave residuals)
     all_models: int = 0
+    degrees_of_freedom: int = 0  # of the residuals: runs less the V fits' coefficients
 
 
 @dataclass
@@ -90,6 +91,7 @@ class NoiseModel:
     run_scale: np.ndarray = field(default_factory=lambda: np.ones(0))
     vocab_sd: float = 0.0
     vocab_shapes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # unit variance
+    seed_dof: int = 0  # degrees of freedom of the run deviations' sd (0: not measured)
     notes: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -101,8 +103,9 @@ class NoiseModel:
         alone, so every approach's replicate i is the same table."""
         loss = self.smooth.copy()
         if len(self.run_curves):
+            scale = self.run_scale[:, None] * self._seed_uncertainty(rng)
             picked = rng.integers(len(self.run_curves), size=self.runs)
-            curves = self.run_curves[picked] * self.run_scale[:, None]
+            curves = self.run_curves[picked] * scale
             low, high, weight = self.places
             rows = curves[self.run_codes]
             at = np.arange(len(loss))
@@ -113,6 +116,15 @@ class NoiseModel:
         if len(self.checkpoint_residuals):
             loss += rng.choice(self.checkpoint_residuals, len(loss)) * self.row_scale
         return loss
+
+    def _seed_uncertainty(self, rng: np.random.Generator) -> float:
+        """The run deviations' sd is measured on `seed_dof` degrees of freedom, often few (a
+        model's ten runs give six): each replicate draws it from that uncertainty, sd x
+        sqrt(dof / chi2(dof)), so that the refits spread as a t interval would, not as if the
+        sd were known."""
+        return (
+            float(np.sqrt(self.seed_dof / rng.chisquare(self.seed_dof))) if self.seed_dof else 1.0
+        )
 
     def summary(self) -> dict[str, Any]:
         def sd(values: np.ndarray, scale: np.ndarray) -> float | None:
@@ -186,6 +198,7 @@ def _compare(curves: RunCurves, levels: np.ndarray, weights: list, log_vocab: np
         curves.leak_level.append(float(level @ level))
         curves.leak_shape.append(float(np.einsum("ij,ij->", w, w)) / len(w) - float(level @ level))
     curves.models += 1
+    curves.degrees_of_freedom += len(levels) - degree - 1
 
 
 def model_levels(frame: pd.DataFrame, codes: np.ndarray, x: np.ndarray, fits: dict, vocab):
@@ -307,5 +320,7 @@ def estimate_noise(frame: pd.DataFrame) -> NoiseModel:
     own, model.run_scale, exponent = size_scales(pool_nnv, np.sqrt(np.mean(pool**2, 1)), log_nnv)
     model.run_curves = pool / own[:, None]
     model.vocab_sd = float(np.sqrt(vocab_var or 0.0))
+    model.seed_dof = curves.degrees_of_freedom
     model.notes["seed_sd_nnv_exponent"] = exponent
+    model.notes["seed_degrees_of_freedom"] = curves.degrees_of_freedom
     return model
