@@ -12,9 +12,11 @@ from vocabscale.estimate import derivative, parametric, synthetic
 from vocabscale.estimate.approaches import fit_approach
 from vocabscale.estimate.bootstrap import bootstrap_bounds, estimate_noise
 from vocabscale.estimate.fit import estimate_approach
+from vocabscale.estimate.noise import SEED_BOUND_FACTOR
 from vocabscale.estimate.predict import bootstrap_interval, predictions_table
 from vocabscale.estimate.published import PAPER_COEFFICIENTS
 from vocabscale.estimate.results import Estimates
+from vocabscale.estimate.scenarios import SCENARIOS
 from vocabscale.runs.table import prepare_runs
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR, TokensPerChar
 
@@ -71,6 +73,99 @@ def test_noise_model_reads_no_seed_noise_into_an_isoflops_profile():
     summary = estimate_noise(prepare_runs(noisy, F).frame).summary()
     assert summary["seed_sd"] == pytest.approx(0.005, rel=0.3)
     assert summary["checkpoint_sd"] == pytest.approx(0.003, rel=0.2)
+
+
+def noise_summaries(name: str, approach: str, seeds=range(6)) -> pd.DataFrame:
+    """The noise model's summary on a stress scenario's sweeps (vocabscale.estimate.scenarios)."""
+    return pd.DataFrame(
+        [
+            estimate_noise(
+                prepare_runs(SCENARIOS[name].sweep(approach, s).frame, F).frame
+            ).summary()
+            for s in seeds
+        ]
+    )
+
+
+def test_noise_model_takes_the_tokenizer_offset_out_of_the_seed_offsets():
+    """Runs of one V share an offset of sd 0.005 beside their own of 0.005: it is measured
+    (about 0.005, and near 0 where there is none), the seed sd is the runs' own, not their
+    total (0.007), and a replicate gives every run of one V one tokenizer offset."""
+    shared, independent = (
+        noise_summaries("vocab-shared", "parametric"),
+        noise_summaries("independent", "parametric"),
+    )
+    assert shared["vocab_sd"].mean() == pytest.approx(0.005, rel=0.3)
+    assert independent["vocab_sd"].mean() < 0.002
+    assert shared["seed_sd"].mean() == pytest.approx(0.005, rel=0.25)
+    assert (shared["vocab_source"] == "measured across models").all()
+    frame = prepare_runs(SCENARIOS["vocab-shared"].sweep("parametric", 0).frame, F).frame
+    noise = estimate_noise(frame)
+    noise.run_curves = np.zeros_like(noise.run_curves)
+    noise.checkpoint_residuals = np.zeros_like(noise.checkpoint_residuals)
+    offsets = pd.Series(noise.draw(np.random.default_rng(0)) - noise.smooth)
+    assert offsets.groupby(frame["vocab_size"].to_numpy()).std().max() < 1e-12
+    assert offsets.std() > 0.002
+    profiles = noise_summaries("vocab-shared", "isoflops", range(1))  # no two runs share a V
+    assert profiles["vocab_sd"].iloc[0] == 0 and "not measured" in profiles["vocab_source"][0]
+
+
+def test_noise_model_redraws_noise_the_checkpoints_of_a_run_share():
+    """A random walk along each run (sd 0.004 at its end): its shape along the run, about
+    0.004 / sqrt(6), is measured beside the seed offset; independent checkpoint noise leaves
+    almost none once what the smoothing puts there is taken out. Replicate runs carry it."""
+    walk, independent = (
+        noise_summaries("trajectory-walk", "parametric"),
+        noise_summaries("independent", "parametric"),
+    )
+    assert walk["trajectory_sd"].mean() == pytest.approx(0.004 / np.sqrt(6), rel=0.4)
+    assert independent["trajectory_sd"].mean() < 0.5 * walk["trajectory_sd"].mean()
+    frame = prepare_runs(SCENARIOS["trajectory-walk"].sweep("parametric", 0).frame, F).frame
+    noise = estimate_noise(frame)
+    noise.checkpoint_residuals = np.zeros_like(noise.checkpoint_residuals)
+    drawn = (noise.draw(np.random.default_rng(1)) - noise.smooth).reshape(-1, 10)
+    shape = drawn - drawn.mean(axis=1, keepdims=True)
+    assert np.std(shape) == pytest.approx(noise.summary()["trajectory_sd"], rel=0.5)
+    assert np.corrcoef(shape[:, :-1].ravel(), shape[:, 1:].ravel())[0, 1] > 0.5  # smooth
+
+
+def test_noise_model_follows_noise_that_shrinks_with_model_size():
+    """Seed and checkpoint sd as Nnv^-0.25: the checkpoint noise's exponent is measured within
+    0.05 (hundreds of residuals per model), the seed noise's on average within 0.12 (ten runs
+    per model); the calibration sweeps show none."""
+    shrinking = noise_summaries("shrinking-noise", "parametric")
+    assert shrinking["checkpoint_sd_nnv_exponent"].mean() == pytest.approx(-0.25, abs=0.05)
+    assert shrinking["seed_sd_nnv_exponent"].mean() == pytest.approx(-0.25, abs=0.12)
+    independent = noise_summaries("independent", "parametric")
+    assert independent["checkpoint_sd_nnv_exponent"].mean() == pytest.approx(0.0, abs=0.05)
+    assert independent["seed_sd_nnv_exponent"].mean() == pytest.approx(0.0, abs=0.12)
+    frame = prepare_runs(SCENARIOS["shrinking-noise"].sweep("derivative", 0).frame, F).frame
+    noise = estimate_noise(frame)
+    assert noise.run_scale[0] > 1.5 * noise.run_scale[-1]  # the smallest model's runs come first
+
+
+def test_seed_noise_is_bounded_and_said_to_be_where_no_model_has_three_vocabularies():
+    """Two V per model: no seed residual. The seed sd is SEED_BOUND_FACTOR x the checkpoint sd
+    and the summary says it is bounded, not measured (it used to be silently 0); where the
+    smallest model has ten V, its runs stand for all and the summary says so."""
+    bounded = noise_summaries("two-vocabs", "parametric", range(2))
+    assert bounded["seed_sd"].to_numpy() == pytest.approx(
+        SEED_BOUND_FACTOR * bounded["checkpoint_sd"].to_numpy(), rel=0.05
+    )
+    assert bounded["seed_source"].str.startswith("bounded, not measured").all()
+    one = noise_summaries("two-vocabs", "derivative", range(1))
+    assert one["seed_source"][0].startswith("measured on the 1 of 6 models")
+    assert one["seed_sd"][0] == pytest.approx(0.005, rel=0.5)
+
+
+def test_replicate_tables_depend_on_the_table_alone():
+    """Every approach builds its own noise model of the same table and draws replicate i from
+    the same seed: the replicate tables must be the same, draw for draw."""
+    frame = prepare_runs(SCENARIOS["vocab-shared"].sweep("parametric", 2).frame, F).frame
+    first, second = estimate_noise(frame), estimate_noise(frame.copy())
+    one, other = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(3):
+        np.testing.assert_array_equal(first.draw(one), second.draw(other))
 
 
 def collapsed_coefficients(collapsed: int, total: int = 40) -> dict:

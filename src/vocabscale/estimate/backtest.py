@@ -23,7 +23,6 @@ import pandas as pd
 
 from vocabscale.accounting import log_spaced
 from vocabscale.estimate.approaches import APPROACHES
-from vocabscale.estimate.bootstrap import estimate_noise
 from vocabscale.estimate.empirical import (
     EmpiricalOptimum,
     ReadingAtBudget,
@@ -31,6 +30,7 @@ from vocabscale.estimate.empirical import (
     empirical_optimum,
 )
 from vocabscale.estimate.fit import estimate_all
+from vocabscale.estimate.noise import estimate_noise
 from vocabscale.estimate.predict import RECOMMENDED, compute_optimal_flops, predict
 from vocabscale.estimate.recommend import (
     Record,

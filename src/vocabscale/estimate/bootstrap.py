@@ -1,8 +1,8 @@
 """Intervals for anything a fit gives (V for a target, the anchor, a power law), from the same
 approach refitted on replicate tables (`refit_interval`, the one place intervals are made).
-The replicates keep every run and redraw its noise, L_u* = smooth_run(D) + seed offset* +
-checkpoint noise*, rather than resampling runs, which would bias the IsoFLOPs envelope, a
-minimum (docs/design.md, "Intervals")."""
+The replicates keep every run and redraw its noise (`vocabscale.estimate.noise`: smooth run
+curves + run deviation curves + tokenizer offsets + checkpoint noise), rather than resampling
+runs, which would bias the IsoFLOPs envelope, a minimum (docs/design.md, "Intervals")."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from vocabscale.estimate.approaches import Fitter
+from vocabscale.estimate.noise import estimate_noise
 from vocabscale.estimate.results import ApproachResult, Bootstrap, Fit, Interval
 from vocabscale.runs.table import RunsTable, RunsTableError
 from vocabscale.tokens_per_char import TokensPerCharFit
@@ -25,102 +25,6 @@ log = logging.getLogger(__name__)
 
 #: Errors a refit may raise on an unlucky replicate; it is then counted as failed.
 REFIT_ERRORS = (RunsTableError, RuntimeError, ValueError, np.linalg.LinAlgError)
-
-
-def polynomial_fit(x: np.ndarray, y: np.ndarray, degree: int):
-    """Least squares of y on a polynomial in x: (fitted values, leverage-corrected residuals of
-    the points that have any, and a function giving (value, leverage) at a new x)."""
-    centre, scale = x.mean(), x.std() or 1.0
-    design = np.vander((x - centre) / scale, degree + 1)
-    pseudo_inverse = np.linalg.pinv(design)
-    coefficients = pseudo_inverse @ y
-    fitted = design @ coefficients
-    leverage = np.einsum("ij,ji->i", design, pseudo_inverse)
-    free = leverage < 1 - 1e-9
-    residuals = (y - fitted)[free] / np.sqrt(1 - leverage[free])
-
-    def at(x0: float) -> tuple[float, float]:
-        row = np.vander([(x0 - centre) / scale], degree + 1)[0]
-        weights = row @ pseudo_inverse
-        return float(weights @ y), float(weights @ weights)
-
-    return fitted, residuals, at
-
-
-@dataclass
-class NoiseModel:
-    """The bootstrap world: smooth run curves, and the residuals that noise is drawn from."""
-
-    smooth: np.ndarray  # per row: its run's smoothed L_u
-    run_codes: np.ndarray  # per row: its run's index
-    runs: int
-    checkpoint_residuals: np.ndarray
-    seed_residuals: np.ndarray
-
-    def draw(self, rng: np.random.Generator) -> np.ndarray:
-        """One replicate's L_u, row for row."""
-        loss = self.smooth.copy()
-        if len(self.seed_residuals):
-            loss += rng.choice(self.seed_residuals, self.runs)[self.run_codes]
-        if len(self.checkpoint_residuals):
-            loss += rng.choice(self.checkpoint_residuals, len(loss))
-        return loss
-
-    def summary(self) -> dict[str, Any]:
-        def sd(values: np.ndarray) -> float | None:
-            return float(np.sqrt(np.mean(values**2))) if len(values) else None
-
-        return {
-            "scheme": "residual bootstrap within runs: smooth run curves + resampled seed "
-            "offsets + resampled checkpoint noise",
-            "checkpoint_sd": sd(self.checkpoint_residuals),
-            "seed_sd": sd(self.seed_residuals),
-            "checkpoint_residuals": len(self.checkpoint_residuals),
-            "seed_residuals": len(self.seed_residuals),
-        }
-
-
-def _centred(values: list[float] | np.ndarray) -> np.ndarray:
-    values = np.asarray(values, dtype=float)
-    return values - values.mean() if len(values) else values
-
-
-def estimate_noise(frame: pd.DataFrame) -> NoiseModel:
-    """Smooth every run (a polynomial in D^-1/2, the shape of a loss law in tokens, of degree
-    min(3, checkpoints // 2)); the seed offsets from each model's run levels (at the model's
-    median D^-1/2) about a polynomial in ln V of degree min(3, runs - 2), high enough not to
-    read an IsoFLOPs profile's curvature as seed noise (docs/design.md, "Intervals")."""
-    codes, names = pd.factorize(frame["run"])
-    x = frame["tokens"].to_numpy(float) ** -0.5
-    y = frame["loss_u"].to_numpy(float)
-    smooth = np.empty_like(y)
-    checkpoint_residuals, level_at = [], {}
-    for code, rows in pd.Series(np.arange(len(y))).groupby(codes).groups.items():
-        rows = np.asarray(rows)
-        fitted, residuals, at = polynomial_fit(x[rows], y[rows], min(3, len(rows) // 2))
-        smooth[rows] = fitted
-        checkpoint_residuals.extend(residuals)
-        level_at[code] = at
-    checkpoint = _centred(checkpoint_residuals)
-    seeds, leverages = [], []
-    run_rows = frame.assign(code=codes).groupby("code")
-    runs = run_rows.agg(model=("non_vocab_params", "first"), vocab=("vocab_size", "first"))
-    for _, model in runs.groupby("model"):
-        if len(model) < 3:
-            continue
-        reference = float(np.median(x[np.isin(codes, model.index)]))
-        levels = np.array([level_at[code](reference) for code in model.index])
-        _, residuals, _ = polynomial_fit(
-            np.log(model["vocab"].to_numpy(float)), levels[:, 0], min(3, len(model) - 2)
-        )
-        seeds.extend(residuals)
-        leverages.extend(levels[:, 1])
-    seed = _centred(seeds)
-    if len(seed):  # the level of a run carries some checkpoint noise of its own
-        total = np.mean(seed**2)
-        own = np.mean(checkpoint**2) * np.mean(leverages) if len(checkpoint) else 0.0
-        seed = seed * np.sqrt(max(0.0, total - own) / total) if total > 0 else seed
-    return NoiseModel(smooth, codes, len(names), checkpoint, seed)
 
 
 def bootstrap_bounds(

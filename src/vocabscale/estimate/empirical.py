@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from vocabscale.estimate.bootstrap import NoiseModel, bootstrap_bounds
+from vocabscale.estimate.bootstrap import bootstrap_bounds
+from vocabscale.estimate.noise import NoiseModel
 
 #: At least this share of the noise draws must give a vertex for the truth to have an interval.
 MIN_VERTEX_SHARE = 0.5

@@ -52,21 +52,26 @@ def separable_law(
     nv_exponent: float = 0.7,
     nnv_term: float = 1.5,
     nv_term: float = 0.15,
+    curvature: tuple[float, float] | None = None,
 ) -> Law:
     """A Chinchilla-like law whose compute-optimal sizes are exact power laws:
     L_u = -floor + A1 Nnv^-a + B1 (C/Nnv)^-a + A2 Nv^-a2 + B2 (C/Nv)^-b2.
     At fixed C the Nnv terms are least at Nnv = (A1/B1)^(1/2a) C^(1/2) and the Nv terms at
     Nv = (a2 A2 / (b2 B2))^(1/(a2+b2)) C^(b2/(a2+b2)); the constants are set so that these are
     e^k1 C^0.5 and e^k2 C^gamma, and the loss falls monotonically along every run.
-    `nnv_term` and `nv_term` are the sizes of the A1 and A2 terms at Nnv = 1e8, Nv = 1e7."""
+    `nnv_term` and `nv_term` are the sizes of the A1 and A2 terms at Nnv = 1e8, Nv = 1e7.
+    `curvature` (kappa, ln C0) bends the optimal Nv's power law, ln Nv = k2 + gamma ln C +
+    kappa (ln C - ln C0)^2 (a law approaches 1 and 2 do not hold; Nnv's stays exact)."""
     a, a2 = nnv_exponent, nv_exponent
     b2 = a2 * gamma / (1.0 - gamma)
     a1_coef = nnv_term * 1e8**a
     b1_coef = a1_coef * np.exp(-2.0 * a * k1)
     a2_coef = nv_term * 1e7**a2
-    b2_coef = a2 * a2_coef / (b2 * np.exp(k2 * (a2 + b2)))
+    kappa, centre = curvature or (0.0, 0.0)
 
     def law(nnv, nv, _tokens, budget):
+        k2_at = k2 + kappa * (np.log(budget) - centre) ** 2
+        b2_coef = a2 * a2_coef / (b2 * np.exp(k2_at * (a2 + b2)))
         return (
             -floor
             + a1_coef * nnv**-a
@@ -167,28 +172,35 @@ def isoflop_profiles(
         for i, nnv_factor in enumerate(spread):
             for j, nv_factor in enumerate(spread):
                 nnv, nv = best_nnv * nnv_factor, best_nv * nv_factor
-                d_model = 1.6 * nnv ** (1 / 3)
-                vocab_size = nv / d_model
-                tokens = fractions * budget / (6.0 * (nnv + nv))
-                budgets_seen = flops(nnv, vocab_size, d_model, tokens)
-                rows.append(
-                    pd.DataFrame(
-                        {
-                            "run_id": f"c{level}-n{i}-v{j}",
-                            "vocab_size": vocab_size,
-                            "d_model": d_model,
-                            "non_vocab_params": nnv,
-                            "vocab_params": nv,
-                            "step": np.arange(1, len(fractions) + 1),
-                            "tokens": tokens,
-                            "characters": tokens / f(vocab_size),
-                            "flops": budgets_seen,
-                            "loss_u": law(nnv, nv, tokens, budgets_seen)
-                            + rng.normal(0.0, noise, len(fractions)),
-                        }
-                    )
-                )
+                run = profile_run(law, nnv, nv, budget, fractions, f)
+                run["loss_u"] += rng.normal(0.0, noise, len(fractions))
+                run.insert(0, "run_id", f"c{level}-n{i}-v{j}")
+                rows.append(run)
     return pd.concat(rows, ignore_index=True)
+
+
+def profile_run(
+    law: Law, nnv: float, nv: float, budget: float, fractions, f: TokensPerChar
+) -> pd.DataFrame:
+    """One run of an IsoFLOPs design: width d = 1.6 Nnv^(1/3), trained to exactly `budget`
+    and evaluated at the given fractions of it, L_u from the law (noise-free)."""
+    d_model = 1.6 * nnv ** (1 / 3)
+    vocab_size = nv / d_model
+    tokens = np.asarray(fractions, float) * budget / (6.0 * (nnv + nv))
+    budgets_seen = flops(nnv, vocab_size, d_model, tokens)
+    return pd.DataFrame(
+        {
+            "vocab_size": vocab_size,
+            "d_model": d_model,
+            "non_vocab_params": nnv,
+            "vocab_params": nv,
+            "step": np.arange(1, len(tokens) + 1),
+            "tokens": tokens,
+            "characters": tokens / f(vocab_size),
+            "flops": budgets_seen,
+            "loss_u": law(nnv, nv, tokens, budgets_seen),
+        }
+    )
 
 
 # --- simulated sweeps for measuring the coverage of intervals ------------------------------
@@ -204,14 +216,16 @@ CHECKPOINT_NOISE = 0.003
 
 
 class Sweep(NamedTuple):
-    """A noisy runs table, the target one approach is asked about and the true optimal V (at
-    the target's compute-optimal budget; `truth_at(C)`: the law's optimal V for the target at
-    budget C, to judge an answer given for another budget)."""
+    """A noisy runs table, the target one approach is asked about, the true optimal V (at the
+    target's compute-optimal budget) and what made it (a scenario's name,
+    `vocabscale.estimate.scenarios`); `truth_at(C)`: the law's optimal V for the target at
+    budget C, to judge an answer given for another budget."""
 
     frame: pd.DataFrame
     target: dict
     truth: float
     truth_at: Callable[[float], float] | None = None
+    name: str = ""
 
 
 def add_noise(
@@ -247,16 +261,36 @@ def parametric_sweep(
 def separable_sweep(
     seed: int, models: int = 6, checkpoints: int = 10, f: TokensPerChar = PAPER_TOKENS_PER_CHAR
 ) -> Sweep:
-    """A paper-like sweep from `separable_law`, set so that approaches 1 and 2 both hold: the
-    compute-optimal Nv grows as Nnv^gamma_d, gamma_d the derivative exponent of f over the
-    trained models (so Nv = e^K2 C^(gamma_d / 2)), and the smallest model is compute-optimal
-    at the budget approach 2 reads its anchor at (the largest every run of it reaches), where
-    its best V is 6,000. The target is 10x beyond the largest compute trained, on the law's
+    """A paper-like sweep from `separable_law`, set so that approaches 1 and 2 both hold
+    (`separable_setup`). The target is 10x beyond the largest compute trained, on the law's
     compute-optimal path; its truth is the law's optimal V there."""
+    setup = separable_setup(paper_models(models), f)
+    law = separable_law(setup.k1, setup.k2, setup.gamma)
+    clean = runs_table(law, setup.models, checkpoints=checkpoints, f=f)
+    return compute_optimal_sweep(clean, seed, setup.k1, setup.k2, setup.gamma)
+
+
+class SeparableSetup(NamedTuple):
+    """The paper's models and a `separable_law` (k1, k2, gamma) approach 2 holds for on them,
+    with the budget its anchor is read at."""
+
+    models: list[Model]
+    k1: float
+    k2: float
+    gamma: float
+    anchor_flops: float
+
+
+def separable_setup(
+    design: list[Model], f: TokensPerChar = PAPER_TOKENS_PER_CHAR
+) -> SeparableSetup:
+    """For the models of `design` (the smallest first): the compute-optimal Nv grows as
+    Nnv^gamma_d, gamma_d the derivative exponent of f over the models (so Nv = e^K2
+    C^(gamma_d / 2)), and the smallest model is compute-optimal at the budget approach 2 reads
+    its anchor at (the largest every run of it reaches), where its best V is 6,000."""
     from vocabscale.estimate import derivative
     from vocabscale.runs.table import width_from_runs
 
-    design = paper_models(models)
     grid = [m.non_vocab_params for m in design]
     width = width_from_runs(
         pd.DataFrame({"non_vocab_params": grid, "d_model": [m.d_model for m in design]})
@@ -274,8 +308,7 @@ def separable_sweep(
     )
     k1 = np.log(smallest.non_vocab_params) - 0.5 * np.log(anchor_budget)
     k2 = np.log(6000.0 * smallest.d_model) - gamma * np.log(anchor_budget)
-    clean = runs_table(separable_law(k1, k2, gamma), design, checkpoints=checkpoints, f=f)
-    return compute_optimal_sweep(clean, seed, k1, k2, gamma)
+    return SeparableSetup(design, float(k1), float(k2), float(gamma), float(anchor_budget))
 
 
 def compute_optimal_sweep(
@@ -343,13 +376,21 @@ def coverage_record(approach: str, sweep: Sweep, samples: int, seed: int) -> dic
     fitted = estimate_approach(approach, runs, f, defaults(f"estimate.{approach}"), bootstrap)
     row = predictions_table(Estimates({approach: fitted}), [sweep.target]).iloc[0]
     low, high = float(row["vocab_size_low"]), float(row["vocab_size_high"])
+    estimate = float(row["vocab_size"])
+    noise = fitted.bootstrap.noise or {}
     return {
         "approach": approach,
         "truth": sweep.truth,
-        "estimate": float(row["vocab_size"]),
+        "estimate": estimate,
         "low": low,
         "high": high,
         "covered": bool(low <= sweep.truth <= high),
+        "excludes_estimate": bool(
+            np.isfinite(low) and not low * (1 - 1e-9) <= estimate <= high * (1 + 1e-9)
+        ),
+        "refits_excluded_share": float(row.get("refits_excluded_share", np.nan)),
+        "seed_sd": noise.get("seed_sd"),
+        "checkpoint_sd": noise.get("checkpoint_sd"),
     }
 
 
