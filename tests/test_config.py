@@ -57,7 +57,8 @@ def test_impossible_vocabulary_size_names_the_entry(default_params):
 
 def test_unbuildable_shape_names_the_model(default_params):
     params = copy.deepcopy(default_params)
-    params["models"]["xs"]["n_head"] = 5
+    d_model = params["models"]["xs"]["d_model"]
+    params["models"]["xs"]["n_head"] = next(h for h in range(3, d_model) if d_model % h)
     check(params, "models.xs", "not divisible by n_head")
 
 
@@ -69,7 +70,8 @@ def test_preset_and_explicit_shape_conflict(default_params):
 
 def test_budget_too_small_for_the_evaluations(default_params):
     params = copy.deepcopy(default_params)
-    params["models"]["xs"]["train_tokens"] = 4096
+    train = params["train"]  # a step fewer than the evaluation points
+    params["models"]["xs"]["train_tokens"] = train["batch_tokens"] * (train["evals"] - 1)
     check(params, "models.xs.train_tokens", "train.evals")
 
 

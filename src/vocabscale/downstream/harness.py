@@ -15,7 +15,6 @@ from typing import Any
 from vocabscale import accounting
 from vocabscale.config import ParamsError
 from vocabscale.downstream import RUN_COLUMNS
-from vocabscale.export import export_run
 from vocabscale.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -120,6 +119,8 @@ def evaluate_run(
         # after a kill by the next run under the output's lock (`remove_stale_temporaries`)
         scratch = tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         with scratch as tmp:
+            from vocabscale.export import export_run  # torch: only when there is a task
+
             model_dir = export_run(run_dir, tokenizer, Path(tmp) / "hf")
             record.update(evaluate_model(model_dir, settings, manager))
         for task, values in record["tasks"].items():

@@ -375,7 +375,16 @@ def run_backtest(runs: RunsTable, f: TokensPerCharFit, settings: BacktestSetting
         text = rule.text
         if not any(h.kind == "model" for h in holdouts):
             text += f"; with {sizes} model sizes no model could be held out, only budgets"
-        rule = Rule(rule.weights, text, *(out_of_sample_error(recommended) or (None, None)))
+        error = out_of_sample_error(recommended)
+        if error is None and rule.weights:
+            # the recommendation, its weights chosen without each holdout, answered none of
+            # them: its error is measured on the comparisons of the approaches it weighs
+            error = out_of_sample_error(table[table["approach"].isin(list(rule.weights))])
+            text += (
+                "; its out-of-sample error from the weighted approaches' own comparisons (the "
+                "recommendation, chosen without each holdout, answered none of them)"
+            )
+        rule = Rule(rule.weights, text, *(error or (None, None)))
     table = pd.concat([table, recommended], ignore_index=True)
     summary = {
         "holdouts": [{"kind": h.kind, "name": h.name, "models": list(h.ranges)} for h in holdouts],

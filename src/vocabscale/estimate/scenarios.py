@@ -154,11 +154,17 @@ def tokens_interaction_law(p: dict[str, float], exponent: float, reference_token
 
 @dataclass(frozen=True)
 class Design:
-    """A noise-free sweep and what it is asked: the table, the target, its law's optimal V."""
+    """A noise-free sweep and what it is asked: the table, the target, its law's optimal V
+    (and the law, to find its optimal V for the target at another budget)."""
 
     frame: pd.DataFrame
     target: dict
     truth: float
+    law: Law | None = None
+
+    def truth_at(self, budget: float) -> float:
+        """The law's optimal V for the target at `budget`."""
+        return law_optimal_vocab(self.law, self.target["nnv"], self.target["d_model"], budget)
 
 
 #: A paper-like grid: (index among the paper's six smallest shapes, its vocabulary sizes).
@@ -200,7 +206,7 @@ def parametric_design(law_name: str = "paper", layout: Layout = FULL_GRID) -> De
     nnv = float(np.exp(ISOFLOPS["K1"]) * budget**0.5)
     d_model = width_for_nnv(nnv)
     target = {"name": "10x", "nnv": nnv, "d_model": d_model, "flops": budget}
-    return Design(clean, target, law_optimal_vocab(law, nnv, d_model, budget))
+    return Design(clean, target, law_optimal_vocab(law, nnv, d_model, budget), law)
 
 
 def _grid_reference(column: str) -> float:
@@ -227,7 +233,7 @@ def _compute_optimal(clean: pd.DataFrame, law: Law, k1: float) -> Design:
     nnv = float(np.exp(k1) * budget**0.5)
     d_model = width_for_nnv(nnv)
     target = {"name": "10x", "nnv": nnv, "d_model": d_model}
-    return Design(clean, target, law_optimal_vocab(law, nnv, d_model, budget))
+    return Design(clean, target, law_optimal_vocab(law, nnv, d_model, budget), law)
 
 
 @functools.cache
@@ -315,7 +321,9 @@ class Scenario:
         """The scenario's sweep `seed` for one approach (noise drawn from that seed)."""
         design = self.designs[approach]()
         frame = noisy(design.frame, self.noise, np.random.default_rng(seed))
-        return Sweep(frame, dict(design.target), design.truth, name=f"{self.name}/{approach}")
+        truth_at = design.truth_at if design.law is not None else None
+        name = f"{self.name}/{approach}"
+        return Sweep(frame, dict(design.target), design.truth, truth_at, name)
 
 
 def _standard_designs(

@@ -70,7 +70,7 @@ def recommendation_markdown(evidence: Evidence) -> list[str]:
         )
     else:
         lines.append(
-            f"Its {level} interval covers only the runs' noise: without a backtest nothing "
+            f"Its {level} interval covers only the runs' noise: no comparison with held-out runs "
             "measured how far the approaches' laws miss on runs they did not see."
         )
     if tolerance:

@@ -242,6 +242,11 @@ def other_target_estimates(evidence: Evidence) -> tuple[str, str, Estimates | No
     return target or "loss_u", other, estimates, "; ".join(errors)
 
 
+def answer_cell(vocab_size: float) -> str:
+    """A V, or 'no answer' where the fit gave none (a bound or a search edge)."""
+    return f"{vocab_size:,.0f}" if math.isfinite(vocab_size) else "no answer"
+
+
 def target_comparison_markdown(evidence: Evidence) -> list[str]:
     """V fitted on L_u beside V fitted on bits per byte (`estimate.target`): each approach
     also fitted on the other target (without refits), both read at each target's budget."""
@@ -270,9 +275,10 @@ def target_comparison_markdown(evidence: Evidence) -> list[str]:
         if (row.target, row.approach) not in moved.index:
             continue
         value = float(moved.loc[(row.target, row.approach)])
+        both = math.isfinite(value) and math.isfinite(row.vocab_size)
         lines.append(
-            f"| {row.target} | {title(row.approach)} | {row.vocab_size:,.0f} | {value:,.0f} | "
-            f"{value / row.vocab_size:.3f} |"
+            f"| {row.target} | {title(row.approach)} | {answer_cell(row.vocab_size)} | "
+            f"{answer_cell(value)} | {f'{value / row.vocab_size:.3f}' if both else 'n/a'} |"
         )
     if errors:
         lines += ["", f"Not fitted on {alternative}: {errors}."]
