@@ -15,9 +15,11 @@ import pytest
 from vocabscale.config import defaults
 from vocabscale.estimate import parametric, synthetic
 from vocabscale.estimate.backtest import BacktestSettings, model_holdouts, run_backtest
+from vocabscale.estimate.bootstrap import RefitValues
 from vocabscale.estimate.empirical import ReadingAtBudget, empirical_optimum
 from vocabscale.estimate.fit import estimate_all
 from vocabscale.estimate.predict import predict
+from vocabscale.estimate.recommend import mixture_bounds
 from vocabscale.io import OUTPUT_MARKER
 from vocabscale.runs.table import prepare_runs
 from vocabscale.tokens_per_char import PAPER_TOKENS_PER_CHAR, TokensPerCharFit
@@ -209,3 +211,19 @@ def test_the_backtest_command_writes_its_directory_and_refuses_a_foreign_one(tmp
     )
     assert refused.returncode == 2 and "notes.txt" in refused.stderr
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_the_recommendations_interval_carries_the_approaches_disagreement():
+    """Two weighted approaches, each sure of its own V (refits within 1%) but 17% apart: the
+    recommendation's noise interval is their mixture and holds both, where the refits of their
+    weighted mean would give an interval 2% wide that holds neither."""
+
+    def sure_of(vocab_size: float) -> RefitValues:
+        draws = {i: vocab_size * (1 + 0.01 * np.sin(i)) for i in range(50)}
+        return RefitValues(vocab_size, vocab_size, draws, 50, True)
+
+    refits = {"derivative": sure_of(48_000.0), "parametric": sure_of(57_000.0)}
+    low, high = mixture_bounds(refits, {"derivative": 0.5, "parametric": 0.5}, 0.9)
+    assert np.exp(low) < 48_000 * 1.005 and np.exp(high) > 57_000 * 0.995
+    lopsided = mixture_bounds(refits, {"derivative": 0.97, "parametric": 0.03}, 0.9)
+    assert np.exp(lopsided[1]) < 50_000  # an approach with 3% of the weight is in the tail

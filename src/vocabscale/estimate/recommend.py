@@ -15,7 +15,7 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from vocabscale.estimate import parametric
-from vocabscale.estimate.bootstrap import RefitValues, interval_of
+from vocabscale.estimate.bootstrap import RefitValues
 from vocabscale.estimate.results import Prediction
 
 #: An approach whose out-of-sample RMS error is over this many times the best one's gets no
@@ -151,30 +151,31 @@ class Recommendation:
         return data
 
 
-def combined_refits(
-    refits: dict[str, RefitValues], answers: dict[str, float], rule: Rule
-) -> RefitValues | None:
-    """The recommendation over the bootstrap: the rule applied to every replicate table all
-    answering approaches have a refit for (refit i of every approach saw the same table), and
-    to their references. None when an answering approach has no refits."""
-    if any(refits.get(name) is None for name in answers):
-        return None
-    parts = [refits[name] for name in answers]
-    common = set.intersection(*(set(part.refits) for part in parts))
-
-    def rule_over(values: list[Any]) -> float | None:
-        found = combine(dict(zip(answers, values)), rule)
-        return None if found is None else found[0]
-
-    by_replicate = {i: rule_over([part.refits[i] for part in parts]) for i in sorted(common)}
-    references = [part.reference for part in parts]
-    return RefitValues(
-        combine(answers, rule)[0],
-        None if any(r is None for r in references) else rule_over(references),
-        {i: v for i, v in by_replicate.items() if v is not None},
-        max(part.tried for part in parts),
-        all(part.has_reference for part in parts),
-    )
+def mixture_bounds(
+    refits: dict[str, RefitValues], weights: dict[str, float], confidence: float
+) -> tuple[float, float] | None:
+    """The recommendation's noise interval in ln V: the quantiles of the mixture of the weighted
+    approaches' bootstrap distributions, each approach's refits placed about its own estimate
+    as its interval is (estimate x refit / reference) and given its weight. A mixture, not the
+    weighted mean of each replicate's answers: that would keep the noise and drop the
+    approaches' disagreement, which is model uncertainty the answer carries (on a paper-like
+    table two approaches 17% apart gave a mean whose interval held neither's truth). None when
+    a weighted approach has no usable refits."""
+    logs, masses = [], []
+    for name, weight in weights.items():
+        values = refits.get(name)
+        if values is None or values.estimate is None or len(values.refits) < 2:
+            return None
+        draws = np.log(np.asarray(list(values.refits.values()), dtype=float))
+        reference = values.reference
+        centre = np.median(draws) if reference is None else math.log(reference)
+        logs.append(math.log(values.estimate) + draws - centre)
+        masses.append(np.full(len(draws), weight / len(draws)))
+    order = np.argsort(np.concatenate(logs))
+    placed, mass = np.concatenate(logs)[order], np.concatenate(masses)[order]
+    cumulative = (np.cumsum(mass) - mass / 2) / mass.sum()
+    tail = (1 - confidence) / 2
+    return tuple(float(np.interp(q, cumulative, placed)) for q in (tail, 1 - tail))
 
 
 def recommend(
@@ -187,9 +188,10 @@ def recommend(
 ) -> Recommendation:
     """The recommendation from the approaches' predictions for one target at `budget`: only
     answers for that budget count (approaches 1 and 2 answer for the compute-optimal one).
-    Its noise interval is the rule applied to every bootstrap replicate (`refits`, per
-    approach), widened in quadrature by the rule's out-of-sample error at this target's
-    `distance` (e-folds of compute from the middle of the fitted range)."""
+    Its noise interval is the mixture of the weighted approaches' bootstrap distributions
+    (`refits`, per approach; `mixture_bounds`), widened in quadrature by the rule's
+    out-of-sample error at this target's `distance` (e-folds of compute from the middle of
+    the fitted range)."""
     answers = {
         name: p.vocab_size
         for name, p in predictions.items()
@@ -202,11 +204,10 @@ def recommend(
         return Recommendation(None, math.nan, math.nan, None, budget, rule.text, reason)
     value = combined[0]
     low = high = math.nan
-    over = combined_refits(refits or {}, {n: answers[n] for n in combined[1] or answers}, rule)
-    if over is not None:
-        interval = interval_of(over, confidence)
-        if interval.available:
-            low, high = math.log(value / interval.low), math.log(interval.high / value)
+    weights = combined[1] or {name: 1.0 / len(answers) for name in answers}
+    bounds = mixture_bounds(refits or {}, weights, confidence)
+    if bounds is not None:  # the interval always holds the recommendation
+        low, high = max(0.0, math.log(value) - bounds[0]), max(0.0, bounds[1] - math.log(value))
     error = rule.spread_at(distance)
     if error is not None:
         spread = norm.ppf(0.5 + confidence / 2) * error
