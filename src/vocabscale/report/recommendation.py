@@ -61,7 +61,8 @@ def recommendation_markdown(evidence: Evidence) -> list[str]:
     level = f"{evidence.confidence:.0%}"
     if rule.error is not None:
         lines.append(
-            f"Its {level} interval is the approaches' bootstrap interval widened by the error the "
+            f"Its {level} interval is the mixture of the weighted approaches' bootstrap "
+            "intervals (their disagreement is in it), widened by the error the "
             f"backtest measured on runs the fits did not see (an RMS of {rule.error:.3f} in ln V, "
             f"net of the held-out runs' own noise, at {rule.distance:.1f} e-folds of compute from "
             "the middle of the compute fitted), grown in proportion where a target lies farther "
@@ -70,8 +71,9 @@ def recommendation_markdown(evidence: Evidence) -> list[str]:
         )
     else:
         lines.append(
-            f"Its {level} interval covers only the runs' noise: no comparison with held-out runs "
-            "measured how far the approaches' laws miss on runs they did not see."
+            f"Its {level} interval covers the runs' noise and the approaches' disagreement "
+            "only: no comparison with held-out runs measured how far their laws miss on runs "
+            "they did not see."
         )
     if tolerance:
         lines.append(
