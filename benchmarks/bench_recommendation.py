@@ -86,7 +86,7 @@ def one_sweep(seed: int, scenario: str, samples: int) -> list[dict]:
     answer = predict(estimates, target["nnv"], target["d_model"], target.get("flops"), True)
     rows = [
         record(name, p.vocab_size, p.interval.low if p.interval else np.nan,
-               p.interval.high if p.interval else np.nan, truth_for(sweep, p.flops))
+               p.interval.high if p.interval else np.nan, truth_for(sweep, p.answer.flops))
         for name, p in answer.approaches.items()
     ]  # fmt: skip
     found = answer.recommended

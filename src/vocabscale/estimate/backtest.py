@@ -194,7 +194,7 @@ class Backtester:
         estimates = self.fit(holdout)
         rows = []
         for name, (low, high) in holdout.ranges.items():
-            model = self.models.loc[name].rename(None)
+            model = self.models.loc[name].astype(object).rename(None)
             model["model"] = name
             for approach in APPROACHES:
                 rows += self.approach_rows(holdout, model, approach, estimates, (low, high))

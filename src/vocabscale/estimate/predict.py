@@ -305,13 +305,17 @@ def rule_of(estimates: Estimates) -> Rule:
 
 def band_tolerance(estimates: Estimates) -> float | None:
     """The loss difference the flat band allows: the seed-to-seed spread of L_u the runs
-    show (the backtest's noise model, else an approach's), None when unknown."""
-    if estimates.backtest and estimates.backtest.get("seed_sd"):
-        return float(estimates.backtest["seed_sd"])
-    for result in estimates.approaches.values():
-        noise = result.bootstrap.noise if result.bootstrap else None
-        if noise and noise.get("seed_sd"):
-            return float(noise["seed_sd"])
+    show (the backtest's noise model, else an approach's); where they show none beyond their
+    checkpoint noise, that noise, the smallest difference they resolve; None when unknown."""
+    sources = [estimates.backtest or {}] + [
+        result.bootstrap.noise
+        for result in estimates.approaches.values()
+        if result.bootstrap and result.bootstrap.noise
+    ]
+    for key in ("seed_sd", "checkpoint_sd"):
+        for source in sources:
+            if source.get(key):
+                return float(source[key])
     return None
 
 

@@ -79,7 +79,8 @@ def recommendation_markdown(evidence: Evidence) -> list[str]:
         lines.append(
             "**The flat band** holds every V whose predicted L_u is within "
             f"{tolerance:.2g} nats of the optimum's (the seed-to-seed spread of L_u the runs "
-            "show, unless `report.band_tolerance` says otherwise), from the shape of approach "
+            "show, else their checkpoint noise where they show no more, unless "
+            "`report.band_tolerance` says otherwise), from the shape of approach "
             "3's loss around the recommendation (else the curvature of the largest model's "
             "runs), rounded inwards to multiples of "
             f"{evidence.settings['round_to']}: near the optimum the loss is flat, so any V in "
